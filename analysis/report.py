@@ -1,0 +1,160 @@
+"""Results as JSON, a readable table (Markdown and CSV) and a bar chart."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+CSV_COLUMNS = [
+    "phase", "defect", "kind", "multiplicity", "formation_energy_eV", "local_formation_energy_eV",
+    "converged", "steps", "max_displacement_A", "ended_at", "flags",
+]
+
+
+def _phases(results: dict) -> list[dict]:
+    return [results["reference"], *results["hosts"]]
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def rows(results: dict) -> list[dict]:
+    """One row per defect, in CSV_COLUMNS."""
+    out = []
+    for phase in _phases(results):
+        name = phase["formula"] + (" (reference)" if phase is results["reference"] else "")
+        for d in phase["defects"]:
+            out.append({
+                "phase": name,
+                "defect": d["name"],
+                "kind": d["kind"],
+                "multiplicity": d["multiplicity"],
+                "formation_energy_eV": d["formation_energy_eV"],
+                "local_formation_energy_eV": d["local_formation_energy_eV"],
+                "converged": d["converged"],
+                "steps": d["steps"],
+                "max_displacement_A": d["max_displacement_A"],
+                "ended_at": d["ended_at"],
+                "flags": "; ".join(d["flags"]),
+            })
+    return out
+
+
+def markdown_table(results: dict) -> str:
+    """The readable report: a verdict table, then every defect."""
+    calc = results["calculator"]
+    model = f" ({calc['model']})" if calc.get("model") else ""
+    lines = [
+        f"# Dominant {results['species']} carrier — {results['system']}, "
+        f"{calc['name']}{model}, T = {results['temperature_K']:g} K",
+        "",
+        f"Calculator uncertainty: {calc['uncertainty_eV']:g} eV; "
+        f"forces relaxed to {calc['fmax_eV_A']:g} eV/Å.",
+        "",
+        "| phase | source | supercell atoms (image distance) | lowest vacancy E_f (eV) "
+        "| lowest interstitial E_f (eV) | dominant carrier | margin (eV) | vacancy vs reference (eV) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for phase in _phases(results):
+        src = phase["source"]
+        source = f"{src['kind']}: {src['id']}"
+        sc = phase["supercell"]
+        ref = " (reference)" if phase is results["reference"] else ""
+        lines.append(
+            f"| {phase['formula']}{ref} | {source} | {sc['natoms']} "
+            f"({sc['min_image_distance_A']:.1f} Å) "
+            f"| {_fmt(phase['lowest_eV']['vacancy'])} ({phase['lowest_defect']['vacancy']}) "
+            f"| {_fmt(phase['lowest_eV']['interstitial'])} "
+            f"({phase['lowest_defect']['interstitial']}) "
+            f"| **{phase['dominant_carrier']}** | {_fmt(phase['margin_eV'])} "
+            f"| {_fmt(phase.get('vacancy_vs_reference_eV'))} |"
+        )
+    lines += [
+        "",
+        "| phase | defect | kind | mult. | E_f (eV) | local E_f (eV) | converged | steps "
+        "| max move (Å) | ended at | flags |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows(results):
+        lines.append(
+            f"| {r['phase']} | {r['defect']} | {r['kind']} | {r['multiplicity']} "
+            f"| {_fmt(r['formation_energy_eV'])} | {_fmt(r['local_formation_energy_eV'])} "
+            f"| {'yes' if r['converged'] else 'NO'} | {r['steps']} "
+            f"| {_fmt(r['max_displacement_A'], 2)} | {r['ended_at'] or '-'} | {r['flags'] or ''} |"
+        )
+    notes = [p for p in _phases(results) if p["source"]["kind"] == "fixture"]
+    if notes:
+        lines += ["", "Structures from carrierflow's fixtures (not Materials Project data):"]
+        lines += [f"- {p['formula']}: {p['source']['provenance']}" for p in notes]
+    lines += ["", "Verdicts:"]
+    lines += [f"- {p['formula']}: {p['verdict_reason']}" for p in _phases(results)]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(results: dict) -> str:
+    """Every defect as CSV."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows(results))
+    return buffer.getvalue()
+
+
+def plot_formation_energies(results: dict, path: Path) -> None:
+    """A bar chart of E_f per phase and defect, vacancies and interstitials side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = _phases(results)
+    fig, axes = plt.subplots(
+        1, len(phases), figsize=(3.2 * len(phases) + 1, 4.2), sharey=True, squeeze=False
+    )
+    colours = {"vacancy": "#3b6fb6", "interstitial": "#d9822b"}
+    for ax, phase in zip(axes[0], phases, strict=True):
+        defects = phase["defects"]
+        x = range(len(defects))
+        heights = [d["ranking_energy_eV"] for d in defects]
+        bars = ax.bar(x, heights, color=[colours[d["kind"]] for d in defects])
+        for bar, d in zip(bars, defects, strict=True):
+            if d["flags"]:
+                bar.set_hatch("//")
+            if d["local_formation_energy_eV"] is not None:
+                ax.plot(bar.get_x() + bar.get_width() / 2, d["formation_energy_eV"], "kx")
+        ax.set_xticks(list(x), [d["name"] for d in defects], rotation=60, ha="right", fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.8)
+        title = phase["formula"] + (" (ref.)" if phase is results["reference"] else "")
+        ax.set_title(f"{title}\n{phase['dominant_carrier']}", fontsize=10)
+    axes[0][0].set_ylabel("formation energy (eV)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    labels = list(colours)
+    handles.append(plt.Rectangle((0, 0), 1, 1, fill=False, hatch="//"))
+    labels.append("flagged (see table)")
+    fig.legend(handles, labels, loc="upper right", fontsize=8)
+    calc = results["calculator"]
+    fig.suptitle(
+        f"{results['species']} defects, {calc['name']} {calc.get('model') or ''}", fontsize=11
+    )
+    fig.tight_layout(rect=(0, 0, 0.88, 0.95))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def write_report(results: dict, output: Path) -> dict[str, Path]:
+    """Write results.json, results.md, results.csv and formation_energies.png."""
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": output / "results.json",
+        "markdown": output / "results.md",
+        "csv": output / "results.csv",
+        "plot": output / "formation_energies.png",
+    }
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    paths["markdown"].write_text(markdown_table(results))
+    paths["csv"].write_text(csv_table(results))
+    plot_formation_energies(results, paths["plot"])
+    return paths

@@ -1,0 +1,61 @@
+"""Documents that analysis reads: assessed defects and hosts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from carrierflow.structures.sources import StructureSource
+from carrierflow.structures.supercells import SupercellChoice
+
+
+class LocalRelaxation(BaseModel):
+    """The same defect relaxed again with the atoms far from it held fixed."""
+
+    radius_A: float
+    energy_eV: float
+    formation_energy_eV: float
+    converged: bool
+    steps: int
+    max_displacement_A: float
+
+
+class DefectOutcome(BaseModel):
+    """A relaxed defect, assessed: energy, geometry, where it ended up, and flags."""
+
+    host: str
+    name: str
+    kind: Literal["vacancy", "interstitial"]
+    species: str
+    frac_coords: list[float]
+    multiplicity: int
+    energy_eV: float
+    formation_energy_eV: float
+    converged: bool
+    steps: int
+    max_displacement_A: float
+    far_field_displacement_A: float
+    defect_shift_A: float = Field(description="distance the defect centre moved")
+    ended_at: str | None = Field(None, description="candidate whose site the defect ended on")
+    flags: list[str] = Field(default_factory=list)
+    local: LocalRelaxation | None = None
+
+    @property
+    def ranking_energy_eV(self) -> float:
+        """The energy used for ranking: the local one when the host reconstructed."""
+        return self.local.formation_energy_eV if self.local else self.formation_energy_eV
+
+
+class HostOutcome(BaseModel):
+    """Everything computed for one host (or the reference phase)."""
+
+    label: str
+    formula: str
+    is_reference: bool
+    source: StructureSource
+    bulk_energy_per_atom_eV: float
+    bulk_lattice_abc_A: list[float]
+    supercell: SupercellChoice
+    perfect_energy_eV: float
+    defects: list[DefectOutcome]

@@ -1,0 +1,136 @@
+"""The whole flow on the EMT analogue (Cu in ordered Cu3Au, fcc Cu as reference)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from carrierflow.structures.defects import find_vacancies
+from carrierflow.structures.sources import load_fixture
+from carrierflow.workflows.cli import main
+
+
+def _phases(results):
+    return [results["reference"], *results["hosts"]]
+
+
+def test_one_vacancy_per_distinct_site_in_every_phase(emt_run):
+    for phase in _phases(emt_run["results"]):
+        host = load_fixture(phase["formula"])[0].get_primitive_structure()
+        vacancies = [d for d in phase["defects"] if d["kind"] == "vacancy"]
+        assert len(vacancies) == len(find_vacancies(host, "Cu"))
+
+
+def test_perfect_supercell_is_n_times_the_bulk_energy(emt_run):
+    # EMT is a lattice calculator: the perfect supercell of the relaxed bulk has exactly
+    # the bulk energy per atom
+    for phase in _phases(emt_run["results"]):
+        natoms = phase["supercell"]["natoms"]
+        expected = natoms * phase["bulk_energy_per_atom_eV"]
+        assert phase["perfect_energy_eV"] == pytest.approx(expected, abs=1e-6 * natoms)
+
+
+def test_copper_defects_are_physical(emt_run):
+    reference = emt_run["results"]["reference"]
+    # EMT (Jacobsen, Stoltze and Norskov 1996) is fitted to Cu and gives its vacancy
+    # formation energy close to experiment (1.28 eV); self-interstitials cost far more
+    assert 1.0 < reference["lowest_eV"]["vacancy"] < 1.4
+    assert reference["lowest_eV"]["interstitial"] > 2.5
+    assert reference["dominant_carrier"] == "vacancy"
+    assert reference["mu_eV"] == pytest.approx(reference["bulk_energy_per_atom_eV"])
+
+
+def test_every_defect_that_moved_to_another_site_is_flagged(emt_run):
+    for phase in _phases(emt_run["results"]):
+        for d in phase["defects"]:
+            assert d["converged"]
+            if d["ended_at"] != d["name"]:
+                assert any(d["ended_at"] is None or d["ended_at"] in f for f in d["flags"])
+
+
+def test_results_schema(emt_run):
+    results = emt_run["results"]
+    assert results["species"] == "Cu"
+    assert results["calculator"]["name"] == "emt"
+    assert results["temperature_K"] == 300
+    host = results["hosts"][0]
+    assert host["source"]["kind"] == "fixture"
+    assert set(host["supercell"]) == {"matrix", "natoms", "min_image_distance_A"}
+    assert host["supercell"]["min_image_distance_A"] >= 10
+    assert set(host["lowest_eV"]) == {"vacancy", "interstitial"}
+    assert host["dominant_carrier"] in {"vacancy", "interstitial", "undecided"}
+    assert host["margin_eV"] == pytest.approx(
+        host["lowest_eV"]["interstitial"] - host["lowest_eV"]["vacancy"])
+    for name in ("results.md", "results.csv", "formation_energies.png"):
+        assert (emt_run["output"] / name).stat().st_size > 0
+
+
+def test_formation_energy_does_not_depend_on_the_supercell(emt_run, tmp_path):
+    assert main(["run", "--system", "Cu-Au", "--calculator", "emt", "--defects", "vacancy",
+                 "--min-image-distance", "13", "--store", str(tmp_path / "store"),
+                 "--output", str(tmp_path / "out")]) == 0
+    larger = json.loads((tmp_path / "out" / "results.json").read_text())
+    for small, large in zip(_phases(emt_run["results"]), _phases(larger), strict=True):
+        assert large["supercell"]["natoms"] > small["supercell"]["natoms"]
+        assert large["lowest_eV"]["vacancy"] == pytest.approx(small["lowest_eV"]["vacancy"],
+                                                              abs=0.03)
+
+
+def test_rerun_reuses_every_calculation(emt_run, capsys):
+    capsys.readouterr()
+    assert main(["run", "--system", "Cu-Au", "--calculator", "emt", "--store",
+                 str(emt_run["store"]), "--output", str(emt_run["root"] / "rerun")]) == 0
+    err = capsys.readouterr().err
+    assert "reused from the store" in err
+    assert "relaxation of" not in err and "single point of" not in err
+    rerun = json.loads((emt_run["root"] / "rerun" / "results.json").read_text())
+    for a, b in zip(_phases(rerun), _phases(emt_run["results"]), strict=True):
+        assert [d["formation_energy_eV"] for d in a["defects"]] == [
+            d["formation_energy_eV"] for d in b["defects"]]
+
+
+def test_report_renders_stored_results_without_computing(emt_run, capsys, tmp_path):
+    capsys.readouterr()
+    assert main(["report", "--system", "Cu-Au", "--calculator", "emt", "--store",
+                 str(emt_run["store"]), "--output", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "relaxation of" not in captured.err
+    assert "Cu3Au" in captured.out and "dominant carrier" in captured.out
+    reported = json.loads((tmp_path / "results.json").read_text())
+    assert reported["hosts"][0]["lowest_eV"] == emt_run["results"]["hosts"][0]["lowest_eV"]
+
+
+def test_an_interrupted_run_resumes_from_the_store(tmp_path):
+    command = [sys.executable, "-m", "carrierflow.workflows.cli", "run", "--system", "Cu-Au",
+               "--calculator", "emt", "--store", str(tmp_path / "store"),
+               "--output", str(tmp_path / "out")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finished = []
+    deadline = time.time() + 300
+    for line in process.stderr:
+        if ": E = " in line:
+            finished.append(line.split(": E = ")[0].split("] ")[1])
+        if len(finished) == 3 or time.time() > deadline:
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130
+    assert "interrupted: finished calculations are kept" in rest
+    assert not (tmp_path / "out" / "results.json").exists()
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0
+    reused = {line.split("] ")[1].split(": reused")[0]
+              for line in resumed.stderr.splitlines() if "reused from the store" in line}
+    # the interrupt may land between the last log line and its store write
+    assert reused >= set(finished[:-1]) and reused <= set(finished)
+    for label in reused:
+        computed = rf"{re.escape(label)}: (cell \+ ions relaxation|ionic relaxation|single point) of"
+        assert not re.search(computed, resumed.stderr)
+    assert (tmp_path / "out" / "results.json").exists()

@@ -1,0 +1,265 @@
+"""The ``carrierflow`` command: a thin layer over workflows/ and analysis/."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from carrierflow.structures.presets import SYSTEMS
+from carrierflow.structures.sources import StructureError
+from carrierflow.workflows.calculators import CalculatorError
+from carrierflow.workflows.store import StoreError
+
+logger = logging.getLogger("carrierflow")
+
+EXPECTED_ERRORS = (StructureError, CalculatorError, StoreError)
+
+
+class UsageError(ValueError):
+    """A command line that cannot be run."""
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what to study")
+    group.add_argument("--system", help=f"a preset: {', '.join(SYSTEMS)}")
+    group.add_argument("--species", help="the mobile species (e.g. Li)")
+    group.add_argument("--hosts", nargs="+", help="formulas, mp-ids or structure files")
+    group.add_argument("--reference", help="the pure phase of the species (formula, mp-id or file)")
+    calc = parser.add_argument_group("calculator")
+    calc.add_argument("--calculator", default="sevennet",
+                      help="emt, sevennet (default), chgnet or mace")
+    calc.add_argument("--model", help="SevenNet model (7net-l3i5 default, 7net-0, 7net-mf-0) "
+                      "or a model file (required for mace)")
+    calc.add_argument("--fmax", type=float, default=0.01, help="force convergence, eV/A (0.01)")
+    calc.add_argument("--uncertainty", type=float,
+                      help="energy uncertainty for the verdict, eV (0.1 for the stand-ins)")
+    parser.add_argument("--store", help="store directory or JobStore file "
+                        "(default: $CARRIERFLOW_STORE or ./carrierflow-store)")
+    parser.add_argument("--output", help="output directory "
+                        "(default: carrierflow-results/<system>-<calculator>)")
+    parser.add_argument("--verbose", action="store_true", help="show library warnings and logs")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``carrierflow``."""
+    parser = argparse.ArgumentParser(
+        prog="carrierflow",
+        description="Which point defect carries the mobile species: vacancies or interstitials?",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="compute formation energies and the dominant carrier")
+    _add_selection(run)
+    cells = run.add_argument_group("defects and supercells")
+    cells.add_argument("--min-image-distance", type=float, default=10.0,
+                       help="minimum distance between periodic images of a defect, A (10)")
+    cells.add_argument("--max-atoms", type=int, default=250, help="supercell atom cap (250)")
+    cells.add_argument("--interstitial-min-distance", type=float, default=1.5,
+                       help="closest an interstitial candidate may sit to a host atom, A (1.5)")
+    cells.add_argument("--defects", nargs="+", choices=["vacancy", "interstitial"],
+                       default=["vacancy", "interstitial"], help="defect kinds to compute (both)")
+    cells.add_argument("--no-host-relaxation", action="store_true",
+                       help="keep each host's cell and positions as given (e.g. DFT-relaxed); "
+                       "the reference phase is always relaxed")
+    cells.add_argument("--reconstruction-radius", type=float, default=6.0,
+                       help="atoms beyond this distance from a defect are far field, A (6)")
+    cells.add_argument("--reconstruction-threshold", type=float, default=0.5,
+                       help="far-field move that signals a host reconstruction, A (0.5)")
+    cells.add_argument("--temperature", type=float, default=300.0,
+                       help="temperature of the site fractions, K (300)")
+    report = sub.add_parser("report", help="re-render stored results without recomputing")
+    _add_selection(report)
+    return parser
+
+
+def _selection(args: argparse.Namespace) -> tuple[str, str, str, list[str]]:
+    preset = None
+    if args.system:
+        if args.system not in SYSTEMS:
+            raise UsageError(f"unknown system '{args.system}' (presets: {', '.join(SYSTEMS)})")
+        preset = SYSTEMS[args.system]
+    species = args.species or (preset.species if preset else None)
+    hosts = args.hosts or (preset.hosts if preset else None)
+    if not species or not hosts:
+        raise UsageError("give --system, or --species and --hosts")
+    reference = args.reference or (preset.reference if preset else species)
+    system = args.system or f"{species} in {'+'.join(Path(h).stem for h in hosts)}"
+    return system, species, reference, hosts
+
+
+def _calculator(args: argparse.Namespace):
+    from carrierflow.workflows.calculators import Calculator
+
+    return Calculator(args.calculator, model=args.model, fmax=args.fmax,
+                      uncertainty_eV=args.uncertainty)
+
+
+def _output_dir(args: argparse.Namespace, system: str, calculator_label: str) -> Path:
+    if args.output:
+        return Path(args.output)
+    return Path("carrierflow-results") / f"{system.replace(' ', '_')}-{calculator_label}"
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write the output directory '{path}': {exc.strerror}") from exc
+
+
+def _load_phases(species: str, reference: str, hosts: list[str], calculator, args):
+    from pymatgen.core import Element
+
+    from carrierflow.structures.defects import check_species
+    from carrierflow.structures.sources import load_structure
+    from carrierflow.structures.supercells import choose_supercell
+    from carrierflow.workflows.flows import Phase
+
+    try:
+        Element(species)
+    except ValueError as exc:
+        raise UsageError(f"species '{species}' is not an element") from exc
+    phases = []
+    for spec in [reference, *hosts]:
+        structure, source = load_structure(spec)
+        structure = structure.get_primitive_structure()
+        label = structure.composition.reduced_formula
+        check_species(structure, species)
+        # fail now, not after the bulk relaxation, when no supercell fits under the cap
+        choose_supercell(structure, args.min_image_distance, args.max_atoms)
+        phases.append(Phase(label=label, structure=structure, source=source))
+    calculator.check_elements(
+        {el.symbol for phase in phases for el in phase.structure.composition.elements}
+    )
+    if {el.symbol for el in phases[0].structure.composition.elements} != {species}:
+        raise UsageError(
+            f"reference '{reference}' is {phases[0].label}, not the pure {species} phase"
+        )
+    return phases[0], phases[1:]
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """carrierflow run."""
+    from jobflow import run_locally
+
+    from carrierflow.analysis.report import markdown_table, write_report
+    from carrierflow.workflows.flows import CarrierFlowMaker
+    from carrierflow.workflows.schemas import DefectSettings
+    from carrierflow.workflows.store import open_store, store_location
+
+    system, species, reference_spec, host_specs = _selection(args)
+    calculator = _calculator(args)
+    calculator.check_installed()
+    output = _output_dir(args, system, calculator.label)
+    _check_writable(output)
+    try:
+        settings = DefectSettings(
+            species=species,
+            min_image_distance_A=args.min_image_distance,
+            max_atoms=args.max_atoms,
+            interstitial_min_distance_A=args.interstitial_min_distance,
+            reconstruction_radius_A=args.reconstruction_radius,
+            reconstruction_threshold_A=args.reconstruction_threshold,
+            temperature_K=args.temperature,
+            defect_kinds=args.defects,
+            relax_hosts=not args.no_host_relaxation,
+        )
+    except ValueError as exc:
+        raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
+    reference, hosts = _load_phases(species, reference_spec, host_specs, calculator, args)
+    store = open_store(args.store)
+    flow = CarrierFlowMaker(calculator=calculator, settings=settings, system=system).make(
+        reference, hosts
+    )
+    logger.info(
+        "%s: %s with %s; store %s", system, ", ".join(h.label for h in hosts),
+        calculator.label, store_location(args.store),
+    )
+    try:
+        responses = run_locally(flow, store=store, create_folders=False, log=args.verbose,
+                                raise_immediately=True)
+    except KeyboardInterrupt:
+        logger.error(
+            "interrupted: finished calculations are kept in the store %s; "
+            "rerun the same command to resume", store_location(args.store),
+        )
+        return 130
+    results = responses[flow.output.uuid][max(responses[flow.output.uuid])].output
+    paths = write_report(results, output)
+    print(markdown_table(results).split("\n\n| phase | defect")[0])
+    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """carrierflow report: re-render stored results."""
+    from carrierflow.analysis.report import markdown_table, write_report
+    from carrierflow.analysis.results import find_results
+    from carrierflow.workflows.store import open_store, store_location
+
+    system, *_ = _selection(args)
+    calculator = _calculator(args)
+    store = open_store(args.store)
+    results = find_results(store, system, calculator.label)
+    if results is None:
+        raise UsageError(
+            f"no stored results for {system} with {calculator.label} in {store_location(args.store)}"
+        )
+    output = _output_dir(args, system, calculator.label)
+    _check_writable(output)
+    paths = write_report(results, output)
+    print(markdown_table(results).split("\n\n| phase | defect")[0])
+    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return str(exc)
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[carrierflow %(asctime)s] %(message)s", "%H:%M:%S"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        logging.getLogger("jobflow").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``carrierflow`` console script."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    commands = {"run": command_run, "report": command_report}
+    try:
+        return commands[args.command](args)
+    except (*EXPECTED_ERRORS, UsageError) as exc:
+        if args.debug:
+            raise
+        print(f"carrierflow: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"carrierflow: error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+            "traceback; finished calculations are kept in the store)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

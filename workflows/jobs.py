@@ -1,0 +1,380 @@
+"""Jobs: one calculation each, plus the jobs that place defects, assess them and summarise."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from contextlib import contextmanager
+
+import numpy as np
+from jobflow import CURRENT_JOB, Flow, JobConfig, Maker, Response, job
+from monty.json import jsanitize
+from pymatgen.core import Structure
+
+from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
+from carrierflow.analysis.relaxation import (
+    hold_far_atoms,
+    reconstruction_evidence,
+    relaxation_geometry,
+)
+from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, LocalRelaxation
+from carrierflow.analysis.verdict import summarize
+from carrierflow.structures.defects import (
+    DefectCandidate,
+    DefectCell,
+    build_defect_cell,
+    find_defects,
+    positions_in_supercell,
+    rattle_near,
+)
+from carrierflow.structures.sources import StructureSource
+from carrierflow.structures.supercells import SupercellChoice, choose_supercell, make_supercell
+from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.schemas import CalculationDoc, DefectSettings
+
+logger = logging.getLogger("carrierflow")
+
+# bump when a change makes stored calculations incomparable with new ones
+CACHE_VERSION = 1
+
+_SHARED_CALCULATORS: dict[str, object] = {}
+
+
+def fingerprint(task: str, maker: Maker, structure: Structure) -> str:
+    """Hash of everything that determines a calculation's result."""
+    settings = {k: v for k, v in jsanitize(maker.as_dict(), strict=True).items() if k != "name"}
+    payload = json.dumps(
+        [CACHE_VERSION, task, settings, jsanitize(structure.as_dict(), strict=True)],
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _share_calculator(maker: Maker) -> Maker:
+    """Load each model once per process: Makers built from the same settings share it."""
+    if not hasattr(maker, "_get_calculator"):
+        return maker
+    key = json.dumps(
+        jsanitize(
+            [type(maker).__name__, getattr(maker, "calculator_meta", None), maker.calculator_kwargs],
+            strict=True,
+        ),
+        sort_keys=True,
+    )
+    if key not in _SHARED_CALCULATORS:
+        _SHARED_CALCULATORS[key] = maker._get_calculator()
+    maker._calculator = _SHARED_CALCULATORS[key]
+    return maker
+
+
+@contextmanager
+def _progress(maker: Maker, label: str, every_s: float = 30.0):
+    """Log the force calls of a long calculation every ``every_s`` seconds."""
+    calculator = getattr(maker, "_calculator", None)
+    if calculator is None:
+        yield
+        return
+    original = calculator.calculate
+    calls, last = 0, time.perf_counter()
+
+    def calculate(atoms=None, *args, **kwargs):
+        nonlocal calls, last
+        original(atoms, *args, **kwargs)
+        calls += 1
+        if time.perf_counter() - last >= every_s and "forces" in calculator.results:
+            forces = np.array(calculator.results["forces"], copy=True)
+            for constraint in getattr(atoms, "constraints", []):
+                constraint.adjust_forces(atoms, forces)
+            logger.info(
+                "%s: %d force calls, E = %.4f eV, largest force %.3f eV/A",
+                label, calls, calculator.results.get("energy", float("nan")),
+                float(np.linalg.norm(forces, axis=1).max()),
+            )
+            last = time.perf_counter()
+
+    calculator.calculate = calculate
+    try:
+        yield
+    finally:
+        del calculator.calculate
+
+
+def _find_stored(fp: str) -> CalculationDoc | None:
+    store = CURRENT_JOB.store
+    if store is None:
+        return None
+    found = store.query_one({"output.fingerprint": fp}, properties=["output"])
+    if not found:
+        return None
+    output = {k: v for k, v in found["output"].items() if not k.startswith("@")}
+    return CalculationDoc.model_validate({**output, "reused": True})
+
+
+@job(config=JobConfig(expose_store=True))
+def calculate(
+    maker: Maker, structure: Structure, task: str, label: str, calculator: dict
+) -> CalculationDoc:
+    """Run one atomate2 Maker on a structure, or reuse the stored result of the same inputs."""
+    fp = fingerprint(task, maker, structure)
+    stored = _find_stored(fp)
+    if stored is not None:
+        logger.info("%s: reused from the store (%s, E = %.4f eV)", label, task, stored.energy_eV)
+        return stored
+    what = {"bulk_relax": "cell + ions relaxation", "ion_relax": "ionic relaxation",
+            "static": "single point"}[task]
+    logger.info("%s: %s of %d atoms ...", label, what, len(structure))
+    maker = _share_calculator(maker)
+    started = time.perf_counter()
+    with _progress(maker, label):
+        task_doc = type(maker).make.original(maker, structure)
+    elapsed = time.perf_counter() - started
+    output = task_doc.output
+    forces = getattr(output, "forces", None)
+    max_force = float(np.linalg.norm(np.array(forces), axis=1).max()) if forces else None
+    final = output.structure
+    doc = CalculationDoc(
+        fingerprint=fp,
+        task=task,
+        label=label,
+        calculator=calculator,
+        energy_eV=float(output.energy),
+        natoms=len(final),
+        formula=final.composition.reduced_formula,
+        structure=final,
+        steps=int(output.n_steps or 1),
+        converged=True if task == "static" else bool(task_doc.is_force_converged),
+        max_force_eV_A=max_force,
+        elapsed_s=elapsed,
+    )
+    logger.info(
+        "%s: E = %.4f eV, %d steps%s, %.1f s",
+        label, doc.energy_eV, doc.steps, "" if doc.converged else " (NOT converged)", elapsed,
+    )
+    return doc
+
+
+@job
+def defect_calculations(
+    label: str,
+    bulk: CalculationDoc,
+    reference_bulk: CalculationDoc,
+    source: StructureSource,
+    calculator: Calculator,
+    settings: DefectSettings,
+    is_reference: bool = False,
+) -> Response:
+    """Place every defect of the mobile species in one supercell of the relaxed host and
+    replace this job by their calculations."""
+    _check_same_calculator([bulk.calculator, reference_bulk.calculator])
+    host = bulk.structure
+    mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
+    choice = choose_supercell(host, settings.min_image_distance_A, settings.max_atoms)
+    perfect = make_supercell(host, choice)
+    candidates = find_defects(host, settings.species, settings.interstitial_min_distance_A)
+    selected = [c for c in candidates if c.kind in settings.defect_kinds]
+    kinds = [c.kind for c in selected]
+    logger.info(
+        "%s: %d vacancies and %d interstitial candidates in a %d-atom supercell "
+        "(periodic images %.2f A apart)",
+        label, kinds.count("vacancy"), kinds.count("interstitial"), choice.natoms,
+        choice.min_image_distance_A,
+    )
+    described = calculator.describe()
+    perfect_job = calculate(
+        calculator.static_maker(), perfect, "static", f"{label} perfect supercell", described
+    )
+    jobs = [perfect_job]
+    outcomes = []
+    for candidate in selected:
+        cell = build_defect_cell(host, choice.matrix, perfect, candidate)
+        start = rattle_near(
+            cell.structure,
+            cell.site_cart,
+            settings.rattle_radius_A,
+            settings.rattle_amplitude_A,
+            seed=f"{label}/{candidate.name}",
+        )
+        relax = calculate(
+            calculator.ion_relax_maker(), start, "ion_relax", f"{label} {candidate.name}", described
+        )
+        assess = assess_defect(
+            label, host, choice, candidates, candidate, cell, start, relax.output,
+            perfect_job.output, mu, calculator, settings,
+        )
+        jobs += [relax, assess]
+        outcomes.append(assess.output)
+    host_job = collect_host(
+        label, source, bulk, choice, perfect_job.output, outcomes, is_reference
+    )
+    jobs.append(host_job)
+    return Response(replace=Flow(jobs, output=host_job.output, name=f"{label} defects"))
+
+
+def _candidate_sites(
+    host: Structure, choice: SupercellChoice, candidates: list[DefectCandidate], kind: str
+) -> dict[str, np.ndarray]:
+    return {
+        c.name: positions_in_supercell(host, choice.matrix, c.equivalent_frac_coords)
+        for c in candidates
+        if c.kind == kind
+    }
+
+
+@job
+def assess_defect(
+    label: str,
+    host: Structure,
+    choice: SupercellChoice,
+    candidates: list[DefectCandidate],
+    candidate: DefectCandidate,
+    cell: DefectCell,
+    start: Structure,
+    relaxed: CalculationDoc,
+    perfect: CalculationDoc,
+    mu: float,
+    calculator: Calculator,
+    settings: DefectSettings,
+) -> DefectOutcome | Response:
+    """Formation energy, geometry and flags of one relaxed defect; when the host reconstructed,
+    relax it again with the far atoms held fixed."""
+    _check_same_calculator([relaxed.calculator, perfect.calculator])
+    e_f = formation_energy(relaxed.energy_eV, perfect.energy_eV, added_atoms(candidate.kind), mu)
+    perfect_structure = perfect.structure
+    geometry = relaxation_geometry(
+        cell.structure,
+        relaxed.structure,
+        perfect_structure,
+        candidate.kind,
+        candidate.species,
+        cell.site_cart,
+        _candidate_sites(host, choice, candidates, candidate.kind),
+        settings.reconstruction_radius_A,
+    )
+    flags = []
+    if not relaxed.converged:
+        flags.append(f"not converged in {relaxed.steps} steps")
+    if geometry.ended_at is None:
+        flags.append(f"ended off every candidate site (centre moved {geometry.defect_shift_A:.2f} A)")
+    elif geometry.ended_at != candidate.name:
+        verb = "vacancy refilled; vacancy now at" if candidate.kind == "vacancy" else "relaxed into"
+        flags.append(f"{verb} {geometry.ended_at}")
+    evidence = reconstruction_evidence(
+        e_f,
+        geometry.far_field_displacement_A,
+        settings.reconstruction_radius_A,
+        settings.reconstruction_threshold_A,
+    )
+    if evidence:
+        flags.append("host reconstruction: " + "; ".join(evidence))
+    outcome = DefectOutcome(
+        host=label,
+        name=candidate.name,
+        kind=candidate.kind,
+        species=candidate.species,
+        frac_coords=candidate.frac_coords,
+        multiplicity=candidate.multiplicity,
+        energy_eV=relaxed.energy_eV,
+        formation_energy_eV=e_f,
+        converged=relaxed.converged,
+        steps=relaxed.steps,
+        max_displacement_A=geometry.max_displacement_A,
+        far_field_displacement_A=geometry.far_field_displacement_A,
+        defect_shift_A=geometry.defect_shift_A,
+        ended_at=geometry.ended_at,
+        flags=flags,
+    )
+    if not evidence or not settings.local_relaxation:
+        return outcome
+    logger.warning(
+        "%s %s: host reconstruction (%s); relaxing again with atoms beyond %g A fixed",
+        label, candidate.name, "; ".join(evidence), settings.reconstruction_radius_A,
+    )
+    held = hold_far_atoms(start, cell.site_cart, settings.reconstruction_radius_A)
+    local = calculate(
+        calculator.ion_relax_maker(), held, "ion_relax", f"{label} {candidate.name} (local)",
+        calculator.describe(),
+    )
+    attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, settings)
+    return Response(replace=Flow([local, attach], output=attach.output))
+
+
+@job
+def attach_local_relaxation(
+    outcome: DefectOutcome,
+    cell: DefectCell,
+    local: CalculationDoc,
+    perfect: CalculationDoc,
+    mu: float,
+    settings: DefectSettings,
+) -> DefectOutcome:
+    """Add the far-field-fixed relaxation to a reconstructed defect; ranking then uses it."""
+    from carrierflow.analysis.relaxation import displacements
+
+    moved = displacements(cell.structure, local.structure)
+    outcome.local = LocalRelaxation(
+        radius_A=settings.reconstruction_radius_A,
+        energy_eV=local.energy_eV,
+        formation_energy_eV=formation_energy(
+            local.energy_eV, perfect.energy_eV, added_atoms(outcome.kind), mu
+        ),
+        converged=local.converged,
+        steps=local.steps,
+        max_displacement_A=float(moved.max()),
+    )
+    outcome.flags.append(
+        f"ranked with the local relaxation (atoms beyond {settings.reconstruction_radius_A:g} A fixed)"
+    )
+    return outcome
+
+
+@job
+def collect_host(
+    label: str,
+    source: StructureSource,
+    bulk: CalculationDoc,
+    choice: SupercellChoice,
+    perfect: CalculationDoc,
+    outcomes: list[DefectOutcome],
+    is_reference: bool,
+) -> HostOutcome:
+    """Gather one host's defects, refusing energies from different calculators."""
+    _check_same_calculator([bulk.calculator, perfect.calculator])
+    host = bulk.structure
+    return HostOutcome(
+        label=label,
+        formula=host.composition.reduced_formula,
+        is_reference=is_reference,
+        source=source,
+        bulk_energy_per_atom_eV=bulk.energy_eV / bulk.natoms,
+        bulk_lattice_abc_A=list(host.lattice.abc),
+        supercell=choice,
+        perfect_energy_eV=perfect.energy_eV,
+        defects=outcomes,
+    )
+
+
+def _check_same_calculator(descriptions: list[dict]) -> None:
+    keys = {json.dumps({k: d[k] for k in ("name", "model", "fmax_eV_A")}, sort_keys=True)
+            for d in descriptions}
+    if len(keys) > 1:
+        raise ValueError(f"refusing to mix calculators in one formation energy: {sorted(keys)}")
+
+
+@job
+def summarize_results(
+    system: str,
+    calculator: dict,
+    settings: DefectSettings,
+    reference: HostOutcome,
+    hosts: list[HostOutcome],
+) -> dict:
+    """The results document (results.json), stored with the flow."""
+    results = summarize(
+        system, settings.species, calculator, settings.temperature_K,
+        settings.model_dump(), reference, hosts,
+    )
+    logger.info("results ready: %s", ", ".join(
+        f"{h['formula']} {h['dominant_carrier']}" for h in results["hosts"]))
+    return results

@@ -1,0 +1,44 @@
+"""Small documents that jobs return; analysis reads only these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pymatgen.core import Structure
+
+
+
+class CalculationDoc(BaseModel):
+    """One energy calculation (relaxation or single point)."""
+
+    fingerprint: str = Field(description="hash of task, Maker settings and input structure")
+    task: Literal["bulk_relax", "ion_relax", "static"]
+    label: str
+    calculator: dict
+    energy_eV: float
+    natoms: int
+    formula: str
+    structure: Structure = Field(description="final structure")
+    steps: int
+    converged: bool
+    max_force_eV_A: float | None = None
+    elapsed_s: float
+    reused: bool = False
+
+
+class DefectSettings(BaseModel):
+    """How defects are generated, placed, relaxed and checked."""
+
+    species: str
+    min_image_distance_A: float = Field(10.0, gt=0)
+    max_atoms: int = Field(250, gt=0)
+    interstitial_min_distance_A: float = Field(1.5, gt=0)
+    rattle_amplitude_A: float = Field(0.03, ge=0)
+    rattle_radius_A: float = Field(4.0, ge=0)
+    reconstruction_radius_A: float = Field(6.0, gt=0)
+    reconstruction_threshold_A: float = Field(0.5, gt=0)
+    local_relaxation: bool = True
+    relax_hosts: bool = True
+    defect_kinds: list[Literal["vacancy", "interstitial"]] = ["vacancy", "interstitial"]
+    temperature_K: float = Field(300.0, gt=0)

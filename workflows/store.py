@@ -1,0 +1,57 @@
+"""Where results live: an embedded on-disk store by default, MongoDB when configured."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jobflow import JobStore
+from maggma.stores import MontyStore
+
+DEFAULT_STORE = "carrierflow-store"
+
+
+class StoreError(ValueError):
+    """A store that cannot be opened or written."""
+
+
+def store_location(location: str | Path | None = None) -> str:
+    """The store given, else ``CARRIERFLOW_STORE``, else ``./carrierflow-store``."""
+    return str(location or os.environ.get("CARRIERFLOW_STORE") or DEFAULT_STORE)
+
+
+def open_store(location: str | Path | None = None) -> JobStore:
+    """Open (and connect) a jobflow JobStore.
+
+    Parameters
+    ----------
+    location
+        A directory for the embedded store (montydb on SQLite: no server to start), or a
+        jobflow JobStore file (``.yaml``/``.json``, e.g. a MongoDB store whose credentials
+        stay in that file or the environment, never on the command line).
+    """
+    location = store_location(location)
+    path = Path(location)
+    if path.suffix in {".yaml", ".yml", ".json"}:
+        if not path.is_file():
+            raise StoreError(f"store configuration '{location}' does not exist")
+        try:
+            store = JobStore.from_file(path)
+            store.connect()
+        except Exception as exc:
+            raise StoreError(f"cannot open the store configured in '{location}': {exc}") from exc
+        return store
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(f"cannot write the store at '{location}': {exc.strerror}") from exc
+    docs = MontyStore("outputs", database_path=str(path), database_name="carrierflow",
+                      storage="sqlite")
+    data = MontyStore("data", database_path=str(path), database_name="carrierflow",
+                      storage="sqlite")
+    store = JobStore(docs, additional_stores={"data": data})
+    store.connect()
+    return store
