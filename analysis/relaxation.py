@@ -49,7 +49,9 @@ def nearest_candidate(
     point = lattice.get_fractional_coords(point_cart)
     best = ("", float("inf"))
     for name, sites in candidate_sites.items():
-        distance = float(lattice.get_all_distances([point], lattice.get_fractional_coords(sites)).min())
+        distance = float(
+            lattice.get_all_distances([point], lattice.get_fractional_coords(sites)).min()
+        )
         if distance < best[1]:
             best = (name, distance)
     return best
@@ -114,14 +116,21 @@ def relaxation_geometry(
 
 
 def reconstruction_evidence(
-    formation_energy_eV: float, far_field_displacement_A: float, far_radius_A: float,
+    formation_energy_eV: float,
+    far_field_displacement_A: float,
+    far_radius_A: float,
     threshold_A: float,
+    can_reorder: bool = True,
 ) -> list[str]:
-    """Signs that a point defect set off a reordering of the host instead of relaxing locally."""
+    """Signs that a point defect set off a reordering of the host instead of relaxing locally.
+
+    A pure phase (``can_reorder=False``) has no other arrangement of species to fall into: its
+    long-range relaxations (a crowdion in bcc Li) are elastic, so only E_f < 0 counts there.
+    """
     evidence = []
     if formation_energy_eV < 0:
         evidence.append(f"negative formation energy ({formation_energy_eV:.3f} eV)")
-    if far_field_displacement_A > threshold_A:
+    if can_reorder and far_field_displacement_A > threshold_A:
         evidence.append(
             f"atoms beyond {far_radius_A:g} A moved up to {far_field_displacement_A:.2f} A "
             f"(threshold {threshold_A:g} A)"

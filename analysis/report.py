@@ -8,8 +8,17 @@ import json
 from pathlib import Path
 
 CSV_COLUMNS = [
-    "phase", "defect", "kind", "multiplicity", "formation_energy_eV", "local_formation_energy_eV",
-    "converged", "steps", "max_displacement_A", "ended_at", "flags",
+    "phase",
+    "defect",
+    "kind",
+    "multiplicity",
+    "formation_energy_eV",
+    "local_formation_energy_eV",
+    "converged",
+    "steps",
+    "max_displacement_A",
+    "ended_at",
+    "flags",
 ]
 
 
@@ -27,19 +36,21 @@ def rows(results: dict) -> list[dict]:
     for phase in _phases(results):
         name = phase["formula"] + (" (reference)" if phase is results["reference"] else "")
         for d in phase["defects"]:
-            out.append({
-                "phase": name,
-                "defect": d["name"],
-                "kind": d["kind"],
-                "multiplicity": d["multiplicity"],
-                "formation_energy_eV": d["formation_energy_eV"],
-                "local_formation_energy_eV": d["local_formation_energy_eV"],
-                "converged": d["converged"],
-                "steps": d["steps"],
-                "max_displacement_A": d["max_displacement_A"],
-                "ended_at": d["ended_at"],
-                "flags": "; ".join(d["flags"]),
-            })
+            out.append(
+                {
+                    "phase": name,
+                    "defect": d["name"],
+                    "kind": d["kind"],
+                    "multiplicity": d["multiplicity"],
+                    "formation_energy_eV": d["formation_energy_eV"],
+                    "local_formation_energy_eV": d["local_formation_energy_eV"],
+                    "converged": d["converged"],
+                    "steps": d["steps"],
+                    "max_displacement_A": d["max_displacement_A"],
+                    "ended_at": d["ended_at"],
+                    "flags": "; ".join(d["flags"]),
+                }
+            )
     return out
 
 
@@ -55,7 +66,8 @@ def markdown_table(results: dict) -> str:
         f"forces relaxed to {calc['fmax_eV_A']:g} eV/Å.",
         "",
         "| phase | source | supercell atoms (image distance) | lowest vacancy E_f (eV) "
-        "| lowest interstitial E_f (eV) | dominant carrier | margin (eV) | vacancy vs reference (eV) |",
+        "| lowest interstitial E_f (eV) | dominant carrier | margin (eV) "
+        "| vacancy vs reference (eV) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for phase in _phases(results):
@@ -115,6 +127,7 @@ def plot_formation_energies(results: dict, path: Path) -> None:
         1, len(phases), figsize=(3.2 * len(phases) + 1, 4.2), sharey=True, squeeze=False
     )
     colours = {"vacancy": "#3b6fb6", "interstitial": "#d9822b"}
+    yardstick = results["reference"]["lowest_eV"]["vacancy"]
     for ax, phase in zip(axes[0], phases, strict=True):
         defects = phase["defects"]
         x = range(len(defects))
@@ -127,6 +140,8 @@ def plot_formation_energies(results: dict, path: Path) -> None:
                 ax.plot(bar.get_x() + bar.get_width() / 2, d["formation_energy_eV"], "kx")
         ax.set_xticks(list(x), [d["name"] for d in defects], rotation=60, ha="right", fontsize=8)
         ax.axhline(0, color="black", linewidth=0.8)
+        if yardstick is not None and phase is not results["reference"]:
+            ax.axhline(yardstick, color=colours["vacancy"], linestyle="--", linewidth=1)
         title = phase["formula"] + (" (ref.)" if phase is results["reference"] else "")
         ax.set_title(f"{title}\n{phase['dominant_carrier']}", fontsize=10)
     axes[0][0].set_ylabel("formation energy (eV)")
@@ -134,6 +149,8 @@ def plot_formation_energies(results: dict, path: Path) -> None:
     labels = list(colours)
     handles.append(plt.Rectangle((0, 0), 1, 1, fill=False, hatch="//"))
     labels.append("flagged (see table)")
+    handles.append(plt.Line2D([0], [0], color=colours["vacancy"], linestyle="--"))
+    labels.append(f"{results['reference']['formula']} vacancy (yardstick)")
     fig.legend(handles, labels, loc="upper right", fontsize=8)
     calc = results["calculator"]
     fig.suptitle(

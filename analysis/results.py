@@ -11,8 +11,9 @@ def find_results(store: JobStore, system: str, calculator_label: str | None = No
     if calculator_label:
         criteria["metadata.calculator"] = calculator_label
     docs = list(
-        store.query(criteria, properties=["output", "completed_at"], sort={"completed_at": -1},
-                    limit=1)
+        store.query(
+            criteria, properties=["output", "completed_at"], sort={"completed_at": -1}, limit=1
+        )
     )
     return docs[0]["output"] if docs else None
 

@@ -30,7 +30,11 @@ def dominant_carrier(
             f"{uncertainty_eV:.3f} eV",
         )
     carrier = "vacancy" if margin > 0 else "interstitial"
-    return carrier, margin, f"{carrier} lower by {abs(margin):.3f} eV (uncertainty {uncertainty_eV:.3f} eV)"
+    return (
+        carrier,
+        margin,
+        f"{carrier} lower by {abs(margin):.3f} eV (uncertainty {uncertainty_eV:.3f} eV)",
+    )
 
 
 def _lowest(defects: list[DefectOutcome], kind: str) -> DefectOutcome | None:
@@ -119,7 +123,5 @@ def summarize(
         "settings": settings,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "reference": reference_block,
-        "hosts": [
-            host_summary(h, uncertainty, temperature_K, reference_vacancy) for h in hosts
-        ],
+        "hosts": [host_summary(h, uncertainty, temperature_K, reference_vacancy) for h in hosts],
     }

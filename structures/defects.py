@@ -41,9 +41,7 @@ class DefectCell(BaseModel):
 def check_species(host: Structure, species: str) -> None:
     """Refuse a host that does not contain the mobile species."""
     if species not in {el.symbol for el in host.composition.elements}:
-        raise StructureError(
-            f"species {species} is not in host {host.composition.reduced_formula}"
-        )
+        raise StructureError(f"species {species} is not in host {host.composition.reduced_formula}")
 
 
 def equivalent_positions(host: Structure, frac_coords, tol: float = 1e-3) -> np.ndarray:
@@ -122,7 +120,9 @@ def find_interstitials(
     return _unique_names(candidates)
 
 
-def find_defects(host: Structure, species: str, min_distance_A: float = 1.5) -> list[DefectCandidate]:
+def find_defects(
+    host: Structure, species: str, min_distance_A: float = 1.5
+) -> list[DefectCandidate]:
     """All vacancies and interstitial candidates of ``species`` in ``host``."""
     return find_vacancies(host, species) + find_interstitials(host, species, min_distance_A)
 
@@ -135,7 +135,11 @@ def _unique_names(candidates: list[DefectCandidate]) -> list[DefectCandidate]:
     for c in candidates:
         if counts[c.name] > 1 or c.kind == "interstitial":
             seen[c.name] = seen.get(c.name, 0) + 1
-            c.name = f"{c.name}{seen[c.name]}" if c.kind == "interstitial" else f"{c.name}_{seen[c.name]}"
+            c.name = (
+                f"{c.name}{seen[c.name]}"
+                if c.kind == "interstitial"
+                else f"{c.name}_{seen[c.name]}"
+            )
     return candidates
 
 
@@ -156,7 +160,9 @@ def build_defect_cell(
         dists = perfect.lattice.get_all_distances([site_frac], perfect.frac_coords)[0]
         index = int(np.argmin(dists))
         if dists[index] > 0.1 or perfect[index].specie.symbol != candidate.species:
-            raise StructureError(f"{candidate.name}: no {candidate.species} atom at the vacancy site")
+            raise StructureError(
+                f"{candidate.name}: no {candidate.species} atom at the vacancy site"
+            )
         defect.remove_sites([index])
         host_indices: list[int | None] = [i for i in range(len(perfect)) if i != index]
     else:

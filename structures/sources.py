@@ -119,7 +119,9 @@ def _reduced_formula(text: str) -> str:
     try:
         composition = Composition(text)
     except (ValueError, KeyError) as exc:
-        raise StructureError(f"'{text}' is neither a structure file, an mp-id nor a formula") from exc
+        raise StructureError(
+            f"'{text}' is neither a structure file, an mp-id nor a formula"
+        ) from exc
     if composition.num_atoms == 0:
         raise StructureError(f"'{text}' is neither a structure file, an mp-id nor a formula")
     return composition.reduced_formula
@@ -155,7 +157,9 @@ def load_structure(spec: str) -> tuple[Structure, StructureSource]:
         except StructureError:
             raise
         except Exception as exc:
-            raise StructureError(f"could not reach the Materials Project for '{spec}': {exc}") from exc
+            raise StructureError(
+                f"could not reach the Materials Project for '{spec}': {exc}"
+            ) from exc
     if key:
         try:
             return fetch_from_materials_project(_reduced_formula(spec), key)

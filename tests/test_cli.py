@@ -26,25 +26,37 @@ def paths(tmp_path):
     [
         (["--species", "Li", "--hosts", "NaCl", "--reference", "Li"], "no fixture for 'NaCl'"),
         (["--species", "Li", "--hosts", "mp-1234", "--reference", "Li"], "no MP_API_KEY is set"),
-        (["--species", "Li", "--hosts", "Cu3Au", "--reference", "Li"],
-         "species Li is not in host Cu3Au"),
-        (["--species", "Cu", "--hosts", "Cu3Au", "--reference", "Cu3Au", "--calculator", "emt"],
-         "reference 'Cu3Au' is Cu3Au, not the pure Cu phase"),
+        (
+            ["--species", "Li", "--hosts", "Cu3Au", "--reference", "Li"],
+            "species Li is not in host Cu3Au",
+        ),
+        (
+            ["--species", "Cu", "--hosts", "Cu3Au", "--reference", "Cu3Au", "--calculator", "emt"],
+            "reference 'Cu3Au' is Cu3Au, not the pure Cu phase",
+        ),
         (["--system", "Li-In", "--calculator", "emt"], "EMT cannot treat In, Li"),
         (["--system", "Li-In", "--model", "7net-foo"], "unknown SevenNet model '7net-foo'"),
         (["--system", "Li-In", "--calculator", "mace"], "calculator 'mace' needs a model file"),
-        (["--system", "Li-In", "--calculator", "mace", "--model", "missing.model"],
-         "MACE model file 'missing.model' does not exist"),
+        (
+            ["--system", "Li-In", "--calculator", "mace", "--model", "missing.model"],
+            "MACE model file 'missing.model' does not exist",
+        ),
         (["--system", "Li-In", "--calculator", "vasp"], "calculator 'vasp' is not available yet"),
         (["--system", "Li-In", "--calculator", "lammps"], "unknown calculator 'lammps'"),
         (["--system", "Cu-Au", "--calculator", "emt", "--model", "x"], "takes no --model"),
-        (["--system", "Cu-Au", "--calculator", "emt", "--max-atoms", "20"],
-         "no supercell of at most 20 atoms reaches a minimum image distance of 10 A"),
-        (["--system", "Cu-Au", "--calculator", "emt", "--temperature", "-5"],
-         "invalid setting: temperature_K"),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--max-atoms", "20"],
+            "no supercell of at most 20 atoms reaches a minimum image distance of 10 A",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--temperature", "-5"],
+            "invalid setting: temperature_K",
+        ),
         (["--system", "Xx-Yy"], "unknown system 'Xx-Yy'"),
-        (["--species", "Qq", "--hosts", "Cu3Au", "--calculator", "emt"],
-         "species 'Qq' is not an element"),
+        (
+            ["--species", "Qq", "--hosts", "Cu3Au", "--calculator", "emt"],
+            "species 'Qq' is not an element",
+        ),
         (["--hosts", "Cu3Au"], "give --system, or --species and --hosts"),
     ],
 )
@@ -56,27 +68,71 @@ def test_unwritable_output_and_store(capsys, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     common = ["run", "--system", "Cu-Au", "--calculator", "emt"]
-    line = _error(capsys, *common, "--output", str(blocker / "out"),
-                  "--store", str(tmp_path / "store"))
+    line = _error(
+        capsys, *common, "--output", str(blocker / "out"), "--store", str(tmp_path / "store")
+    )
     assert "cannot write the output directory" in line
-    line = _error(capsys, *common, "--output", str(tmp_path / "out"),
-                  "--store", str(blocker / "store"))
+    line = _error(
+        capsys, *common, "--output", str(tmp_path / "out"), "--store", str(blocker / "store")
+    )
     assert "cannot write the store" in line
-    line = _error(capsys, *common, "--output", str(tmp_path / "out"),
-                  "--store", str(tmp_path / "missing.yaml"))
+    line = _error(
+        capsys,
+        *common,
+        "--output",
+        str(tmp_path / "out"),
+        "--store",
+        str(tmp_path / "missing.yaml"),
+    )
     assert "store configuration" in line and "does not exist" in line
 
 
 def test_failed_run_keeps_finished_results(capsys, emt_run, tmp_path):
     store = str(emt_run["store"])
-    _error(capsys, "run", "--system", "Cu-Au", "--calculator", "emt", "--max-atoms", "20",
-           "--store", store, "--output", str(tmp_path / "bad"))
-    assert main(["report", "--system", "Cu-Au", "--calculator", "emt", "--store", store,
-                 "--output", str(tmp_path / "report")]) == 0
+    _error(
+        capsys,
+        "run",
+        "--system",
+        "Cu-Au",
+        "--calculator",
+        "emt",
+        "--max-atoms",
+        "20",
+        "--store",
+        store,
+        "--output",
+        str(tmp_path / "bad"),
+    )
+    assert (
+        main(
+            [
+                "report",
+                "--system",
+                "Cu-Au",
+                "--calculator",
+                "emt",
+                "--store",
+                store,
+                "--output",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "report" / "results.json").exists()
 
 
 def test_report_without_results_says_so(capsys, tmp_path):
-    line = _error(capsys, "report", "--system", "Cu-Au", "--calculator", "emt",
-                  "--store", str(tmp_path / "empty"), "--output", str(tmp_path / "out"))
+    line = _error(
+        capsys,
+        "report",
+        "--system",
+        "Cu-Au",
+        "--calculator",
+        "emt",
+        "--store",
+        str(tmp_path / "empty"),
+        "--output",
+        str(tmp_path / "out"),
+    )
     assert "no stored results for Cu-Au with emt" in line

@@ -57,7 +57,9 @@ class Calculator(MSONable):
 
     def __post_init__(self) -> None:
         if self.name in PLANNED:
-            raise CalculatorError(f"calculator '{self.name}' is not available yet: {PLANNED[self.name]}")
+            raise CalculatorError(
+                f"calculator '{self.name}' is not available yet: {PLANNED[self.name]}"
+            )
         if self.name not in DEFAULT_UNCERTAINTY_EV:
             known = ", ".join([*DEFAULT_UNCERTAINTY_EV, *PLANNED])
             raise CalculatorError(f"unknown calculator '{self.name}' (known: {known})")
@@ -148,7 +150,9 @@ class Calculator(MSONable):
 
         if self.name == "sevennet":
             kwargs = {"model": self.model, **SEVENNET_MODELS.get(self.model, {})}
-            return ForceFieldRelaxMaker(force_field_name="SevenNet", calculator_kwargs=kwargs, **common)
+            return ForceFieldRelaxMaker(
+                force_field_name="SevenNet", calculator_kwargs=kwargs, **common
+            )
         if self.name == "chgnet":
             return ForceFieldRelaxMaker(force_field_name="CHGNet", **common)
         return ForceFieldRelaxMaker(

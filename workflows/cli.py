@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from carrierflow.structures.presets import SYSTEMS
 from carrierflow.structures.sources import StructureError
 from carrierflow.workflows.calculators import CalculatorError
-from carrierflow.workflows.store import StoreError
+from carrierflow.workflows.store import StoreError, check_writable_directory
 
 logger = logging.getLogger("carrierflow")
 
@@ -29,17 +30,28 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hosts", nargs="+", help="formulas, mp-ids or structure files")
     group.add_argument("--reference", help="the pure phase of the species (formula, mp-id or file)")
     calc = parser.add_argument_group("calculator")
-    calc.add_argument("--calculator", default="sevennet",
-                      help="emt, sevennet (default), chgnet or mace")
-    calc.add_argument("--model", help="SevenNet model (7net-l3i5 default, 7net-0, 7net-mf-0) "
-                      "or a model file (required for mace)")
+    calc.add_argument(
+        "--calculator", default="sevennet", help="emt, sevennet (default), chgnet or mace"
+    )
+    calc.add_argument(
+        "--model",
+        help="SevenNet model (7net-l3i5 default, 7net-0, 7net-mf-0) "
+        "or a model file (required for mace)",
+    )
     calc.add_argument("--fmax", type=float, default=0.01, help="force convergence, eV/A (0.01)")
-    calc.add_argument("--uncertainty", type=float,
-                      help="energy uncertainty for the verdict, eV (0.1 for the stand-ins)")
-    parser.add_argument("--store", help="store directory or JobStore file "
-                        "(default: $CARRIERFLOW_STORE or ./carrierflow-store)")
-    parser.add_argument("--output", help="output directory "
-                        "(default: carrierflow-results/<system>-<calculator>)")
+    calc.add_argument(
+        "--uncertainty",
+        type=float,
+        help="energy uncertainty for the verdict, eV (0.1 for the stand-ins)",
+    )
+    parser.add_argument(
+        "--store",
+        help="store directory or JobStore file "
+        "(default: $CARRIERFLOW_STORE or ./carrierflow-store)",
+    )
+    parser.add_argument(
+        "--output", help="output directory (default: carrierflow-results/<system>-<calculator>)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show library warnings and logs")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -54,22 +66,50 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="compute formation energies and the dominant carrier")
     _add_selection(run)
     cells = run.add_argument_group("defects and supercells")
-    cells.add_argument("--min-image-distance", type=float, default=10.0,
-                       help="minimum distance between periodic images of a defect, A (10)")
+    cells.add_argument(
+        "--min-image-distance",
+        type=float,
+        default=10.0,
+        help="minimum distance between periodic images of a defect, A (10)",
+    )
     cells.add_argument("--max-atoms", type=int, default=250, help="supercell atom cap (250)")
-    cells.add_argument("--interstitial-min-distance", type=float, default=1.5,
-                       help="closest an interstitial candidate may sit to a host atom, A (1.5)")
-    cells.add_argument("--defects", nargs="+", choices=["vacancy", "interstitial"],
-                       default=["vacancy", "interstitial"], help="defect kinds to compute (both)")
-    cells.add_argument("--no-host-relaxation", action="store_true",
-                       help="keep each host's cell and positions as given (e.g. DFT-relaxed); "
-                       "the reference phase is always relaxed")
-    cells.add_argument("--reconstruction-radius", type=float, default=6.0,
-                       help="atoms beyond this distance from a defect are far field, A (6)")
-    cells.add_argument("--reconstruction-threshold", type=float, default=0.5,
-                       help="far-field move that signals a host reconstruction, A (0.5)")
-    cells.add_argument("--temperature", type=float, default=300.0,
-                       help="temperature of the site fractions, K (300)")
+    cells.add_argument(
+        "--interstitial-min-distance",
+        type=float,
+        default=1.5,
+        help="closest an interstitial candidate may sit to a host atom, A (1.5)",
+    )
+    cells.add_argument(
+        "--defects",
+        nargs="+",
+        choices=["vacancy", "interstitial"],
+        default=["vacancy", "interstitial"],
+        help="defect kinds to compute (both)",
+    )
+    cells.add_argument(
+        "--no-host-relaxation",
+        action="store_true",
+        help="keep each host's cell and positions as given (e.g. DFT-relaxed); "
+        "the reference phase is always relaxed",
+    )
+    cells.add_argument(
+        "--reconstruction-radius",
+        type=float,
+        default=6.0,
+        help="atoms beyond this distance from a defect are far field, A (6)",
+    )
+    cells.add_argument(
+        "--reconstruction-threshold",
+        type=float,
+        default=0.5,
+        help="far-field move that signals a host reconstruction, A (0.5)",
+    )
+    cells.add_argument(
+        "--temperature",
+        type=float,
+        default=300.0,
+        help="temperature of the site fractions, K (300)",
+    )
     report = sub.add_parser("report", help="re-render stored results without recomputing")
     _add_selection(report)
     return parser
@@ -93,24 +133,15 @@ def _selection(args: argparse.Namespace) -> tuple[str, str, str, list[str]]:
 def _calculator(args: argparse.Namespace):
     from carrierflow.workflows.calculators import Calculator
 
-    return Calculator(args.calculator, model=args.model, fmax=args.fmax,
-                      uncertainty_eV=args.uncertainty)
+    return Calculator(
+        args.calculator, model=args.model, fmax=args.fmax, uncertainty_eV=args.uncertainty
+    )
 
 
 def _output_dir(args: argparse.Namespace, system: str, calculator_label: str) -> Path:
     if args.output:
         return Path(args.output)
     return Path("carrierflow-results") / f"{system.replace(' ', '_')}-{calculator_label}"
-
-
-def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"cannot write the output directory '{path}': {exc.strerror}") from exc
 
 
 def _load_phases(species: str, reference: str, hosts: list[str], calculator, args):
@@ -157,7 +188,7 @@ def command_run(args: argparse.Namespace) -> int:
     calculator = _calculator(args)
     calculator.check_installed()
     output = _output_dir(args, system, calculator.label)
-    _check_writable(output)
+    check_writable_directory(output, "the output directory")
     try:
         settings = DefectSettings(
             species=species,
@@ -178,16 +209,22 @@ def command_run(args: argparse.Namespace) -> int:
         reference, hosts
     )
     logger.info(
-        "%s: %s with %s; store %s", system, ", ".join(h.label for h in hosts),
-        calculator.label, store_location(args.store),
+        "%s: %s with %s; store %s",
+        system,
+        ", ".join(h.label for h in hosts),
+        calculator.label,
+        store_location(args.store),
     )
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        responses = run_locally(flow, store=store, create_folders=False, log=args.verbose,
-                                raise_immediately=True)
+        responses = run_locally(
+            flow, store=store, create_folders=False, log=args.verbose, raise_immediately=True
+        )
     except KeyboardInterrupt:
         logger.error(
             "interrupted: finished calculations are kept in the store %s; "
-            "rerun the same command to resume", store_location(args.store),
+            "rerun the same command to resume",
+            store_location(args.store),
         )
         return 130
     results = responses[flow.output.uuid][max(responses[flow.output.uuid])].output
@@ -195,6 +232,11 @@ def command_run(args: argparse.Namespace) -> int:
     print(markdown_table(results).split("\n\n| phase | defect")[0])
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _interrupt(signum, frame):
+    """Treat SIGTERM (a scheduler's time limit, a kill) like Ctrl-C."""
+    raise KeyboardInterrupt
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -209,10 +251,11 @@ def command_report(args: argparse.Namespace) -> int:
     results = find_results(store, system, calculator.label)
     if results is None:
         raise UsageError(
-            f"no stored results for {system} with {calculator.label} in {store_location(args.store)}"
+            f"no stored results for {system} with {calculator.label} "
+            f"in {store_location(args.store)}"
         )
     output = _output_dir(args, system, calculator.label)
-    _check_writable(output)
+    check_writable_directory(output, "the output directory")
     paths = write_report(results, output)
     print(markdown_table(results).split("\n\n| phase | defect")[0])
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")

@@ -53,8 +53,13 @@ class CarrierFlowMaker(Maker):
             bulk_maker, reference.structure, "bulk_relax", f"{reference.label} bulk", described
         )
         reference_defects = defect_calculations(
-            reference.label, reference_bulk.output, reference_bulk.output, reference.source,
-            self.calculator, self.settings, is_reference=True,
+            reference.label,
+            reference_bulk.output,
+            reference_bulk.output,
+            reference.source,
+            self.calculator,
+            self.settings,
+            is_reference=True,
         )
         jobs += [reference_bulk, reference_defects]
         host_outputs = []
@@ -65,19 +70,27 @@ class CarrierFlowMaker(Maker):
                 )
             else:
                 bulk = calculate(
-                    self.calculator.static_maker(), host.structure, "static",
-                    f"{host.label} bulk (as given)", described,
+                    self.calculator.static_maker(),
+                    host.structure,
+                    "static",
+                    f"{host.label} bulk (as given)",
+                    described,
                 )
             defects = defect_calculations(
-                host.label, bulk.output, reference_bulk.output, host.source,
-                self.calculator, self.settings,
+                host.label,
+                bulk.output,
+                reference_bulk.output,
+                host.source,
+                self.calculator,
+                self.settings,
             )
             jobs += [bulk, defects]
             host_outputs.append(defects.output)
         summary = summarize_results(
             self.system, described, self.settings, reference_defects.output, host_outputs
         )
-        summary.metadata.update({"carrierflow": "results", "system": self.system,
-                                 "calculator": self.calculator.label})
+        summary.metadata.update(
+            {"carrierflow": "results", "system": self.system, "calculator": self.calculator.label}
+        )
         jobs.append(summary)
         return Flow(jobs, output=summary.output, name=f"{self.name} {self.system}")

@@ -58,7 +58,11 @@ def _share_calculator(maker: Maker) -> Maker:
         return maker
     key = json.dumps(
         jsanitize(
-            [type(maker).__name__, getattr(maker, "calculator_meta", None), maker.calculator_kwargs],
+            [
+                type(maker).__name__,
+                getattr(maker, "calculator_meta", None),
+                maker.calculator_kwargs,
+            ],
             strict=True,
         ),
         sort_keys=True,
@@ -89,7 +93,9 @@ def _progress(maker: Maker, label: str, every_s: float = 30.0):
                 constraint.adjust_forces(atoms, forces)
             logger.info(
                 "%s: %d force calls, E = %.4f eV, largest force %.3f eV/A",
-                label, calls, calculator.results.get("energy", float("nan")),
+                label,
+                calls,
+                calculator.results.get("energy", float("nan")),
                 float(np.linalg.norm(forces, axis=1).max()),
             )
             last = time.perf_counter()
@@ -122,8 +128,11 @@ def calculate(
     if stored is not None:
         logger.info("%s: reused from the store (%s, E = %.4f eV)", label, task, stored.energy_eV)
         return stored
-    what = {"bulk_relax": "cell + ions relaxation", "ion_relax": "ionic relaxation",
-            "static": "single point"}[task]
+    what = {
+        "bulk_relax": "cell + ions relaxation",
+        "ion_relax": "ionic relaxation",
+        "static": "single point",
+    }[task]
     logger.info("%s: %s of %d atoms ...", label, what, len(structure))
     maker = _share_calculator(maker)
     started = time.perf_counter()
@@ -150,7 +159,11 @@ def calculate(
     )
     logger.info(
         "%s: E = %.4f eV, %d steps%s, %.1f s",
-        label, doc.energy_eV, doc.steps, "" if doc.converged else " (NOT converged)", elapsed,
+        label,
+        doc.energy_eV,
+        doc.steps,
+        "" if doc.converged else " (NOT converged)",
+        elapsed,
     )
     return doc
 
@@ -167,7 +180,7 @@ def defect_calculations(
 ) -> Response:
     """Place every defect of the mobile species in one supercell of the relaxed host and
     replace this job by their calculations."""
-    _check_same_calculator([bulk.calculator, reference_bulk.calculator])
+    check_same_calculator([bulk.calculator, reference_bulk.calculator])
     host = bulk.structure
     mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
     choice = choose_supercell(host, settings.min_image_distance_A, settings.max_atoms)
@@ -178,7 +191,10 @@ def defect_calculations(
     logger.info(
         "%s: %d vacancies and %d interstitial candidates in a %d-atom supercell "
         "(periodic images %.2f A apart)",
-        label, kinds.count("vacancy"), kinds.count("interstitial"), choice.natoms,
+        label,
+        kinds.count("vacancy"),
+        kinds.count("interstitial"),
+        choice.natoms,
         choice.min_image_distance_A,
     )
     described = calculator.describe()
@@ -200,14 +216,22 @@ def defect_calculations(
             calculator.ion_relax_maker(), start, "ion_relax", f"{label} {candidate.name}", described
         )
         assess = assess_defect(
-            label, host, choice, candidates, candidate, cell, start, relax.output,
-            perfect_job.output, mu, calculator, settings,
+            label,
+            host,
+            choice,
+            candidates,
+            candidate,
+            cell,
+            start,
+            relax.output,
+            perfect_job.output,
+            mu,
+            calculator,
+            settings,
         )
         jobs += [relax, assess]
         outcomes.append(assess.output)
-    host_job = collect_host(
-        label, source, bulk, choice, perfect_job.output, outcomes, is_reference
-    )
+    host_job = collect_host(label, source, bulk, choice, perfect_job.output, outcomes, is_reference)
     jobs.append(host_job)
     return Response(replace=Flow(jobs, output=host_job.output, name=f"{label} defects"))
 
@@ -239,7 +263,7 @@ def assess_defect(
 ) -> DefectOutcome | Response:
     """Formation energy, geometry and flags of one relaxed defect; when the host reconstructed,
     relax it again with the far atoms held fixed."""
-    _check_same_calculator([relaxed.calculator, perfect.calculator])
+    check_same_calculator([relaxed.calculator, perfect.calculator])
     e_f = formation_energy(relaxed.energy_eV, perfect.energy_eV, added_atoms(candidate.kind), mu)
     perfect_structure = perfect.structure
     geometry = relaxation_geometry(
@@ -256,7 +280,9 @@ def assess_defect(
     if not relaxed.converged:
         flags.append(f"not converged in {relaxed.steps} steps")
     if geometry.ended_at is None:
-        flags.append(f"ended off every candidate site (centre moved {geometry.defect_shift_A:.2f} A)")
+        flags.append(
+            f"ended off every candidate site (centre moved {geometry.defect_shift_A:.2f} A)"
+        )
     elif geometry.ended_at != candidate.name:
         verb = "vacancy refilled; vacancy now at" if candidate.kind == "vacancy" else "relaxed into"
         flags.append(f"{verb} {geometry.ended_at}")
@@ -265,6 +291,7 @@ def assess_defect(
         geometry.far_field_displacement_A,
         settings.reconstruction_radius_A,
         settings.reconstruction_threshold_A,
+        can_reorder=len(host.composition.elements) > 1,
     )
     if evidence:
         flags.append("host reconstruction: " + "; ".join(evidence))
@@ -289,11 +316,17 @@ def assess_defect(
         return outcome
     logger.warning(
         "%s %s: host reconstruction (%s); relaxing again with atoms beyond %g A fixed",
-        label, candidate.name, "; ".join(evidence), settings.reconstruction_radius_A,
+        label,
+        candidate.name,
+        "; ".join(evidence),
+        settings.reconstruction_radius_A,
     )
     held = hold_far_atoms(start, cell.site_cart, settings.reconstruction_radius_A)
     local = calculate(
-        calculator.ion_relax_maker(), held, "ion_relax", f"{label} {candidate.name} (local)",
+        calculator.ion_relax_maker(),
+        held,
+        "ion_relax",
+        f"{label} {candidate.name} (local)",
         calculator.describe(),
     )
     attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, settings)
@@ -324,7 +357,8 @@ def attach_local_relaxation(
         max_displacement_A=float(moved.max()),
     )
     outcome.flags.append(
-        f"ranked with the local relaxation (atoms beyond {settings.reconstruction_radius_A:g} A fixed)"
+        "ranked with the local relaxation "
+        f"(atoms beyond {settings.reconstruction_radius_A:g} A fixed)"
     )
     return outcome
 
@@ -340,7 +374,7 @@ def collect_host(
     is_reference: bool,
 ) -> HostOutcome:
     """Gather one host's defects, refusing energies from different calculators."""
-    _check_same_calculator([bulk.calculator, perfect.calculator])
+    check_same_calculator([bulk.calculator, perfect.calculator])
     host = bulk.structure
     return HostOutcome(
         label=label,
@@ -355,9 +389,11 @@ def collect_host(
     )
 
 
-def _check_same_calculator(descriptions: list[dict]) -> None:
-    keys = {json.dumps({k: d[k] for k in ("name", "model", "fmax_eV_A")}, sort_keys=True)
-            for d in descriptions}
+def check_same_calculator(descriptions: list[dict]) -> None:
+    keys = {
+        json.dumps({k: d[k] for k in ("name", "model", "fmax_eV_A")}, sort_keys=True)
+        for d in descriptions
+    }
     if len(keys) > 1:
         raise ValueError(f"refusing to mix calculators in one formation energy: {sorted(keys)}")
 
@@ -372,9 +408,16 @@ def summarize_results(
 ) -> dict:
     """The results document (results.json), stored with the flow."""
     results = summarize(
-        system, settings.species, calculator, settings.temperature_K,
-        settings.model_dump(), reference, hosts,
+        system,
+        settings.species,
+        calculator,
+        settings.temperature_K,
+        settings.model_dump(),
+        reference,
+        hosts,
     )
-    logger.info("results ready: %s", ", ".join(
-        f"{h['formula']} {h['dominant_carrier']}" for h in results["hosts"]))
+    logger.info(
+        "results ready: %s",
+        ", ".join(f"{h['formula']} {h['dominant_carrier']}" for h in results["hosts"]),
+    )
     return results

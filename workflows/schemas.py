@@ -8,7 +8,6 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 
-
 class CalculationDoc(BaseModel):
     """One energy calculation (relaxation or single point)."""
 

@@ -20,6 +20,17 @@ def store_location(location: str | Path | None = None) -> str:
     return str(location or os.environ.get("CARRIERFLOW_STORE") or DEFAULT_STORE)
 
 
+def check_writable_directory(path: Path, what: str) -> None:
+    """Create ``path`` if needed and prove it writable, or raise a one-line StoreError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(f"cannot write {what} '{path}': {exc.strerror}") from exc
+
+
 def open_store(location: str | Path | None = None) -> JobStore:
     """Open (and connect) a jobflow JobStore.
 
@@ -41,17 +52,13 @@ def open_store(location: str | Path | None = None) -> JobStore:
         except Exception as exc:
             raise StoreError(f"cannot open the store configured in '{location}': {exc}") from exc
         return store
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise StoreError(f"cannot write the store at '{location}': {exc.strerror}") from exc
-    docs = MontyStore("outputs", database_path=str(path), database_name="carrierflow",
-                      storage="sqlite")
-    data = MontyStore("data", database_path=str(path), database_name="carrierflow",
-                      storage="sqlite")
+    check_writable_directory(path, "the store at")
+    docs = MontyStore(
+        "outputs", database_path=str(path), database_name="carrierflow", storage="sqlite"
+    )
+    data = MontyStore(
+        "data", database_path=str(path), database_name="carrierflow", storage="sqlite"
+    )
     store = JobStore(docs, additional_stores={"data": data})
     store.connect()
     return store

@@ -12,7 +12,9 @@ from carrierflow.analysis.relaxation import (
 
 
 def _cubic(n=3, a=3.0):
-    return Structure(Lattice.cubic(a), ["Cu"], [[0, 0, 0]]).make_supercell([n, n, n], in_place=False)
+    return Structure(Lattice.cubic(a), ["Cu"], [[0, 0, 0]]).make_supercell(
+        [n, n, n], in_place=False
+    )
 
 
 def test_displacements_use_the_nearest_periodic_image():
@@ -29,8 +31,11 @@ def test_a_refilled_vacancy_is_found_at_its_new_site():
     defect = perfect.copy()
     defect.remove_sites([0])
     # a neighbour hops into the vacancy: the vacancy now sits at the neighbour's old site
-    neighbour = int(np.argsort(perfect.lattice.get_all_distances(
-        [perfect.frac_coords[0]], perfect.frac_coords)[0])[1])
+    neighbour = int(
+        np.argsort(
+            perfect.lattice.get_all_distances([perfect.frac_coords[0]], perfect.frac_coords)[0]
+        )[1]
+    )
     defect.replace(neighbour - 1, "Cu", perfect.frac_coords[0])
     centre = vacancy_centre(defect, perfect, "Cu")
     assert np.allclose(centre, perfect.cart_coords[neighbour])
@@ -48,6 +53,9 @@ def test_reconstruction_evidence():
     assert "negative formation energy" in reconstruction_evidence(-0.03, 0.1, 6.0, 0.5)[0]
     far = reconstruction_evidence(0.12, 0.85, 6.0, 0.5)
     assert len(far) == 1 and "beyond 6 A moved up to 0.85 A" in far[0]
+    # a pure phase cannot reorder: far-field moves there are elastic (a crowdion)
+    assert reconstruction_evidence(0.12, 0.85, 6.0, 0.5, can_reorder=False) == []
+    assert reconstruction_evidence(-0.1, 0.85, 6.0, 0.5, can_reorder=False) != []
 
 
 def test_far_atoms_are_held_fixed():

@@ -41,7 +41,7 @@ def test_interstitials_are_distinct_and_not_on_top_of_atoms(name):
     # no two candidates share a site: their orbits are disjoint
     orbits = [np.array(c.equivalent_frac_coords) for c in candidates]
     for i, a in enumerate(orbits):
-        for b in orbits[i + 1:]:
+        for b in orbits[i + 1 :]:
             distances = host.lattice.get_all_distances(a, b)
             assert distances.min() > 0.3
 
@@ -70,8 +70,7 @@ def test_rattle_is_local_and_reproducible():
     c = rattle_near(perfect, centre, radius_A=4.0, amplitude_A=0.05, seed="y")
     assert np.allclose(a.cart_coords, b.cart_coords)
     assert not np.allclose(a.cart_coords, c.cart_coords)
-    distances = perfect.lattice.get_all_distances(
-        [perfect.frac_coords[0]], perfect.frac_coords)[0]
+    distances = perfect.lattice.get_all_distances([perfect.frac_coords[0]], perfect.frac_coords)[0]
     moved = np.linalg.norm(a.cart_coords - perfect.cart_coords, axis=1) > 1e-9
     assert moved[distances < 4.0].all()
     assert not moved[distances >= 4.0].any()

@@ -19,7 +19,7 @@ def test_fixtures_carry_their_provenance():
 
 def test_without_a_key_a_formula_falls_back_to_the_fixture_and_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="carrierflow"):
-        structure, source = load_structure("Li3In2")
+        _, source = load_structure("Li3In2")
     assert source.kind == "fixture"
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1
@@ -51,8 +51,12 @@ class _FakeRester:
 
 def _doc(material_id, e_hull, a):
     structure = Structure(Lattice.cubic(a), ["Li", "In"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    return SimpleNamespace(material_id=material_id, structure=structure,
-                           energy_above_hull=e_hull, formula_pretty="LiIn")
+    return SimpleNamespace(
+        material_id=material_id,
+        structure=structure,
+        energy_above_hull=e_hull,
+        formula_pretty="LiIn",
+    )
 
 
 def test_formula_lookup_takes_the_lowest_energy_above_hull(monkeypatch):

@@ -9,7 +9,9 @@ from carrierflow.structures.supercells import choose_supercell, make_supercell, 
 
 
 def _brute_force_image_distance(lattice: Lattice) -> float:
-    vectors = [np.dot(n, lattice.matrix) for n in itertools.product(range(-3, 4), repeat=3) if any(n)]
+    vectors = [
+        np.dot(n, lattice.matrix) for n in itertools.product(range(-3, 4), repeat=3) if any(n)
+    ]
     return float(min(np.linalg.norm(v) for v in vectors))
 
 

@@ -65,39 +65,87 @@ def test_results_schema(emt_run):
     assert set(host["lowest_eV"]) == {"vacancy", "interstitial"}
     assert host["dominant_carrier"] in {"vacancy", "interstitial", "undecided"}
     assert host["margin_eV"] == pytest.approx(
-        host["lowest_eV"]["interstitial"] - host["lowest_eV"]["vacancy"])
+        host["lowest_eV"]["interstitial"] - host["lowest_eV"]["vacancy"]
+    )
     for name in ("results.md", "results.csv", "formation_energies.png"):
         assert (emt_run["output"] / name).stat().st_size > 0
 
 
 def test_formation_energy_does_not_depend_on_the_supercell(emt_run, tmp_path):
-    assert main(["run", "--system", "Cu-Au", "--calculator", "emt", "--defects", "vacancy",
-                 "--min-image-distance", "13", "--store", str(tmp_path / "store"),
-                 "--output", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--system",
+                "Cu-Au",
+                "--calculator",
+                "emt",
+                "--defects",
+                "vacancy",
+                "--min-image-distance",
+                "13",
+                "--store",
+                str(tmp_path / "store"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     larger = json.loads((tmp_path / "out" / "results.json").read_text())
     for small, large in zip(_phases(emt_run["results"]), _phases(larger), strict=True):
         assert large["supercell"]["natoms"] > small["supercell"]["natoms"]
-        assert large["lowest_eV"]["vacancy"] == pytest.approx(small["lowest_eV"]["vacancy"],
-                                                              abs=0.03)
+        assert large["lowest_eV"]["vacancy"] == pytest.approx(
+            small["lowest_eV"]["vacancy"], abs=0.03
+        )
 
 
 def test_rerun_reuses_every_calculation(emt_run, capsys):
     capsys.readouterr()
-    assert main(["run", "--system", "Cu-Au", "--calculator", "emt", "--store",
-                 str(emt_run["store"]), "--output", str(emt_run["root"] / "rerun")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--system",
+                "Cu-Au",
+                "--calculator",
+                "emt",
+                "--store",
+                str(emt_run["store"]),
+                "--output",
+                str(emt_run["root"] / "rerun"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "reused from the store" in err
     assert "relaxation of" not in err and "single point of" not in err
     rerun = json.loads((emt_run["root"] / "rerun" / "results.json").read_text())
     for a, b in zip(_phases(rerun), _phases(emt_run["results"]), strict=True):
         assert [d["formation_energy_eV"] for d in a["defects"]] == [
-            d["formation_energy_eV"] for d in b["defects"]]
+            d["formation_energy_eV"] for d in b["defects"]
+        ]
 
 
 def test_report_renders_stored_results_without_computing(emt_run, capsys, tmp_path):
     capsys.readouterr()
-    assert main(["report", "--system", "Cu-Au", "--calculator", "emt", "--store",
-                 str(emt_run["store"]), "--output", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--system",
+                "Cu-Au",
+                "--calculator",
+                "emt",
+                "--store",
+                str(emt_run["store"]),
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "relaxation of" not in captured.err
     assert "Cu3Au" in captured.out and "dominant carrier" in captured.out
@@ -106,11 +154,23 @@ def test_report_renders_stored_results_without_computing(emt_run, capsys, tmp_pa
 
 
 def test_an_interrupted_run_resumes_from_the_store(tmp_path):
-    command = [sys.executable, "-m", "carrierflow.workflows.cli", "run", "--system", "Cu-Au",
-               "--calculator", "emt", "--store", str(tmp_path / "store"),
-               "--output", str(tmp_path / "out")]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "carrierflow.workflows.cli",
+        "run",
+        "--system",
+        "Cu-Au",
+        "--calculator",
+        "emt",
+        "--store",
+        str(tmp_path / "store"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     finished = []
     deadline = time.time() + 300
     for line in process.stderr:
@@ -126,11 +186,16 @@ def test_an_interrupted_run_resumes_from_the_store(tmp_path):
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0
-    reused = {line.split("] ")[1].split(": reused")[0]
-              for line in resumed.stderr.splitlines() if "reused from the store" in line}
+    reused = {
+        line.split("] ")[1].split(": reused")[0]
+        for line in resumed.stderr.splitlines()
+        if "reused from the store" in line
+    }
     # the interrupt may land between the last log line and its store write
     assert reused >= set(finished[:-1]) and reused <= set(finished)
     for label in reused:
-        computed = rf"{re.escape(label)}: (cell \+ ions relaxation|ionic relaxation|single point) of"
+        computed = (
+            rf"{re.escape(label)}: (cell \+ ions relaxation|ionic relaxation|single point) of"
+        )
         assert not re.search(computed, resumed.stderr)
     assert (tmp_path / "out" / "results.json").exists()

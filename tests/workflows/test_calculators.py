@@ -1,0 +1,59 @@
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from carrierflow.workflows.calculators import Calculator, CalculatorError
+from carrierflow.workflows.jobs import check_same_calculator, fingerprint
+
+
+def test_makers_follow_the_flow_roles():
+    calc = Calculator("sevennet")
+    assert calc.model == "7net-l3i5"
+    bulk, ions, static = calc.bulk_relax_maker(), calc.ion_relax_maker(), calc.static_maker()
+    assert bulk.relax_cell and bulk.fix_symmetry
+    assert not ions.relax_cell and ions.steps == calc.max_steps
+    assert static.steps == 1 and not static.relax_cell
+    for maker in (bulk, ions):
+        assert maker.relax_kwargs["fmax"] == 0.01
+        assert maker.calculator_kwargs["model"] == "7net-l3i5"
+    mf = Calculator("sevennet", model="7net-mf-0").ion_relax_maker()
+    assert mf.calculator_kwargs == {"model": "7net-mf-0", "modal": "PBE"}
+
+
+def test_description_records_version_and_uncertainty():
+    described = Calculator("emt", fmax=0.02).describe()
+    assert described["name"] == "emt" and described["version"]
+    assert described["fmax_eV_A"] == 0.02
+    assert described["uncertainty_eV"] == pytest.approx(0.1)
+    assert Calculator("chgnet", uncertainty_eV=0.05).describe()["uncertainty_eV"] == 0.05
+
+
+def test_emt_refuses_elements_it_cannot_treat():
+    Calculator("emt").check_elements({"Cu", "Au"})
+    with pytest.raises(CalculatorError, match="EMT cannot treat Li"):
+        Calculator("emt").check_elements({"Cu", "Li"})
+
+
+def test_fingerprint_changes_with_every_input_that_matters():
+    structure = Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]])
+    calc = Calculator("emt")
+    base = fingerprint("ion_relax", calc.ion_relax_maker(), structure)
+    assert base == fingerprint("ion_relax", Calculator("emt").ion_relax_maker(), structure.copy())
+    assert base != fingerprint(
+        "ion_relax", Calculator("emt", fmax=0.05).ion_relax_maker(), structure
+    )
+    assert base != fingerprint("static", calc.static_maker(), structure)
+    moved = structure.copy()
+    moved.translate_sites([0], [0.001, 0, 0])
+    assert base != fingerprint("ion_relax", calc.ion_relax_maker(), moved)
+    a = fingerprint("ion_relax", Calculator("sevennet").ion_relax_maker(), structure)
+    b = fingerprint(
+        "ion_relax", Calculator("sevennet", model="7net-0").ion_relax_maker(), structure
+    )
+    assert a != b
+
+
+def test_energies_from_different_calculators_are_never_mixed():
+    same = Calculator("sevennet").describe()
+    check_same_calculator([same, dict(same)])
+    with pytest.raises(ValueError, match="refusing to mix calculators"):
+        check_same_calculator([same, Calculator("sevennet", model="7net-0").describe()])
