@@ -132,7 +132,7 @@ def reconstruction_evidence(
         evidence.append(f"negative formation energy ({formation_energy_eV:.3f} eV)")
     if can_reorder and far_field_displacement_A > threshold_A:
         evidence.append(
-            f"atoms beyond {far_radius_A:g} A moved up to {far_field_displacement_A:.2f} A "
+            f"atoms beyond {far_radius_A:.3g} A moved up to {far_field_displacement_A:.2f} A "
             f"(threshold {threshold_A:g} A)"
         )
     return evidence

@@ -246,6 +246,12 @@ def _candidate_sites(
     }
 
 
+def far_field_radius(radius_A: float, choice: SupercellChoice) -> float:
+    """The far-field radius, capped at half the periodic-image distance so that every
+    supercell has a far field to watch and to hold."""
+    return min(radius_A, 0.5 * choice.min_image_distance_A)
+
+
 @job
 def assess_defect(
     label: str,
@@ -264,6 +270,7 @@ def assess_defect(
     """Formation energy, geometry and flags of one relaxed defect; when the host reconstructed,
     relax it again with the far atoms held fixed."""
     check_same_calculator([relaxed.calculator, perfect.calculator])
+    radius = far_field_radius(settings.reconstruction_radius_A, choice)
     e_f = formation_energy(relaxed.energy_eV, perfect.energy_eV, added_atoms(candidate.kind), mu)
     perfect_structure = perfect.structure
     geometry = relaxation_geometry(
@@ -274,7 +281,7 @@ def assess_defect(
         candidate.species,
         cell.site_cart,
         _candidate_sites(host, choice, candidates, candidate.kind),
-        settings.reconstruction_radius_A,
+        radius,
     )
     flags = []
     if not relaxed.converged:
@@ -289,7 +296,7 @@ def assess_defect(
     evidence = reconstruction_evidence(
         e_f,
         geometry.far_field_displacement_A,
-        settings.reconstruction_radius_A,
+        radius,
         settings.reconstruction_threshold_A,
         can_reorder=len(host.composition.elements) > 1,
     )
@@ -315,13 +322,13 @@ def assess_defect(
     if not evidence or not settings.local_relaxation:
         return outcome
     logger.warning(
-        "%s %s: host reconstruction (%s); relaxing again with atoms beyond %g A fixed",
+        "%s %s: host reconstruction (%s); relaxing again with atoms beyond %.3g A fixed",
         label,
         candidate.name,
         "; ".join(evidence),
-        settings.reconstruction_radius_A,
+        radius,
     )
-    held = hold_far_atoms(start, cell.site_cart, settings.reconstruction_radius_A)
+    held = hold_far_atoms(start, cell.site_cart, radius)
     local = calculate(
         calculator.ion_relax_maker(),
         held,
@@ -329,7 +336,7 @@ def assess_defect(
         f"{label} {candidate.name} (local)",
         calculator.describe(),
     )
-    attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, settings)
+    attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, radius)
     return Response(replace=Flow([local, attach], output=attach.output))
 
 
@@ -340,14 +347,14 @@ def attach_local_relaxation(
     local: CalculationDoc,
     perfect: CalculationDoc,
     mu: float,
-    settings: DefectSettings,
+    radius_A: float,
 ) -> DefectOutcome:
     """Add the far-field-fixed relaxation to a reconstructed defect; ranking then uses it."""
     from carrierflow.analysis.relaxation import displacements
 
     moved = displacements(cell.structure, local.structure)
     outcome.local = LocalRelaxation(
-        radius_A=settings.reconstruction_radius_A,
+        radius_A=radius_A,
         energy_eV=local.energy_eV,
         formation_energy_eV=formation_energy(
             local.energy_eV, perfect.energy_eV, added_atoms(outcome.kind), mu
@@ -358,7 +365,7 @@ def attach_local_relaxation(
     )
     outcome.flags.append(
         "ranked with the local relaxation "
-        f"(atoms beyond {settings.reconstruction_radius_A:g} A fixed)"
+        f"(atoms beyond {radius_A:.3g} A fixed)"
     )
     return outcome
 
