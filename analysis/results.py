@@ -16,10 +16,3 @@ def find_results(store: JobStore, system: str, calculator_label: str | None = No
         )
     )
     return docs[0]["output"] if docs else None
-
-
-def stored_calculations(store: JobStore, label_prefix: str = "") -> list[dict]:
-    """Every stored calculation document, optionally of labels starting with a prefix."""
-    criteria = {"output.fingerprint": {"$exists": True}}
-    docs = store.query(criteria, properties=["output"])
-    return [d["output"] for d in docs if d["output"]["label"].startswith(label_prefix)]
