@@ -144,3 +144,23 @@ def hold_far_atoms(structure: Structure, site_cart, radius_A: float) -> Structur
     fixed = structure.copy()
     fixed.add_site_property("selective_dynamics", [[not f] * 3 for f in far])
     return fixed
+
+
+def mark_shared_final_states(defects: list, tolerance_eV: float = 0.001) -> None:
+    """Flag defects of one kind that relaxed to the energy of an earlier one.
+
+    Two candidates that end within ``tolerance_eV`` of each other have almost surely relaxed
+    into one configuration (for example two interstitial sites draining into the same split
+    interstitial); the later one is flagged so that it is not read as a second carrier.
+    """
+    for index, defect in enumerate(defects):
+        for earlier in defects[:index]:
+            if (
+                earlier.kind == defect.kind
+                and abs(earlier.formation_energy_eV - defect.formation_energy_eV) < tolerance_eV
+            ):
+                defect.flags.append(
+                    f"same relaxed energy as {earlier.name} (within {tolerance_eV * 1000:g} meV): "
+                    "one final state"
+                )
+                break

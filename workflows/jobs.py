@@ -16,6 +16,7 @@ from pymatgen.core import Structure
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.relaxation import (
     hold_far_atoms,
+    mark_shared_final_states,
     reconstruction_evidence,
     relaxation_geometry,
 )
@@ -363,10 +364,7 @@ def attach_local_relaxation(
         steps=local.steps,
         max_displacement_A=float(moved.max()),
     )
-    outcome.flags.append(
-        "ranked with the local relaxation "
-        f"(atoms beyond {radius_A:.3g} A fixed)"
-    )
+    outcome.flags.append(f"ranked with the local relaxation (atoms beyond {radius_A:.3g} A fixed)")
     return outcome
 
 
@@ -382,6 +380,7 @@ def collect_host(
 ) -> HostOutcome:
     """Gather one host's defects, refusing energies from different calculators."""
     check_same_calculator([bulk.calculator, perfect.calculator])
+    mark_shared_final_states(outcomes)
     host = bulk.structure
     return HostOutcome(
         label=label,

@@ -6,6 +6,7 @@ from carrierflow.analysis.relaxation import (
     displacements,
     hold_far_atoms,
     interstitial_centre,
+    mark_shared_final_states,
     reconstruction_evidence,
     vacancy_centre,
 )
@@ -65,3 +66,34 @@ def test_far_atoms_are_held_fixed():
     for flags, distance in zip(held.site_properties["selective_dynamics"], distances, strict=True):
         assert all(flags) == (distance <= 4.0)
         assert any(flags) == (distance <= 4.0)
+
+
+def test_candidates_that_relax_to_one_state_are_flagged():
+    from carrierflow.analysis.schemas import DefectOutcome
+
+    def outcome(name, kind, e_f):
+        return DefectOutcome(
+            host="X",
+            name=name,
+            kind=kind,
+            species="Li",
+            frac_coords=[0, 0, 0],
+            multiplicity=1,
+            energy_eV=0.0,
+            formation_energy_eV=e_f,
+            converged=True,
+            steps=1,
+            max_displacement_A=0.0,
+            far_field_displacement_A=0.0,
+            defect_shift_A=0.0,
+        )
+
+    defects = [
+        outcome("v1", "vacancy", 0.5),
+        outcome("i1", "interstitial", 0.3362),
+        outcome("i2", "interstitial", 0.3365),
+        outcome("i3", "interstitial", 0.5004),
+    ]
+    mark_shared_final_states(defects)
+    assert defects[2].flags == ["same relaxed energy as i1 (within 1 meV): one final state"]
+    assert defects[0].flags == defects[1].flags == defects[3].flags == []

@@ -16,12 +16,32 @@ from carrierflow.workflows.cli import main
 @pytest.fixture(scope="module")
 def sevennet0_li5in4(tmp_path_factory):
     root = tmp_path_factory.mktemp("reconstruction")
-    code = main([
-        "run", "--species", "Li", "--hosts", "Li5In4", "--reference", "Li",
-        "--calculator", "sevennet", "--model", "7net-0", "--defects", "vacancy",
-        "--no-host-relaxation", "--min-image-distance", "9", "--max-atoms", "40",
-        "--store", str(root / "store"), "--output", str(root / "out"),
-    ])
+    code = main(
+        [
+            "run",
+            "--species",
+            "Li",
+            "--hosts",
+            "Li5In4",
+            "--reference",
+            "Li",
+            "--calculator",
+            "sevennet",
+            "--model",
+            "7net-0",
+            "--defects",
+            "vacancy",
+            "--no-host-relaxation",
+            "--min-image-distance",
+            "9",
+            "--max-atoms",
+            "40",
+            "--store",
+            str(root / "store"),
+            "--output",
+            str(root / "out"),
+        ]
+    )
     assert code == 0
     return json.loads((root / "out" / "results.json").read_text())
 
@@ -29,8 +49,9 @@ def sevennet0_li5in4(tmp_path_factory):
 def test_reordering_is_flagged_with_its_evidence(sevennet0_li5in4):
     host = sevennet0_li5in4["hosts"][0]
     assert host["supercell"]["natoms"] == 36
-    reconstructed = [d for d in host["defects"]
-                     if any(f.startswith("host reconstruction") for f in d["flags"])]
+    reconstructed = [
+        d for d in host["defects"] if any(f.startswith("host reconstruction") for f in d["flags"])
+    ]
     assert reconstructed, host["defects"]
     for d in reconstructed:
         evidence = next(f for f in d["flags"] if f.startswith("host reconstruction"))
