@@ -27,19 +27,34 @@ def min_image_distance(lattice: Lattice) -> float:
     return float(np.min(np.linalg.norm(_SHORT_VECTORS @ reduced, axis=1)))
 
 
-def _hermite_normal_forms(det: int) -> np.ndarray:
-    """All lower-triangular Hermite normal forms of determinant ``det``, shape (n, 3, 3)."""
-    forms = []
-    for a in range(1, det + 1):
+def _hermite_normal_forms(det: int, smallest_a: int = 1) -> np.ndarray:
+    """Lower-triangular Hermite normal forms of determinant ``det`` whose first diagonal
+    element is at least ``smallest_a``, shape (n, 3, 3)."""
+    blocks = []
+    for a in range(smallest_a, det + 1):
         if det % a:
             continue
         for c in range(1, det // a + 1):
             if (det // a) % c:
                 continue
             f = det // (a * c)
-            for b, d, e in itertools.product(range(a), range(a), range(c)):
-                forms.append([[a, 0, 0], [b, c, 0], [d, e, f]])
-    return np.array(forms)
+            b, d, e = (g.ravel() for g in np.meshgrid(range(a), range(a), range(c), indexing="ij"))
+            forms = np.zeros((len(b), 3, 3), dtype=int)
+            forms[:, 0, 0], forms[:, 1, 1], forms[:, 2, 2] = a, c, f
+            forms[:, 1, 0], forms[:, 2, 0], forms[:, 2, 1] = b, d, e
+            blocks.append(forms)
+    return np.concatenate(blocks) if blocks else np.zeros((0, 3, 3), dtype=int)
+
+
+def _pairwise_reduce(vectors: np.ndarray, rounds: int = 4) -> np.ndarray:
+    """Shorten many bases at once (n, 3, 3) by integer pairwise reduction; same lattices."""
+    reduced = vectors.astype(float)
+    for _ in range(rounds):
+        for i, j in itertools.permutations(range(3), 2):
+            overlap = np.einsum("nx,nx->n", reduced[:, i], reduced[:, j])
+            norm = np.einsum("nx,nx->n", reduced[:, j], reduced[:, j])
+            reduced[:, i] -= np.rint(overlap / norm)[:, None] * reduced[:, j]
+    return reduced
 
 
 def choose_supercell(
@@ -57,12 +72,18 @@ def choose_supercell(
     # points at least d apart need a volume of d^3/sqrt(2) each (the fcc packing)
     smallest = max(1, int(min_image_distance_A**3 / np.sqrt(2) / structure.volume))
     for det in range(smallest, max_atoms // natoms + 1):
-        forms = _hermite_normal_forms(det)
-        vectors = forms @ structure.lattice.matrix
+        # the first supercell vector is a multiple of the first lattice vector
+        forms = _hermite_normal_forms(det, int(np.ceil(target / structure.lattice.abc[0])))
+        vectors = _pairwise_reduce(forms @ structure.lattice.matrix)
         # any short combination of the basis rules a form out before the exact (LLL) check
         short = np.linalg.norm(np.einsum("kj,njx->nkx", _SHORT_VECTORS[:62], vectors), axis=2)
+        bound = short.min(axis=1)
         best = None
-        for index in np.flatnonzero(short.min(axis=1) >= target):
+        # the short combinations bound each form's image distance from above: check the most
+        # promising forms first and stop once no remaining bound can beat the best found
+        for index in np.argsort(-bound, kind="stable"):
+            if bound[index] < target or (best is not None and bound[index] <= best[1]):
+                break
             distance = min_image_distance(Lattice(vectors[index]))
             if distance >= target and (best is None or distance > best[1]):
                 best = (forms[index], distance)
