@@ -75,3 +75,40 @@ def test_reconstructed_defects_are_relaxed_again_locally_and_ranked_so(sevennet0
         assert any("ranked with the local relaxation" in f for f in d["flags"])
     vacancies = [d["ranking_energy_eV"] for d in host["defects"] if d["kind"] == "vacancy"]
     assert host["lowest_eV"]["vacancy"] == min(vacancies)
+
+
+@pytest.mark.slow
+def test_7net_l3i5_relaxes_the_same_vacancies_locally(tmp_path):
+    """The default model ranks the PBE ordering lowest: no reordering, nothing flagged."""
+    code = main(
+        [
+            "run",
+            "--species",
+            "Li",
+            "--hosts",
+            "Li5In4",
+            "--reference",
+            "Li",
+            "--calculator",
+            "sevennet",
+            "--model",
+            "7net-l3i5",
+            "--defects",
+            "vacancy",
+            "--no-host-relaxation",
+            "--min-image-distance",
+            "9",
+            "--max-atoms",
+            "40",
+            "--store",
+            str(tmp_path / "store"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    host = json.loads((tmp_path / "out" / "results.json").read_text())["hosts"][0]
+    for d in host["defects"]:
+        assert not any(f.startswith("host reconstruction") for f in d["flags"]), d
+        assert d["formation_energy_eV"] > 0
+        assert d["local"] is None
