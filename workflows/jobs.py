@@ -15,6 +15,7 @@ from pymatgen.core import Structure
 
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.relaxation import (
+    displacements,
     hold_far_atoms,
     mark_shared_final_states,
     reconstruction_evidence,
@@ -351,8 +352,6 @@ def attach_local_relaxation(
     radius_A: float,
 ) -> DefectOutcome:
     """Add the far-field-fixed relaxation to a reconstructed defect; ranking then uses it."""
-    from carrierflow.analysis.relaxation import displacements
-
     moved = displacements(cell.structure, local.structure)
     outcome.local = LocalRelaxation(
         radius_A=radius_A,

@@ -13,37 +13,21 @@ import pytest
 from carrierflow.workflows.cli import main
 
 
-@pytest.fixture(scope="module")
-def sevennet0_li5in4(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reconstruction")
-    code = main(
-        [
-            "run",
-            "--species",
-            "Li",
-            "--hosts",
-            "Li5In4",
-            "--reference",
-            "Li",
-            "--calculator",
-            "sevennet",
-            "--model",
-            "7net-0",
-            "--defects",
-            "vacancy",
-            "--no-host-relaxation",
-            "--min-image-distance",
-            "9",
-            "--max-atoms",
-            "40",
-            "--store",
-            str(root / "store"),
-            "--output",
-            str(root / "out"),
-        ]
-    )
+def _li5in4_vacancies(model: str, root) -> dict:
+    """Li vacancies in a 36-atom supercell of the PBE Li5In4 model, taken as given."""
+    code = main([
+        "run", "--species", "Li", "--hosts", "Li5In4", "--reference", "Li",
+        "--calculator", "sevennet", "--model", model, "--defects", "vacancy",
+        "--no-host-relaxation", "--min-image-distance", "9", "--max-atoms", "40",
+        "--store", str(root / "store"), "--output", str(root / "out"),
+    ])  # fmt: skip
     assert code == 0
     return json.loads((root / "out" / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def sevennet0_li5in4(tmp_path_factory):
+    return _li5in4_vacancies("7net-0", tmp_path_factory.mktemp("reconstruction"))
 
 
 def test_reordering_is_flagged_with_its_evidence(sevennet0_li5in4):
@@ -80,34 +64,7 @@ def test_reconstructed_defects_are_relaxed_again_locally_and_ranked_so(sevennet0
 @pytest.mark.slow
 def test_7net_l3i5_relaxes_the_same_vacancies_locally(tmp_path):
     """The default model ranks the PBE ordering lowest: no reordering, nothing flagged."""
-    code = main(
-        [
-            "run",
-            "--species",
-            "Li",
-            "--hosts",
-            "Li5In4",
-            "--reference",
-            "Li",
-            "--calculator",
-            "sevennet",
-            "--model",
-            "7net-l3i5",
-            "--defects",
-            "vacancy",
-            "--no-host-relaxation",
-            "--min-image-distance",
-            "9",
-            "--max-atoms",
-            "40",
-            "--store",
-            str(tmp_path / "store"),
-            "--output",
-            str(tmp_path / "out"),
-        ]
-    )
-    assert code == 0
-    host = json.loads((tmp_path / "out" / "results.json").read_text())["hosts"][0]
+    host = _li5in4_vacancies("7net-l3i5", tmp_path)["hosts"][0]
     for d in host["defects"]:
         assert not any(f.startswith("host reconstruction") for f in d["flags"]), d
         assert d["formation_energy_eV"] > 0
