@@ -54,6 +54,21 @@ def rows(results: dict) -> list[dict]:
     return out
 
 
+def _dft_lines(results: dict) -> list[str]:
+    settings = results["calculator"].get("settings")
+    if not settings:
+        return []
+    overrides = results["calculator"].get("overrides") or {}
+    changed = ", ".join(f"{k} = {v}" for k, v in overrides.items()) or "none"
+    versions = "; ".join(results.get("code_versions") or []) or "not recorded"
+    return [
+        f"DFT settings: cut-off {settings['encut_eV']:g} eV, Gamma-centred k-mesh of spacing "
+        f"{settings['kspacing']:g} x 2π/Å, SCF {settings['ediff_eV']:g} eV, "
+        f"Methfessel-Paxton order {settings['smearing'][-1]} with σ = {settings['sigma_eV']:g} eV; "
+        f"changed from the study's: {changed}. Code: {versions}.",
+    ]
+
+
 def markdown_table(results: dict) -> str:
     """The readable report: a verdict table, then every defect."""
     calc = results["calculator"]
@@ -64,6 +79,7 @@ def markdown_table(results: dict) -> str:
         "",
         f"Calculator uncertainty: {calc['uncertainty_eV']:g} eV; "
         f"forces relaxed to {calc['fmax_eV_A']:g} eV/Å.",
+        *_dft_lines(results),
         "",
         "| phase | source | supercell atoms (image distance) | lowest vacancy E_f (eV) "
         "| lowest interstitial E_f (eV) | dominant carrier | margin (eV) "

@@ -19,6 +19,7 @@ class LocalRelaxation(BaseModel):
     converged: bool
     steps: int
     max_displacement_A: float
+    provenance: dict = Field(default_factory=dict)
 
 
 class DefectOutcome(BaseModel):
@@ -40,6 +41,9 @@ class DefectOutcome(BaseModel):
     ended_at: str | None = Field(None, description="candidate whose site the defect ended on")
     flags: list[str] = Field(default_factory=list)
     local: LocalRelaxation | None = None
+    provenance: dict = Field(
+        default_factory=dict, description="task id and code runs behind the energy"
+    )
 
     @property
     def ranking_energy_eV(self) -> float:
@@ -59,3 +63,6 @@ class HostOutcome(BaseModel):
     supercell: SupercellChoice
     perfect_energy_eV: float
     defects: list[DefectOutcome]
+    provenance: dict = Field(
+        default_factory=dict, description="task ids and code runs of the bulk and perfect cell"
+    )

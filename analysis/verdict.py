@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from carrierflow.analysis.formation import site_fraction
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome
 
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2
 
 
 def dominant_carrier(
@@ -61,6 +61,7 @@ def defect_entry(defect: DefectOutcome, temperature_K: float) -> dict:
         "ended_at": defect.ended_at,
         "flags": defect.flags,
         "local": defect.local.model_dump() if defect.local else None,
+        "provenance": defect.provenance,
     }
 
 
@@ -97,7 +98,20 @@ def host_summary(
             if lowest_eV["vacancy"] is not None and reference_vacancy_eV is not None
             else None
         ),
+        "provenance": host.provenance,
     }
+
+
+def code_versions(hosts: list[HostOutcome]) -> list[str]:
+    """Every version a DFT code reported in the calculations behind these results."""
+    blocks = []
+    for host in hosts:
+        blocks += list(host.provenance.values())
+        for defect in host.defects:
+            blocks.append(defect.provenance)
+            if defect.local:
+                blocks.append(defect.local.provenance)
+    return sorted({run["code_version"] for b in blocks for run in b.get("runs", [])})
 
 
 def summarize(
@@ -119,6 +133,7 @@ def summarize(
         "system": system,
         "species": species,
         "calculator": calculator,
+        "code_versions": code_versions([reference, *hosts]),
         "temperature_K": temperature_K,
         "settings": settings,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 import pytest
+from pymatgen.core import SETTINGS
+from standin import STANDIN, write_fake_potcars
 
 from carrierflow.workflows.cli import main
 
@@ -36,7 +39,21 @@ def emt_run(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _no_materials_project_key(monkeypatch):
-    """Tests never reach the Materials Project unless they mock it."""
-    monkeypatch.delenv("MP_API_KEY", raising=False)
-    monkeypatch.setattr("pymatgen.core.SETTINGS", {}, raising=False)
+def _hermetic_settings(monkeypatch):
+    """Tests never reach the Materials Project unless they mock it, and never see the
+    developer's POTCARs or VASP command."""
+    for name in ("MP_API_KEY", "CARRIERFLOW_VASP_CMD"):
+        monkeypatch.delenv(name, raising=False)
+    for key in ("PMG_MAPI_KEY", "PMG_VASP_PSP_DIR"):
+        monkeypatch.delitem(SETTINGS, key, raising=False)
+
+
+@pytest.fixture
+def standin_vasp(tmp_path, monkeypatch) -> dict:
+    """The stand-in VASP (SYNTHETIC output from EMT) with fake POTCARs; its runs are logged."""
+    potcars = write_fake_potcars(tmp_path / "potcars")
+    monkeypatch.setitem(SETTINGS, "PMG_VASP_PSP_DIR", str(potcars))
+    log = tmp_path / "standin.log"
+    monkeypatch.setenv("STANDIN_VASP_LOG", str(log))
+    monkeypatch.delenv("STANDIN_VASP_FAIL_FORMULA", raising=False)
+    return {"command": f"{sys.executable} {STANDIN}", "log": log, "potcars": potcars}

@@ -41,7 +41,15 @@ def paths(tmp_path):
             ["--system", "Li-In", "--calculator", "mace", "--model", "missing.model"],
             "MACE model file 'missing.model' does not exist",
         ),
-        (["--system", "Li-In", "--calculator", "vasp"], "calculator 'vasp' is not available yet"),
+        (["--system", "Li-In", "--calculator", "gpaw"], "calculator 'gpaw' is not available yet"),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--encut", "400"],
+            "calculator 'emt' takes no DFT settings (got encut_eV)",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--vasp-cmd", "vasp_std"],
+            "calculator 'emt' runs in-process: it takes no command",
+        ),
         (["--system", "Li-In", "--calculator", "lammps"], "unknown calculator 'lammps'"),
         (["--system", "Cu-Au", "--calculator", "emt", "--model", "x"], "takes no --model"),
         (

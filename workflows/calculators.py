@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
@@ -9,9 +12,15 @@ from pathlib import Path
 
 from jobflow import Maker
 from monty.json import MSONable
+from pydantic import ValidationError
+
+from carrierflow.workflows.dft import DftSettings
 
 # Energies from machine-learned stand-ins are good to about 0.1 eV per defect; EMT is a toy.
-DEFAULT_UNCERTAINTY_EV = {"emt": 0.1, "sevennet": 0.1, "chgnet": 0.1, "mace": 0.1}
+# PBE at the study's settings is converged to a few 10 meV per formation energy.
+DEFAULT_UNCERTAINTY_EV = {"emt": 0.1, "sevennet": 0.1, "chgnet": 0.1, "mace": 0.1, "vasp": 0.05}
+DFT_CALCULATORS = frozenset({"vasp"})
+TASKS = ("bulk_relax", "ion_relax", "static")
 
 SEVENNET_MODELS = {"7net-l3i5": {}, "7net-0": {}, "7net-mf-0": {"modal": "PBE"}}
 DEFAULT_SEVENNET_MODEL = "7net-l3i5"
@@ -20,7 +29,6 @@ DEFAULT_SEVENNET_MODEL = "7net-l3i5"
 EMT_ELEMENTS = frozenset({"Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt"})
 
 PLANNED = {
-    "vasp": "VASP (PBE, study settings) is the production path of the next release",
     "gpaw": "GPAW (local PBE) is the local DFT path of the next release",
 }
 
@@ -36,7 +44,7 @@ class Calculator(MSONable):
     Parameters
     ----------
     name
-        ``emt``, ``sevennet``, ``chgnet`` or ``mace``.
+        ``emt``, ``sevennet``, ``chgnet``, ``mace`` or ``vasp``.
     model
         The model of a machine-learned potential (a shipped name or a file).
     fmax
@@ -45,6 +53,12 @@ class Calculator(MSONable):
         The energy uncertainty used by the verdict; documented defaults per calculator.
     max_steps
         The optimizer step limit of one relaxation.
+    dft
+        Overrides of the study's DFT settings (:class:`DftSettings` fields), DFT codes only.
+    command
+        The command that runs the code (VASP: ``$CARRIERFLOW_VASP_CMD`` or atomate2's VASP_CMD).
+    workdir
+        Where codes that write files run, relative to the job's directory.
     """
 
     name: str
@@ -53,7 +67,9 @@ class Calculator(MSONable):
     uncertainty_eV: float | None = None
     max_steps: int = 1000
     optimizer: str = "BFGS"
-    extra_kwargs: dict = field(default_factory=dict)
+    dft: dict = field(default_factory=dict)
+    command: str | None = None
+    workdir: str = "carrierflow-calculations"
 
     def __post_init__(self) -> None:
         if self.name in PLANNED:
@@ -84,17 +100,53 @@ class Calculator(MSONable):
                 raise CalculatorError(f"MACE model file '{self.model}' does not exist")
         elif self.model:
             raise CalculatorError(f"calculator '{self.name}' takes no --model (got '{self.model}')")
+        if self.name in DFT_CALCULATORS:
+            try:
+                DftSettings(**self.dft)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise CalculatorError(
+                    f"invalid DFT setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+                ) from exc
+            if self.command is None:
+                self.command = _default_vasp_command()
+        elif self.dft:
+            raise CalculatorError(
+                f"calculator '{self.name}' takes no DFT settings (got {', '.join(self.dft)})"
+            )
+        elif self.command:
+            raise CalculatorError(f"calculator '{self.name}' runs in-process: it takes no command")
+
+    @property
+    def dft_settings(self) -> DftSettings | None:
+        """The DFT settings in force, None for the other calculators."""
+        return DftSettings(**self.dft) if self.name in DFT_CALCULATORS else None
+
+    @property
+    def writes_files(self) -> bool:
+        """Whether the code runs in a directory of its own (DFT codes)."""
+        return self.name in DFT_CALCULATORS
 
     @property
     def package(self) -> str:
         """The Python package behind the calculator."""
-        return {"emt": "ase", "sevennet": "sevenn", "chgnet": "chgnet", "mace": "mace-torch"}[
-            self.name
-        ]
+        return {
+            "emt": "ase",
+            "sevennet": "sevenn",
+            "chgnet": "chgnet",
+            "mace": "mace-torch",
+            "vasp": "custodian",
+        }[self.name]
 
     def check_installed(self) -> None:
         """Fail early, with the install command, when the calculator's package is missing."""
-        module = {"ase": "ase", "sevenn": "sevenn", "chgnet": "chgnet", "mace-torch": "mace"}
+        module = {
+            "ase": "ase",
+            "sevenn": "sevenn",
+            "chgnet": "chgnet",
+            "mace-torch": "mace",
+            "custodian": "custodian",
+        }
         try:
             import_module(module[self.package])
         except ImportError as exc:
@@ -102,6 +154,22 @@ class Calculator(MSONable):
             raise CalculatorError(
                 f"calculator '{self.name}' needs the package {self.package}{extra}"
             ) from exc
+
+    def check_can_run(self) -> None:
+        """Fail early when a code cannot run here: the VASP executable or POTCARs missing."""
+        if self.name != "vasp":
+            return
+        program = shlex.split(self.command)[0] if self.command.strip() else ""
+        if not shutil.which(program):
+            raise CalculatorError(
+                f"VASP command '{self.command}' not found: set --vasp-cmd or CARRIERFLOW_VASP_CMD"
+                " (e.g. 'mpirun -np 4 vasp_std'), or write the inputs with carrierflow write-inputs"
+            )
+        if not potcar_directory():
+            raise CalculatorError(
+                "VASP needs POTCARs: set PMG_VASP_PSP_DIR (pymatgen's POTCAR directory) in the "
+                "environment or ~/.config/.pmgrc.yaml"
+            )
 
     def check_elements(self, elements) -> None:
         """Refuse a system the calculator cannot treat."""
@@ -119,7 +187,7 @@ class Calculator(MSONable):
             package_version = version(self.package)
         except PackageNotFoundError:
             package_version = None
-        return {
+        described = {
             "name": self.name,
             "model": self.model,
             "version": package_version,
@@ -127,13 +195,42 @@ class Calculator(MSONable):
             "uncertainty_eV": self.uncertainty_eV,
             "optimizer": self.optimizer,
         }
+        if self.dft_settings is not None:
+            described |= {
+                "optimizer": "VASP IBRION=2 (conjugate gradient)",
+                "settings": self.dft_settings.model_dump(),
+                "overrides": self.dft_settings.overrides(),
+            }
+        return described
 
     @property
     def label(self) -> str:
         """A short label such as ``sevennet-7net-l3i5``."""
         return f"{self.name}-{Path(self.model).stem}" if self.model else self.name
 
-    def _maker(self, relax_cell: bool, steps: int) -> Maker:
+    def makers(self, task: str) -> list[Maker]:
+        """The Makers of one flow role, run in order, each from the previous one's structure:
+        ``bulk_relax`` (cell and ions), ``ion_relax`` (ions at a fixed cell) or ``static``."""
+        if task not in TASKS:
+            raise ValueError(f"unknown task '{task}' (tasks: {', '.join(TASKS)})")
+        if self.name == "vasp":
+            from carrierflow.workflows.vasp import VaspMakers
+
+            vasp = VaspMakers(
+                settings=self.dft_settings,
+                fmax=self.fmax,
+                command=self.command,
+                potcar_spec=not potcar_directory(),
+            )
+            return (
+                vasp.bulk_relax()
+                if task == "bulk_relax"
+                else (vasp.ion_relax() if task == "ion_relax" else [vasp.static()])
+            )
+        steps = 1 if task == "static" else self.max_steps
+        return [self._ase_maker(relax_cell=task == "bulk_relax", steps=steps)]
+
+    def _ase_maker(self, relax_cell: bool, steps: int) -> Maker:
         common = {
             "relax_cell": relax_cell,
             "fix_symmetry": relax_cell,
@@ -159,14 +256,15 @@ class Calculator(MSONable):
             force_field_name="MACE_MP_0", calculator_kwargs={"model": self.model}, **common
         )
 
-    def bulk_relax_maker(self) -> Maker:
-        """Cell and ions, space group kept."""
-        return self._maker(relax_cell=True, steps=self.max_steps)
 
-    def ion_relax_maker(self) -> Maker:
-        """Ions only, at a fixed cell."""
-        return self._maker(relax_cell=False, steps=self.max_steps)
+def _default_vasp_command() -> str:
+    from atomate2 import SETTINGS
 
-    def static_maker(self) -> Maker:
-        """A single-point energy."""
-        return self._maker(relax_cell=False, steps=1)
+    return os.environ.get("CARRIERFLOW_VASP_CMD") or SETTINGS.VASP_CMD
+
+
+def potcar_directory() -> str | None:
+    """pymatgen's POTCAR directory (PMG_VASP_PSP_DIR), None when it is not set."""
+    from pymatgen.core import SETTINGS
+
+    return SETTINGS.get("PMG_VASP_PSP_DIR")

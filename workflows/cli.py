@@ -31,7 +31,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reference", help="the pure phase of the species (formula, mp-id or file)")
     calc = parser.add_argument_group("calculator")
     calc.add_argument(
-        "--calculator", default="sevennet", help="emt, sevennet (default), chgnet or mace"
+        "--calculator", default="sevennet", help="emt, sevennet (default), chgnet, mace or vasp"
     )
     calc.add_argument(
         "--model",
@@ -43,6 +43,28 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         "--uncertainty",
         type=float,
         help="energy uncertainty for the verdict, eV (0.1 for the stand-ins)",
+    )
+    dft = parser.add_argument_group("DFT settings (vasp; defaults are the study's)")
+    dft.add_argument("--encut", type=float, help="plane-wave cut-off, eV (500)")
+    dft.add_argument(
+        "--kspacing",
+        type=float,
+        help="k-point spacing in units of 2pi/A: "
+        "n_i = max(1, ceil(|b_i| / (2pi x spacing))) (0.03)",
+    )
+    dft.add_argument("--ediff", type=float, help="SCF energy convergence per cell, eV (1e-6)")
+    dft.add_argument("--sigma", type=float, help="Methfessel-Paxton smearing width, eV (0.1)")
+    dft.add_argument(
+        "--potcar", nargs="+", metavar="EL=SYMBOL", help="POTCAR choices (MP's: Li_sv, In_d)"
+    )
+    dft.add_argument("--incar", nargs="+", metavar="TAG=VALUE", help="further INCAR tags")
+    dft.add_argument(
+        "--vasp-cmd", help="the VASP command (default: $CARRIERFLOW_VASP_CMD or atomate2's)"
+    )
+    dft.add_argument(
+        "--workdir",
+        default="carrierflow-calculations",
+        help="where DFT calculations run, one folder each (./carrierflow-calculations)",
     )
     parser.add_argument(
         "--store",
@@ -56,16 +78,8 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``carrierflow``."""
-    parser = argparse.ArgumentParser(
-        prog="carrierflow",
-        description="Which point defect carries the mobile species: vacancies or interstitials?",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="compute formation energies and the dominant carrier")
-    _add_selection(run)
-    cells = run.add_argument_group("defects and supercells")
+def _add_cell_options(parser: argparse.ArgumentParser) -> None:
+    cells = parser.add_argument_group("defects and supercells")
     cells.add_argument(
         "--min-image-distance",
         type=float,
@@ -110,8 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="temperature of the site fractions, K (300)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``carrierflow``."""
+    parser = argparse.ArgumentParser(
+        prog="carrierflow",
+        description="Which point defect carries the mobile species: vacancies or interstitials?",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="compute formation energies and the dominant carrier")
+    _add_selection(run)
+    _add_cell_options(run)
     report = sub.add_parser("report", help="re-render stored results without recomputing")
     _add_selection(report)
+    inputs = sub.add_parser(
+        "write-inputs",
+        help="write every calculation's input folder (VASP) for running by hand",
+        description="Write the input folder of every calculation of the flow, named after the "
+        "job. Supercells and defect cells are built from the structures as given: pass relaxed "
+        "structures with --hosts/--reference to build them on your relaxed bulk.",
+    )
+    inputs.add_argument("directory", help="where to write the folders")
+    _add_selection(inputs)
+    _add_cell_options(inputs)
     return parser
 
 
@@ -133,9 +169,48 @@ def _selection(args: argparse.Namespace) -> tuple[str, str, str, list[str]]:
 def _calculator(args: argparse.Namespace):
     from carrierflow.workflows.calculators import Calculator
 
+    dft = {
+        field: value
+        for field, value in (
+            ("encut_eV", args.encut),
+            ("kspacing", args.kspacing),
+            ("ediff_eV", args.ediff),
+            ("sigma_eV", args.sigma),
+            ("potcars", _assignments(args.potcar, "--potcar")),
+            ("incar", _incar_tags(args.incar)),
+        )
+        if value is not None
+    }
     return Calculator(
-        args.calculator, model=args.model, fmax=args.fmax, uncertainty_eV=args.uncertainty
+        args.calculator,
+        model=args.model,
+        fmax=args.fmax,
+        uncertainty_eV=args.uncertainty,
+        dft=dft,
+        command=args.vasp_cmd,
+        workdir=args.workdir,
     )
+
+
+def _assignments(items: list[str] | None, option: str) -> dict[str, str] | None:
+    if not items:
+        return None
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(f"{option} takes KEY=VALUE pairs, got '{item}'")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _incar_tags(items: list[str] | None) -> dict | None:
+    from pymatgen.io.vasp import Incar
+
+    tags = _assignments(items, "--incar")
+    if tags is None:
+        return None
+    return {key.upper(): Incar.proc_val(key.upper(), value) for key, value in tags.items()}
 
 
 def _output_dir(args: argparse.Namespace, system: str, calculator_label: str) -> Path:
@@ -175,22 +250,11 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
     return phases[0], phases[1:]
 
 
-def command_run(args: argparse.Namespace) -> int:
-    """carrierflow run."""
-    from jobflow import run_locally
-
-    from carrierflow.analysis.report import markdown_table, write_report
-    from carrierflow.workflows.flows import CarrierFlowMaker
+def _defect_settings(args: argparse.Namespace, species: str):
     from carrierflow.workflows.schemas import DefectSettings
-    from carrierflow.workflows.store import open_store, store_location
 
-    system, species, reference_spec, host_specs = _selection(args)
-    calculator = _calculator(args)
-    calculator.check_installed()
-    output = _output_dir(args, system, calculator.label)
-    check_writable_directory(output, "the output directory")
     try:
-        settings = DefectSettings(
+        return DefectSettings(
             species=species,
             min_image_distance_A=args.min_image_distance,
             max_atoms=args.max_atoms,
@@ -203,6 +267,24 @@ def command_run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """carrierflow run."""
+    from jobflow import run_locally
+
+    from carrierflow.analysis.report import markdown_table, write_report
+    from carrierflow.workflows.flows import CarrierFlowMaker
+    from carrierflow.workflows.schemas import CalculationDoc
+    from carrierflow.workflows.store import open_store, store_location
+
+    system, species, reference_spec, host_specs = _selection(args)
+    calculator = _calculator(args)
+    calculator.check_installed()
+    calculator.check_can_run()
+    output = _output_dir(args, system, calculator.label)
+    check_writable_directory(output, "the output directory")
+    settings = _defect_settings(args, species)
     reference, hosts = _load_phases(species, reference_spec, host_specs, calculator, args)
     store = open_store(args.store)
     flow = CarrierFlowMaker(calculator=calculator, settings=settings, system=system).make(
@@ -227,11 +309,36 @@ def command_run(args: argparse.Namespace) -> int:
             store_location(args.store),
         )
         return 130
+    failures = _failures(responses)
+    if failures or flow.output.uuid not in responses:
+        finished = sum(
+            isinstance(r.output, CalculationDoc) for job in responses.values() for r in job.values()
+        )
+        print(
+            f"carrierflow: error: {len(failures)} calculation(s) failed; {finished} finished ones "
+            f"are stored in {store_location(args.store)} and a rerun reuses them:",
+            file=sys.stderr,
+        )
+        for failure in failures:
+            where = f" [{failure.directory}]" if failure.directory else ""
+            print(f"  {failure.label} ({failure.task}): {failure.error}{where}", file=sys.stderr)
+        return 1
     results = responses[flow.output.uuid][max(responses[flow.output.uuid])].output
     paths = write_report(results, output)
     print(markdown_table(results).split("\n\n| phase | defect")[0])
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _failures(responses: dict) -> list:
+    from carrierflow.workflows.schemas import CalculationFailure
+
+    return [
+        r.output
+        for job in responses.values()
+        for r in job.values()
+        if isinstance(r.output, CalculationFailure)
+    ]
 
 
 def _interrupt(signum, frame):
@@ -262,6 +369,32 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_write_inputs(args: argparse.Namespace) -> int:
+    """carrierflow write-inputs: every calculation's input folder."""
+    from carrierflow.workflows.inputs import write_inputs
+
+    _, species, reference_spec, host_specs = _selection(args)
+    calculator = _calculator(args)
+    if not calculator.writes_files:
+        raise UsageError(
+            f"write-inputs writes input files of a DFT code; '{calculator.name}' runs in-process "
+            "(use --calculator vasp)"
+        )
+    calculator.check_installed()
+    settings = _defect_settings(args, species)
+    reference, hosts = _load_phases(species, reference_spec, host_specs, calculator, args)
+    directory = Path(args.directory)
+    check_writable_directory(directory, "the input directory")
+    written = write_inputs(calculator, settings, reference, hosts, directory)
+    for entry in written:
+        mesh = "x".join(map(str, entry["kpoints"]))
+        print(f"{entry['folder']:<32} {entry['task']:<10} {entry['natoms']:>4} atoms  k {mesh}")
+    potcar = written[0]["potcar"] if written else "POTCAR"
+    note = "" if potcar == "POTCAR" else " (POTCAR.spec: set PMG_VASP_PSP_DIR to write POTCARs)"
+    print(f"\n{len(written)} input folders in {directory}{note}; index: calculations.json")
+    return 0
+
+
 def _first_error(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
@@ -285,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``carrierflow`` console script."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    commands = {"run": command_run, "report": command_report}
+    commands = {"run": command_run, "report": command_report, "write-inputs": command_write_inputs}
     try:
         return commands[args.command](args)
     except (*EXPECTED_ERRORS, UsageError) as exc:

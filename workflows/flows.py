@@ -46,11 +46,11 @@ class CarrierFlowMaker(Maker):
 
     def make(self, reference: Phase, hosts: list[Phase]) -> Flow:
         """The flow for one reference phase and its hosts."""
-        described = self.calculator.describe()
-        bulk_maker = self.calculator.bulk_relax_maker()
+        calculator = self.calculator
+        bulk_makers = calculator.makers("bulk_relax")
         jobs = []
         reference_bulk = calculate(
-            bulk_maker, reference.structure, "bulk_relax", f"{reference.label} bulk", described
+            bulk_makers, reference.structure, "bulk_relax", f"{reference.label} bulk", calculator
         )
         reference_defects = defect_calculations(
             reference.label,
@@ -66,15 +66,15 @@ class CarrierFlowMaker(Maker):
         for host in hosts:
             if self.settings.relax_hosts:
                 bulk = calculate(
-                    bulk_maker, host.structure, "bulk_relax", f"{host.label} bulk", described
+                    bulk_makers, host.structure, "bulk_relax", f"{host.label} bulk", calculator
                 )
             else:
                 bulk = calculate(
-                    self.calculator.static_maker(),
+                    calculator.makers("static"),
                     host.structure,
                     "static",
                     f"{host.label} bulk (as given)",
-                    described,
+                    calculator,
                 )
             defects = defect_calculations(
                 host.label,
@@ -87,7 +87,11 @@ class CarrierFlowMaker(Maker):
             jobs += [bulk, defects]
             host_outputs.append(defects.output)
         summary = summarize_results(
-            self.system, described, self.settings, reference_defects.output, host_outputs
+            self.system,
+            calculator.describe(),
+            self.settings,
+            reference_defects.output,
+            host_outputs,
         )
         summary.metadata.update(
             {"carrierflow": "results", "system": self.system, "calculator": self.calculator.label}

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
+import re
+import shutil
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from jobflow import CURRENT_JOB, Flow, JobConfig, Maker, Response, job
 from monty.json import jsanitize
+from monty.os import cd
+from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
@@ -34,19 +40,30 @@ from carrierflow.structures.defects import (
 from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice, choose_supercell, make_supercell
 from carrierflow.workflows.calculators import Calculator
-from carrierflow.workflows.schemas import CalculationDoc, DefectSettings
+from carrierflow.workflows.schemas import CalculationDoc, CalculationFailure, DefectSettings
 
 logger = logging.getLogger("carrierflow")
 
 # bump when a change makes stored calculations incomparable with new ones
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 _SHARED_CALCULATORS: dict[str, object] = {}
 
 
-def fingerprint(task: str, maker: Maker, structure: Structure) -> str:
+# settings that say how or where a code runs, not what it computes
+_RUN_ONLY_SETTINGS = ("name", "run_vasp_kwargs", "write_input_set_kwargs")
+
+
+def fingerprint(task: str, makers: list[Maker], structure: Structure) -> str:
     """Hash of everything that determines a calculation's result."""
-    settings = {k: v for k, v in jsanitize(maker.as_dict(), strict=True).items() if k != "name"}
+    settings = [
+        {
+            k: v
+            for k, v in jsanitize(maker.as_dict(), strict=True).items()
+            if k not in _RUN_ONLY_SETTINGS
+        }
+        for maker in makers
+    ]
     payload = json.dumps(
         [CACHE_VERSION, task, settings, jsanitize(structure.as_dict(), strict=True)],
         sort_keys=True,
@@ -120,12 +137,68 @@ def _find_stored(fp: str) -> CalculationDoc | None:
     return CalculationDoc.model_validate({**output, "reused": True})
 
 
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")
+
+
+def _run_steps(
+    makers: list[Maker], structure: Structure, label: str, directory: Path | None
+) -> list:
+    """Run the Makers in order, each from the previous final structure; codes that write
+    files run in one folder per step, later steps see the previous folder as ``prev_dir``."""
+    outputs, prev_dir = [], None
+    for number, maker in enumerate(makers, start=1):
+        # atomate2's Makers keep state of the run (input generator, from_prev): run a copy, so
+        # that Makers shared between jobs keep fingerprinting the same
+        maker = _share_calculator(copy.deepcopy(maker))
+        if directory is None:
+            with _progress(maker, label):
+                result = type(maker).make.original(maker, structure)
+        else:
+            step_dir = directory / f"{number}-{slug(maker.name)}"
+            if step_dir.exists():
+                shutil.rmtree(step_dir)
+            step_dir.mkdir(parents=True)
+            logger.info("%s: %s in %s", label, maker.name, step_dir)
+            with cd(step_dir):
+                result = type(maker).make.original(maker, structure, prev_dir=prev_dir)
+            prev_dir = str(step_dir)
+        task_doc = result.output if isinstance(result, Response) else result
+        outputs.append(task_doc)
+        structure = task_doc.output.structure
+    return outputs
+
+
+def _code_record(task_docs: list) -> dict:
+    """What the code itself reports: versions, inputs and task directories (DFT codes)."""
+    records = []
+    for task_doc in task_docs:
+        calc = (getattr(task_doc, "calcs_reversed", None) or [None])[0]
+        if calc is None or not hasattr(calc, "vasp_version"):
+            continue
+        records.append(
+            {
+                "task_label": task_doc.task_label,
+                "directory": task_doc.dir_name,
+                "code_version": calc.vasp_version,
+                "incar": dict(task_doc.input.incar or {}),
+                "kpoints": list(task_doc.input.kpoints.kpts[0]) if task_doc.input.kpoints else None,
+                "potcars": [p.titel for p in task_doc.input.potcar_spec or []],
+                "state": str(task_doc.state),
+                "custodian_corrections": sum(len(c.corrections) for c in task_doc.custodian or []),
+            }
+        )
+    return {"runs": records} if records else {}
+
+
 @job(config=JobConfig(expose_store=True))
 def calculate(
-    maker: Maker, structure: Structure, task: str, label: str, calculator: dict
-) -> CalculationDoc:
-    """Run one atomate2 Maker on a structure, or reuse the stored result of the same inputs."""
-    fp = fingerprint(task, maker, structure)
+    makers: list[Maker], structure: Structure, task: str, label: str, calculator: Calculator
+) -> CalculationDoc | Response:
+    """Run one flow role's atomate2 Makers on a structure, or reuse the stored result of the
+    same inputs. A failed calculation is stored as a :class:`CalculationFailure` and stops only
+    the jobs that need it."""
+    fp = fingerprint(task, makers, structure)
     stored = _find_stored(fp)
     if stored is not None:
         logger.info("%s: reused from the store (%s, E = %.4f eV)", label, task, stored.energy_eV)
@@ -136,28 +209,48 @@ def calculate(
         "static": "single point",
     }[task]
     logger.info("%s: %s of %d atoms ...", label, what, len(structure))
-    maker = _share_calculator(maker)
+    described = calculator.describe()
+    directory = (
+        Path(calculator.workdir).resolve() / f"{slug(label)}-{task}-{fp[:8]}"
+        if calculator.writes_files
+        else None
+    )
     started = time.perf_counter()
-    with _progress(maker, label):
-        task_doc = type(maker).make.original(maker, structure)
+    try:
+        task_docs = _run_steps(makers, structure, label, directory)
+    except Exception as exc:
+        failure = CalculationFailure(
+            task=task,
+            label=label,
+            calculator=described,
+            error=_failure_reason(exc, directory),
+            directory=str(directory) if directory else None,
+        )
+        logger.error("%s: %s FAILED: %s", label, what, failure.error)
+        logger.debug("traceback of the failure", exc_info=True)
+        return Response(output=failure, stop_children=True)
     elapsed = time.perf_counter() - started
-    output = task_doc.output
+    last = task_docs[-1]
+    output = last.output
     forces = getattr(output, "forces", None)
     max_force = float(np.linalg.norm(np.array(forces), axis=1).max()) if forces else None
     final = output.structure
+    relaxations = [doc for doc in task_docs if task != "static"] or task_docs
     doc = CalculationDoc(
         fingerprint=fp,
         task=task,
         label=label,
-        calculator=calculator,
+        calculator=described,
         energy_eV=float(output.energy),
         natoms=len(final),
         formula=final.composition.reduced_formula,
         structure=final,
-        steps=int(output.n_steps or 1),
-        converged=True if task == "static" else bool(task_doc.is_force_converged),
+        steps=sum(_ionic_steps(d) for d in relaxations),
+        converged=task == "static" or all(_converged(d) for d in task_docs),
         max_force_eV_A=max_force,
         elapsed_s=elapsed,
+        job_uuid=CURRENT_JOB.job.uuid if CURRENT_JOB.job else None,
+        code=_code_record(task_docs),
     )
     logger.info(
         "%s: E = %.4f eV, %d steps%s, %.1f s",
@@ -168,6 +261,72 @@ def calculate(
         elapsed,
     )
     return doc
+
+
+def _ionic_steps(task_doc) -> int:
+    n_steps = getattr(task_doc.output, "n_steps", None)
+    if n_steps is not None:
+        return int(n_steps) or 1
+    calcs = getattr(task_doc, "calcs_reversed", None) or []
+    return sum(len(c.output.ionic_steps or []) for c in calcs) or 1
+
+
+def _converged(task_doc) -> bool:
+    if hasattr(task_doc, "is_force_converged"):
+        return bool(task_doc.is_force_converged)
+    return str(task_doc.state) == "successful"
+
+
+def _failure_reason(exc: Exception, directory: Path | None) -> str:
+    """One line: the exception, and the last line of the code's error output if it wrote one."""
+    reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    reason = f"{type(exc).__name__}: {reason}"[:400]
+    if directory is not None:
+        logs = sorted(directory.glob("*/std_err.txt"), key=lambda p: p.stat().st_mtime)
+        tail = logs[-1].read_text(errors="replace").strip().splitlines() if logs else []
+        if tail:
+            reason += f" (stderr: {tail[-1].strip()[:200]})"
+    return reason
+
+
+class DefectPlan(BaseModel):
+    """Everything a host's defect calculations start from, before anything is computed."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    choice: SupercellChoice
+    perfect: Structure
+    candidates: list[DefectCandidate]
+    selected: list[DefectCandidate]
+    cells: list[DefectCell]
+    starts: list[Structure] = Field(description="the rattled start of each selected defect")
+
+
+def plan_defects(label: str, host: Structure, settings: DefectSettings) -> DefectPlan:
+    """The supercell, the perfect supercell and every selected defect cell of one host."""
+    choice = choose_supercell(host, settings.min_image_distance_A, settings.max_atoms)
+    perfect = make_supercell(host, choice)
+    candidates = find_defects(host, settings.species, settings.interstitial_min_distance_A)
+    selected = [c for c in candidates if c.kind in settings.defect_kinds]
+    cells = [build_defect_cell(host, choice.matrix, perfect, c) for c in selected]
+    starts = [
+        rattle_near(
+            cell.structure,
+            cell.site_cart,
+            settings.rattle_radius_A,
+            settings.rattle_amplitude_A,
+            seed=f"{label}/{candidate.name}",
+        )
+        for candidate, cell in zip(selected, cells, strict=True)
+    ]
+    return DefectPlan(
+        choice=choice,
+        perfect=perfect,
+        candidates=candidates,
+        selected=selected,
+        cells=cells,
+        starts=starts,
+    )
 
 
 @job
@@ -185,43 +344,39 @@ def defect_calculations(
     check_same_calculator([bulk.calculator, reference_bulk.calculator])
     host = bulk.structure
     mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
-    choice = choose_supercell(host, settings.min_image_distance_A, settings.max_atoms)
-    perfect = make_supercell(host, choice)
-    candidates = find_defects(host, settings.species, settings.interstitial_min_distance_A)
-    selected = [c for c in candidates if c.kind in settings.defect_kinds]
-    kinds = [c.kind for c in selected]
+    plan = plan_defects(label, host, settings)
+    kinds = [c.kind for c in plan.selected]
     logger.info(
         "%s: %d vacancies and %d interstitial candidates in a %d-atom supercell "
         "(periodic images %.2f A apart)",
         label,
         kinds.count("vacancy"),
         kinds.count("interstitial"),
-        choice.natoms,
-        choice.min_image_distance_A,
+        plan.choice.natoms,
+        plan.choice.min_image_distance_A,
     )
-    described = calculator.describe()
     perfect_job = calculate(
-        calculator.static_maker(), perfect, "static", f"{label} perfect supercell", described
+        calculator.makers("static"),
+        plan.perfect,
+        "static",
+        f"{label} perfect supercell",
+        calculator,
     )
     jobs = [perfect_job]
     outcomes = []
-    for candidate in selected:
-        cell = build_defect_cell(host, choice.matrix, perfect, candidate)
-        start = rattle_near(
-            cell.structure,
-            cell.site_cart,
-            settings.rattle_radius_A,
-            settings.rattle_amplitude_A,
-            seed=f"{label}/{candidate.name}",
-        )
+    for candidate, cell, start in zip(plan.selected, plan.cells, plan.starts, strict=True):
         relax = calculate(
-            calculator.ion_relax_maker(), start, "ion_relax", f"{label} {candidate.name}", described
+            calculator.makers("ion_relax"),
+            start,
+            "ion_relax",
+            f"{label} {candidate.name}",
+            calculator,
         )
         assess = assess_defect(
             label,
             host,
-            choice,
-            candidates,
+            plan.choice,
+            plan.candidates,
             candidate,
             cell,
             start,
@@ -233,7 +388,9 @@ def defect_calculations(
         )
         jobs += [relax, assess]
         outcomes.append(assess.output)
-    host_job = collect_host(label, source, bulk, choice, perfect_job.output, outcomes, is_reference)
+    host_job = collect_host(
+        label, source, bulk, plan.choice, perfect_job.output, outcomes, is_reference
+    )
     jobs.append(host_job)
     return Response(replace=Flow(jobs, output=host_job.output, name=f"{label} defects"))
 
@@ -320,6 +477,7 @@ def assess_defect(
         defect_shift_A=geometry.defect_shift_A,
         ended_at=geometry.ended_at,
         flags=flags,
+        provenance=relaxed.provenance(),
     )
     if not evidence or not settings.local_relaxation:
         return outcome
@@ -332,11 +490,11 @@ def assess_defect(
     )
     held = hold_far_atoms(start, cell.site_cart, radius)
     local = calculate(
-        calculator.ion_relax_maker(),
+        calculator.makers("ion_relax"),
         held,
         "ion_relax",
         f"{label} {candidate.name} (local)",
-        calculator.describe(),
+        calculator,
     )
     attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, radius)
     return Response(replace=Flow([local, attach], output=attach.output))
@@ -362,6 +520,7 @@ def attach_local_relaxation(
         converged=local.converged,
         steps=local.steps,
         max_displacement_A=float(moved.max()),
+        provenance=local.provenance(),
     )
     outcome.flags.append(f"ranked with the local relaxation (atoms beyond {radius_A:.3g} A fixed)")
     return outcome
@@ -391,12 +550,15 @@ def collect_host(
         supercell=choice,
         perfect_energy_eV=perfect.energy_eV,
         defects=outcomes,
+        provenance={"bulk": bulk.provenance(), "perfect": perfect.provenance()},
     )
 
 
 def check_same_calculator(descriptions: list[dict]) -> None:
     keys = {
-        json.dumps({k: d[k] for k in ("name", "model", "fmax_eV_A")}, sort_keys=True)
+        json.dumps(
+            {k: d.get(k) for k in ("name", "model", "fmax_eV_A", "settings")}, sort_keys=True
+        )
         for d in descriptions
     }
     if len(keys) > 1:

@@ -24,6 +24,27 @@ class CalculationDoc(BaseModel):
     max_force_eV_A: float | None = None
     elapsed_s: float
     reused: bool = False
+    job_uuid: str | None = Field(None, description="the job that computed it (task id)")
+    code: dict = Field(
+        default_factory=dict,
+        description="what a DFT code reports: version, inputs, task directories, state",
+    )
+
+    def provenance(self) -> dict:
+        """The task id and, for DFT codes, each run's version, folder, k-points and state."""
+        runs = [{k: v for k, v in run.items() if k != "incar"} for run in self.code.get("runs", [])]
+        return {"job_uuid": self.job_uuid, **({"runs": runs} if runs else {})}
+
+
+class CalculationFailure(BaseModel):
+    """A calculation that did not finish: stored so that the run can say which and why."""
+
+    failed: Literal[True] = True
+    task: Literal["bulk_relax", "ion_relax", "static"]
+    label: str
+    calculator: dict
+    error: str
+    directory: str | None = None
 
 
 class DefectSettings(BaseModel):

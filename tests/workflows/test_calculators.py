@@ -8,14 +8,14 @@ from carrierflow.workflows.jobs import check_same_calculator, fingerprint
 def test_makers_follow_the_flow_roles():
     calc = Calculator("sevennet")
     assert calc.model == "7net-l3i5"
-    bulk, ions, static = calc.bulk_relax_maker(), calc.ion_relax_maker(), calc.static_maker()
+    [bulk], [ions], [static] = (calc.makers(task) for task in ("bulk_relax", "ion_relax", "static"))
     assert bulk.relax_cell and bulk.fix_symmetry
     assert not ions.relax_cell and ions.steps == calc.max_steps
     assert static.steps == 1 and not static.relax_cell
     for maker in (bulk, ions):
         assert maker.relax_kwargs["fmax"] == 0.01
         assert maker.calculator_kwargs["model"] == "7net-l3i5"
-    mf = Calculator("sevennet", model="7net-mf-0").ion_relax_maker()
+    [mf] = Calculator("sevennet", model="7net-mf-0").makers("ion_relax")
     assert mf.calculator_kwargs == {"model": "7net-mf-0", "modal": "PBE"}
 
 
@@ -36,18 +36,18 @@ def test_emt_refuses_elements_it_cannot_treat():
 def test_fingerprint_changes_with_every_input_that_matters():
     structure = Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]])
     calc = Calculator("emt")
-    base = fingerprint("ion_relax", calc.ion_relax_maker(), structure)
-    assert base == fingerprint("ion_relax", Calculator("emt").ion_relax_maker(), structure.copy())
+    base = fingerprint("ion_relax", calc.makers("ion_relax"), structure)
+    assert base == fingerprint("ion_relax", Calculator("emt").makers("ion_relax"), structure.copy())
     assert base != fingerprint(
-        "ion_relax", Calculator("emt", fmax=0.05).ion_relax_maker(), structure
+        "ion_relax", Calculator("emt", fmax=0.05).makers("ion_relax"), structure
     )
-    assert base != fingerprint("static", calc.static_maker(), structure)
+    assert base != fingerprint("static", calc.makers("static"), structure)
     moved = structure.copy()
     moved.translate_sites([0], [0.001, 0, 0])
-    assert base != fingerprint("ion_relax", calc.ion_relax_maker(), moved)
-    a = fingerprint("ion_relax", Calculator("sevennet").ion_relax_maker(), structure)
+    assert base != fingerprint("ion_relax", calc.makers("ion_relax"), moved)
+    a = fingerprint("ion_relax", Calculator("sevennet").makers("ion_relax"), structure)
     b = fingerprint(
-        "ion_relax", Calculator("sevennet", model="7net-0").ion_relax_maker(), structure
+        "ion_relax", Calculator("sevennet", model="7net-0").makers("ion_relax"), structure
     )
     assert a != b
 

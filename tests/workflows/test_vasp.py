@@ -1,0 +1,252 @@
+"""The VASP path without VASP: inputs against the study's settings, and the whole flow through
+atomate2 and custodian against the stand-in ``tests/standin/vasp_std.py`` (SYNTHETIC output,
+energies from EMT)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from pymatgen.core import SETTINGS, Lattice, Structure
+from pymatgen.io.vasp import Incar, Kpoints, Poscar, Potcar
+from standin import STANDIN, write_fake_potcars
+
+from carrierflow.structures.sources import load_fixture
+from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.cli import main
+from carrierflow.workflows.dft import kpoint_mesh
+from carrierflow.workflows.jobs import plan_defects
+from carrierflow.workflows.schemas import DefectSettings
+
+SPACING = 0.03
+
+
+def test_kpoint_mesh_of_bcc_li_by_hand():
+    conventional = load_fixture("Li")[0]
+    a = conventional.lattice.a
+    assert len(conventional) == 2 and conventional.lattice.is_orthogonal
+    # cubic cell: |b_i| = 2 pi / a
+    assert kpoint_mesh(conventional, SPACING) == (math.ceil(1 / (a * SPACING)),) * 3
+    # bcc primitive cell: |b_i| = 2 pi sqrt(2) / a
+    primitive = conventional.get_primitive_structure()
+    assert len(primitive) == 1
+    assert kpoint_mesh(primitive, SPACING) == (math.ceil(math.sqrt(2) / (a * SPACING)),) * 3
+
+
+def test_kpoint_mesh_of_li5in4_and_its_supercells_by_hand():
+    host = load_fixture("Li5In4")[0]
+    a, c = host.lattice.a, host.lattice.c
+    # hexagonal cell: |b_1| = |b_2| = 4 pi / (sqrt(3) a), |b_3| = 2 pi / c
+    in_plane = math.ceil(2 / (math.sqrt(3) * a * SPACING))
+    assert kpoint_mesh(host, SPACING) == (in_plane, in_plane, math.ceil(1 / (c * SPACING)))
+    doubled = host.make_supercell([2, 2, 1], in_place=False)
+    in_plane = math.ceil(2 / (math.sqrt(3) * 2 * a * SPACING))
+    assert kpoint_mesh(doubled, SPACING) == (in_plane, in_plane, math.ceil(1 / (c * SPACING)))
+    # defect cells share the perfect supercell's lattice, so they share its mesh
+    plan = plan_defects("Li5In4", host, DefectSettings(species="Li"))
+    perfect_mesh = kpoint_mesh(plan.perfect, SPACING)
+    assert all(kpoint_mesh(start, SPACING) == perfect_mesh for start in plan.starts)
+    assert math.prod(perfect_mesh) < math.prod(kpoint_mesh(host, SPACING))
+
+
+def test_kpoint_mesh_never_drops_below_one_and_refuses_bad_spacing():
+    big = Structure(Lattice.cubic(60.0), ["Li"], [[0, 0, 0]])
+    assert kpoint_mesh(big, SPACING) == (1, 1, 1)
+    with pytest.raises(ValueError, match="spacing must be positive"):
+        kpoint_mesh(big, 0)
+
+
+def _inputs(folder: Path) -> tuple[Incar, Kpoints, Poscar, list[str]]:
+    incar = Incar.from_file(folder / "INCAR")
+    kpoints = Kpoints.from_file(folder / "KPOINTS")
+    poscar = Poscar.from_file(folder / "POSCAR", check_for_potcar=False)
+    if (folder / "POTCAR").exists():
+        symbols = Potcar.from_file(folder / "POTCAR").symbols
+    else:
+        symbols = (folder / "POTCAR.spec").read_text().split()
+    return incar, kpoints, poscar, symbols
+
+
+STUDY_INCAR = {
+    "GGA": "Pe",
+    "PREC": "Accurate",
+    "ENCUT": 500,
+    "EDIFF": 1e-6,
+    "EDIFFG": -0.01,
+    "ISMEAR": 1,
+    "SIGMA": 0.1,
+    "ISPIN": 1,
+    "LREAL": False,
+}
+
+
+@pytest.mark.parametrize("potcars", ["spec", "files"])
+def test_every_li_in_job_gets_the_study_inputs(tmp_path, capsys, monkeypatch, potcars):
+    if potcars == "files":
+        monkeypatch.setitem(
+            SETTINGS, "PMG_VASP_PSP_DIR", str(write_fake_potcars(tmp_path / "potcars"))
+        )
+    code = main(["write-inputs", "--system", "Li-In", "--calculator", "vasp", str(tmp_path / "in")])
+    assert code == 0, capsys.readouterr().err
+    index = json.loads((tmp_path / "in" / "calculations.json").read_text())
+    tasks = {entry["task"] for entry in index}
+    assert tasks == {"bulk_relax", "static", "ion_relax"}
+    assert {e["job"] for e in index} >= {"Li bulk", "Li5In4 perfect supercell", "Li3In2 bulk"}
+    for entry in index:
+        incar, kpoints, poscar, symbols = _inputs(tmp_path / "in" / entry["folder"])
+        for tag, value in STUDY_INCAR.items():
+            assert incar[tag] == value, (entry["folder"], tag)
+        expected = {
+            "bulk_relax": {"ISIF": 3, "IBRION": 2},
+            "ion_relax": {"ISIF": 2, "IBRION": 2},
+            "static": {"NSW": 0, "IBRION": -1},
+        }[entry["task"]]
+        assert {tag: incar[tag] for tag in expected} == expected, entry["folder"]
+        assert kpoints.style == Kpoints.supported_modes.Gamma
+        assert tuple(kpoints.kpts[0]) == kpoint_mesh(poscar.structure, SPACING)
+        assert list(kpoints.kpts[0]) == entry["kpoints"]
+        # one POTCAR per POSCAR species block, in order; Materials Project choices
+        choice = {"Li": "Li_sv", "In": "In_d"}
+        assert symbols == [choice[el] for el in poscar.site_symbols], entry["folder"]
+        assert len(poscar.structure) == entry["natoms"]
+    out = capsys.readouterr().out
+    assert ("POTCAR.spec" in out) == (potcars == "spec")
+
+
+def test_overrides_reach_the_inputs_and_are_recorded(tmp_path, capsys):
+    args = ["--system", "Li-In", "--calculator", "vasp", "--encut", "520", "--kspacing", "0.05"]
+    args += ["--incar", "NELM=150", "ALGO=Fast", "--potcar", "In=In", "--defects", "vacancy"]
+    assert main(["write-inputs", str(tmp_path / "in"), *args]) == 0
+    incar, kpoints, poscar, symbols = _inputs(tmp_path / "in" / "Li5In4_bulk")
+    assert (incar["ENCUT"], incar["NELM"], incar["ALGO"]) == (520, 150, "Fast")
+    assert tuple(kpoints.kpts[0]) == kpoint_mesh(poscar.structure, 0.05)
+    assert symbols == ["Li_sv", "In"]
+    calc = Calculator(
+        "vasp", dft={"encut_eV": 520, "kspacing": 0.05, "incar": {"NELM": 150}}, command="x"
+    )
+    assert calc.describe()["overrides"] == {
+        "encut_eV": 520,
+        "kspacing": 0.05,
+        "incar": {"NELM": 150},
+    }
+    assert calc.describe()["settings"]["sigma_eV"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "VASP command 'vasp_std' not found"),
+        (["--vasp-cmd", "python3"], "VASP needs POTCARs: set PMG_VASP_PSP_DIR"),
+        (["--encut", "-5"], "invalid DFT setting encut_eV"),
+        (["--incar", "NELM"], "--incar takes KEY=VALUE pairs, got 'NELM'"),
+    ],
+)
+def test_vasp_that_cannot_run_is_one_clear_line(capsys, tmp_path, args, message):
+    out = ["--store", str(tmp_path / "s"), "--output", str(tmp_path / "o")]
+    assert main(["run", "--system", "Li-In", "--calculator", "vasp", *args, *out]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_write_inputs_refuses_in_process_calculators(capsys, tmp_path):
+    assert main(["write-inputs", "--system", "Cu-Au", "--calculator", "emt", str(tmp_path)]) == 2
+    assert "write-inputs writes input files of a DFT code" in capsys.readouterr().err
+
+
+def _vacancy_cell_formula() -> str:
+    host = load_fixture("Cu3Au")[0].get_primitive_structure()
+    plan = plan_defects("Cu3Au", host, DefectSettings(species="Cu", defect_kinds=["vacancy"]))
+    return plan.starts[0].composition.formula.replace(" ", "")
+
+
+@pytest.fixture(scope="module")
+def vasp_runs(tmp_path_factory) -> dict:
+    """The Cu-Au analogue with --calculator vasp against the stand-in: a first run in which one
+    defect's VASP fails, then the rerun after the cause is gone."""
+    root = tmp_path_factory.mktemp("vasp")
+    log = root / "standin.log"
+    args = ["run", "--system", "Cu-Au", "--calculator", "vasp"]
+    args += ["--vasp-cmd", f"{sys.executable} {STANDIN}", "--workdir", str(root / "calculations")]
+    args += ["--store", str(root / "store"), "--output", str(root / "out")]
+    runs = {"root": root, "failing_formula": _vacancy_cell_formula()}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(SETTINGS, "PMG_VASP_PSP_DIR", str(write_fake_potcars(root / "potcars")))
+        patch.setattr("carrierflow.workflows.vasp.CUSTODIAN_POLLING_S", 0.5)
+        patch.setenv("STANDIN_VASP_LOG", str(log))
+        patch.setenv("STANDIN_VASP_FAIL_FORMULA", runs["failing_formula"])
+        patch.setattr("sys.stderr", stderr := _Capture())
+        runs["first_code"] = main(args)
+        runs["first_err"] = stderr.text()
+        runs["first_log"] = log.read_text().splitlines()
+        patch.delenv("STANDIN_VASP_FAIL_FORMULA")
+        log.unlink()
+        runs["second_code"] = main(args)
+        runs["second_log"] = log.read_text().splitlines()
+    runs["results"] = json.loads((root / "out" / "results.json").read_text())
+    return runs
+
+
+class _Capture:
+    """A stand-in for sys.stderr that keeps what the first run printed."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def test_a_failed_vasp_job_is_named_and_stored(vasp_runs):
+    assert vasp_runs["first_code"] == 1
+    err = vasp_runs["first_err"]
+    assert "1 calculation(s) failed" in err
+    assert "Cu3Au v_Cu_3c (ion_relax)" in err
+    assert "synthetic failure requested" in err
+    # the other defects of the same run finished
+    assert any("Cu3Au Cu_i1: E = " in line for line in err.splitlines())
+
+
+def test_the_rerun_computes_only_the_failed_job(vasp_runs):
+    assert vasp_runs["second_code"] == 0
+    assert vasp_runs["second_log"] == [f"{vasp_runs['failing_formula']} NSW=99 ISIF=2"]
+
+
+def test_bulk_is_relaxed_twice_then_static(vasp_runs):
+    for phase in [vasp_runs["results"]["reference"], *vasp_runs["results"]["hosts"]]:
+        runs = phase["provenance"]["bulk"]["runs"]
+        assert [r["task_label"] for r in runs] == ["bulk relax 1", "bulk relax 2", "bulk static"]
+        assert all(r["state"] == "successful" for r in runs)
+        assert all(Path(r["directory"].split(":", 1)[-1]).is_dir() for r in runs)
+
+
+def test_vasp_results_carry_version_settings_and_task_ids(vasp_runs):
+    results = vasp_runs["results"]
+    assert results["calculator"]["settings"]["encut_eV"] == 500
+    assert results["calculator"]["overrides"] == {}
+    assert all("SYNTHETIC" in v.upper() for v in results["code_versions"])
+    for phase in [results["reference"], *results["hosts"]]:
+        for defect in phase["defects"]:
+            assert defect["provenance"]["job_uuid"]
+            [run] = defect["provenance"]["runs"]
+            assert run["task_label"] == "ion relax" and len(run["kpoints"]) == 3
+
+
+def test_vasp_formation_energies_equal_the_direct_emt_run(vasp_runs, emt_run):
+    # same structures, same calculator behind the stand-in: the wiring adds nothing
+    vasp, direct = vasp_runs["results"], emt_run["results"]
+    for got, want in zip(
+        [vasp["reference"], *vasp["hosts"]], [direct["reference"], *direct["hosts"]], strict=True
+    ):
+        assert [d["name"] for d in got["defects"]] == [d["name"] for d in want["defects"]]
+        for a, b in zip(got["defects"], want["defects"], strict=True):
+            assert a["formation_energy_eV"] == pytest.approx(b["formation_energy_eV"], abs=2e-3)
+        assert got["dominant_carrier"] == want["dominant_carrier"]

@@ -1,0 +1,67 @@
+"""DFT settings shared by every DFT code (VASP now, GPAW next), and the k-point rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Structure
+
+# ceil() must not jump a whole division on floating-point noise of an exact multiple
+_MESH_TOLERANCE = 1e-6
+
+
+def kpoint_mesh(structure: Structure, spacing: float) -> tuple[int, int, int]:
+    """The Gamma-centred Monkhorst-Pack divisions of the study's k-point rule.
+
+    ``n_i = max(1, ceil(|b_i| / (2 pi * spacing)))``, where ``|b_i|`` is the length of the
+    i-th reciprocal lattice vector *including* the factor 2 pi and ``spacing`` is in units of
+    2 pi / A (the study's 0.03). This is VASP's KSPACING rule with ``KSPACING = 2 pi * spacing``,
+    written out so that every cell, bulk, perfect supercell and defect cell, gets a mesh of the
+    same density.
+
+    Parameters
+    ----------
+    structure
+        Any periodic structure.
+    spacing
+        Largest allowed distance between k-points, in units of 2 pi / A.
+    """
+    if spacing <= 0:
+        raise ValueError(f"k-point spacing must be positive, got {spacing}")
+    lengths = np.array(structure.lattice.reciprocal_lattice.abc) / (2 * math.pi * spacing)
+    return tuple(max(1, math.ceil(n - _MESH_TOLERANCE)) for n in lengths)
+
+
+class DftSettings(BaseModel):
+    """The study's DFT settings (PBE, VASP conventions); every field can be overridden.
+
+    ``forces`` of a relaxation come from the calculator's ``fmax``, not from here, so the same
+    flag sets them for every calculator.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    encut_eV: float = Field(500.0, gt=0, description="plane-wave cut-off")
+    kspacing: float = Field(
+        0.03, gt=0, description="k-point spacing in units of 2 pi / A (see kpoint_mesh)"
+    )
+    ediff_eV: float = Field(1e-6, gt=0, description="SCF energy convergence per cell")
+    # Methfessel-Paxton of first order: the energy extrapolated to zero smearing stays accurate
+    # for sp metals with a broad smearing, so the k-mesh above converges; 0.1 eV keeps the
+    # entropy term (T*S) far below custodian's 1 meV/atom limit in Li-In.
+    smearing: str = Field("mp1", pattern=r"^mp[12]$", description="Methfessel-Paxton order")
+    sigma_eV: float = Field(0.1, gt=0, description="smearing width")
+    potcars: dict[str, str] = Field(
+        default_factory=dict,
+        description="VASP POTCAR per element, over the Materials Project choices (Li_sv, In_d)",
+    )
+    incar: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="further VASP INCAR tags, applied last"
+    )
+
+    def overrides(self) -> dict:
+        """The settings that differ from the study's."""
+        default = DftSettings().model_dump()
+        return {k: v for k, v in self.model_dump().items() if v != default[k]}
