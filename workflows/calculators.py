@@ -14,12 +14,22 @@ from jobflow import Maker
 from monty.json import MSONable
 from pydantic import ValidationError
 
-from carrierflow.workflows.dft import DftSettings
+from carrierflow.workflows.dft import PRESETS, DftSettings
 
 # Energies from machine-learned stand-ins are good to about 0.1 eV per defect; EMT is a toy.
-# PBE at the study's settings is converged to a few 10 meV per formation energy.
-DEFAULT_UNCERTAINTY_EV = {"emt": 0.1, "sevennet": 0.1, "chgnet": 0.1, "mace": 0.1, "vasp": 0.05}
-DFT_CALCULATORS = frozenset({"vasp"})
+# PBE at the study's settings is converged to a few 10 meV per formation energy, the fast
+# preset (coarser cut-off, mesh and forces) to about 0.1 eV.
+DEFAULT_UNCERTAINTY_EV = {
+    "emt": 0.1,
+    "sevennet": 0.1,
+    "chgnet": 0.1,
+    "mace": 0.1,
+    "vasp": 0.05,
+    "gpaw": 0.05,
+}
+FAST_PRESET_UNCERTAINTY_EV = 0.1
+DFT_CALCULATORS = frozenset({"vasp", "gpaw"})
+VASP_ONLY_SETTINGS = ("potcars", "incar")
 TASKS = ("bulk_relax", "ion_relax", "static")
 
 SEVENNET_MODELS = {"7net-l3i5": {}, "7net-0": {}, "7net-mf-0": {"modal": "PBE"}}
@@ -28,9 +38,7 @@ DEFAULT_SEVENNET_MODEL = "7net-l3i5"
 # ASE's EMT is parametrised for these metals (H, C, N, O are only rough add-ons)
 EMT_ELEMENTS = frozenset({"Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt"})
 
-PLANNED = {
-    "gpaw": "GPAW (local PBE) is the local DFT path of the next release",
-}
+PLANNED: dict[str, str] = {}
 
 
 class CalculatorError(ValueError):
@@ -48,27 +56,34 @@ class Calculator(MSONable):
     model
         The model of a machine-learned potential (a shipped name or a file).
     fmax
-        Force convergence of every relaxation, eV/A.
+        Force convergence of every relaxation, eV/A (0.01; 0.05 with the fast DFT preset).
     uncertainty_eV
         The energy uncertainty used by the verdict; documented defaults per calculator.
     max_steps
         The optimizer step limit of one relaxation.
     dft
-        Overrides of the study's DFT settings (:class:`DftSettings` fields), DFT codes only.
+        Overrides of the preset's DFT settings (:class:`DftSettings` fields), DFT codes only.
+    preset
+        DFT settings to start from: ``study`` (the study's) or ``fast`` (a laptop's).
     command
-        The command that runs the code (VASP: ``$CARRIERFLOW_VASP_CMD`` or atomate2's VASP_CMD).
+        The command that runs the code (VASP: ``$CARRIERFLOW_VASP_CMD`` or atomate2's VASP_CMD;
+        GPAW: the Python that has GPAW, found when not given).
+    cores
+        MPI ranks of one GPAW calculation.
     workdir
         Where codes that write files run, relative to the job's directory.
     """
 
     name: str
     model: str | None = None
-    fmax: float = 0.01
+    fmax: float | None = None
     uncertainty_eV: float | None = None
     max_steps: int = 1000
     optimizer: str = "BFGS"
     dft: dict = field(default_factory=dict)
+    preset: str = "study"
     command: str | None = None
+    cores: int = 1
     workdir: str = "carrierflow-calculations"
 
     def __post_init__(self) -> None:
@@ -79,10 +94,21 @@ class Calculator(MSONable):
         if self.name not in DEFAULT_UNCERTAINTY_EV:
             known = ", ".join([*DEFAULT_UNCERTAINTY_EV, *PLANNED])
             raise CalculatorError(f"unknown calculator '{self.name}' (known: {known})")
+        if self.preset not in PRESETS:
+            raise CalculatorError(
+                f"unknown DFT preset '{self.preset}' (presets: {', '.join(PRESETS)})"
+            )
+        fast = self.preset == "fast"
+        if self.fmax is None:
+            self.fmax = 0.05 if fast else 0.01
         if self.fmax <= 0:
             raise CalculatorError(f"fmax must be positive, got {self.fmax}")
+        if self.cores < 1:
+            raise CalculatorError(f"cores must be at least 1, got {self.cores}")
         if self.uncertainty_eV is None:
-            self.uncertainty_eV = DEFAULT_UNCERTAINTY_EV[self.name]
+            self.uncertainty_eV = (
+                FAST_PRESET_UNCERTAINTY_EV if fast else DEFAULT_UNCERTAINTY_EV[self.name]
+            )
         if self.name == "sevennet":
             self.model = self.model or DEFAULT_SEVENNET_MODEL
             if self.model not in SEVENNET_MODELS and not Path(self.model).is_file():
@@ -102,25 +128,34 @@ class Calculator(MSONable):
             raise CalculatorError(f"calculator '{self.name}' takes no --model (got '{self.model}')")
         if self.name in DFT_CALCULATORS:
             try:
-                DftSettings(**self.dft)
+                DftSettings(**{**PRESETS[self.preset], **self.dft})
             except ValidationError as exc:
                 first = exc.errors()[0]
                 raise CalculatorError(
                     f"invalid DFT setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
                 ) from exc
-            if self.command is None:
+            vasp_only = [k for k in VASP_ONLY_SETTINGS if self.dft.get(k)]
+            if self.name != "vasp" and vasp_only:
+                raise CalculatorError(
+                    f"{', '.join(vasp_only)} settings are VASP's; calculator '{self.name}' "
+                    "takes none"
+                )
+            if self.command is None and self.name == "vasp":
                 self.command = _default_vasp_command()
-        elif self.dft:
-            raise CalculatorError(
-                f"calculator '{self.name}' takes no DFT settings (got {', '.join(self.dft)})"
-            )
+        elif self.dft or fast:
+            given = ", ".join(self.dft) or f"preset {self.preset}"
+            raise CalculatorError(f"calculator '{self.name}' takes no DFT settings (got {given})")
         elif self.command:
             raise CalculatorError(f"calculator '{self.name}' runs in-process: it takes no command")
+        if self.cores > 1 and self.name != "gpaw":
+            raise CalculatorError("--cores sets the MPI ranks of GPAW; other calculators take none")
 
     @property
     def dft_settings(self) -> DftSettings | None:
-        """The DFT settings in force, None for the other calculators."""
-        return DftSettings(**self.dft) if self.name in DFT_CALCULATORS else None
+        """The DFT settings in force (preset, then overrides), None for the other calculators."""
+        if self.name not in DFT_CALCULATORS:
+            return None
+        return DftSettings(**{**PRESETS[self.preset], **self.dft})
 
     @property
     def writes_files(self) -> bool:
@@ -136,10 +171,19 @@ class Calculator(MSONable):
             "chgnet": "chgnet",
             "mace": "mace-torch",
             "vasp": "custodian",
+            "gpaw": "gpaw",
         }[self.name]
 
     def check_installed(self) -> None:
         """Fail early, with the install command, when the calculator's package is missing."""
+        if self.name == "gpaw":
+            from carrierflow.workflows.gpaw_makers import INSTALL_HINT, python_with_gpaw
+
+            python = python_with_gpaw(self.command)
+            if python is None:
+                raise CalculatorError(f"GPAW is not installed: {INSTALL_HINT}")
+            self.command = python
+            return
         module = {
             "ase": "ase",
             "sevenn": "sevenn",
@@ -156,7 +200,20 @@ class Calculator(MSONable):
             ) from exc
 
     def check_can_run(self) -> None:
-        """Fail early when a code cannot run here: the VASP executable or POTCARs missing."""
+        """Fail early when a code cannot run here: the VASP executable or POTCARs, GPAW's PAW
+        setups or mpirun missing."""
+        if self.name == "gpaw":
+            from carrierflow.workflows.gpaw_makers import has_paw_setups
+
+            self.check_installed()
+            if not has_paw_setups(self.command):
+                raise CalculatorError(
+                    "GPAW finds no PAW setups: install gpaw-data (apt-get or pip), or set "
+                    "GPAW_SETUP_PATH"
+                )
+            if self.cores > 1 and not shutil.which("mpirun"):
+                raise CalculatorError(f"--cores {self.cores} needs mpirun, which is not installed")
+            return
         if self.name != "vasp":
             return
         program = shlex.split(self.command)[0] if self.command.strip() else ""
@@ -197,7 +254,10 @@ class Calculator(MSONable):
         }
         if self.dft_settings is not None:
             described |= {
-                "optimizer": "VASP IBRION=2 (conjugate gradient)",
+                "optimizer": "VASP IBRION=2 (conjugate gradient)"
+                if self.name == "vasp"
+                else "ASE BFGS (maxstep 0.05 A)",
+                "preset": self.preset,
                 "settings": self.dft_settings.model_dump(),
                 "overrides": self.dft_settings.overrides(),
             }
@@ -205,8 +265,10 @@ class Calculator(MSONable):
 
     @property
     def label(self) -> str:
-        """A short label such as ``sevennet-7net-l3i5``."""
-        return f"{self.name}-{Path(self.model).stem}" if self.model else self.name
+        """A short label such as ``sevennet-7net-l3i5`` or ``gpaw-fast``."""
+        if self.model:
+            return f"{self.name}-{Path(self.model).stem}"
+        return self.name if self.preset == "study" else f"{self.name}-{self.preset}"
 
     def makers(self, task: str) -> list[Maker]:
         """The Makers of one flow role, run in order, each from the previous one's structure:
@@ -214,7 +276,7 @@ class Calculator(MSONable):
         if task not in TASKS:
             raise ValueError(f"unknown task '{task}' (tasks: {', '.join(TASKS)})")
         if self.name == "vasp":
-            from carrierflow.workflows.vasp import VaspMakers
+            from carrierflow.workflows.vasp_makers import VaspMakers
 
             vasp = VaspMakers(
                 settings=self.dft_settings,
@@ -227,8 +289,28 @@ class Calculator(MSONable):
                 if task == "bulk_relax"
                 else (vasp.ion_relax() if task == "ion_relax" else [vasp.static()])
             )
+        if self.name == "gpaw":
+            return self._gpaw_makers(task)
         steps = 1 if task == "static" else self.max_steps
         return [self._ase_maker(relax_cell=task == "bulk_relax", steps=steps)]
+
+    def _gpaw_makers(self, task: str) -> list[Maker]:
+        from carrierflow.workflows.gpaw_makers import GpawMaker
+
+        common = {
+            "fmax": self.fmax,
+            "settings": self.dft_settings.model_dump(),
+            "python": self.command,
+            "cores": self.cores,
+        }
+        static = GpawMaker(name="static", steps=1, **common)
+        if task == "static":
+            return [static]
+        if task == "ion_relax":
+            return [GpawMaker(name="ion relax", steps=self.max_steps, **common)]
+        # after a change of cell, a fresh single point gives the energy at the final cell
+        relax = GpawMaker(name="bulk relax", relax_cell=True, steps=self.max_steps, **common)
+        return [relax, static]
 
     def _ase_maker(self, relax_cell: bool, steps: int) -> Maker:
         common = {

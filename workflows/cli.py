@@ -31,20 +31,30 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reference", help="the pure phase of the species (formula, mp-id or file)")
     calc = parser.add_argument_group("calculator")
     calc.add_argument(
-        "--calculator", default="sevennet", help="emt, sevennet (default), chgnet, mace or vasp"
+        "--calculator",
+        default="sevennet",
+        help="emt, sevennet (default), chgnet, mace, vasp or gpaw",
     )
     calc.add_argument(
         "--model",
         help="SevenNet model (7net-l3i5 default, 7net-0, 7net-mf-0) "
         "or a model file (required for mace)",
     )
-    calc.add_argument("--fmax", type=float, default=0.01, help="force convergence, eV/A (0.01)")
+    calc.add_argument(
+        "--fmax", type=float, help="force convergence, eV/A (0.01; 0.05 with --dft-preset fast)"
+    )
     calc.add_argument(
         "--uncertainty",
         type=float,
         help="energy uncertainty for the verdict, eV (0.1 for the stand-ins)",
     )
-    dft = parser.add_argument_group("DFT settings (vasp; defaults are the study's)")
+    dft = parser.add_argument_group("DFT settings (vasp, gpaw; defaults are the study's)")
+    dft.add_argument(
+        "--dft-preset",
+        choices=["study", "fast"],
+        default="study",
+        help="study: the study's settings; fast: 400 eV, k-spacing 0.05, forces 0.05 eV/A",
+    )
     dft.add_argument("--encut", type=float, help="plane-wave cut-off, eV (500)")
     dft.add_argument(
         "--kspacing",
@@ -61,6 +71,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     dft.add_argument(
         "--vasp-cmd", help="the VASP command (default: $CARRIERFLOW_VASP_CMD or atomate2's)"
     )
+    dft.add_argument("--cores", type=int, default=1, help="MPI ranks of each GPAW calculation")
     dft.add_argument(
         "--workdir",
         default="carrierflow-calculations",
@@ -187,7 +198,9 @@ def _calculator(args: argparse.Namespace):
         fmax=args.fmax,
         uncertainty_eV=args.uncertainty,
         dft=dft,
+        preset=args.dft_preset,
         command=args.vasp_cmd,
+        cores=args.cores,
         workdir=args.workdir,
     )
 

@@ -34,6 +34,13 @@ def kpoint_mesh(structure: Structure, spacing: float) -> tuple[int, int, int]:
     return tuple(max(1, math.ceil(n - _MESH_TOLERANCE)) for n in lengths)
 
 
+# a laptop's DFT: about 0.1 eV per formation energy for hours instead of days
+PRESETS: dict[str, dict] = {
+    "study": {},
+    "fast": {"encut_eV": 400.0, "kspacing": 0.05, "ediff_eV": 1e-5},
+}
+
+
 class DftSettings(BaseModel):
     """The study's DFT settings (PBE, VASP conventions); every field can be overridden.
 

@@ -51,7 +51,7 @@ _SHARED_CALCULATORS: dict[str, object] = {}
 
 
 # settings that say how or where a code runs, not what it computes
-_RUN_ONLY_SETTINGS = ("name", "run_vasp_kwargs", "write_input_set_kwargs")
+_RUN_ONLY_SETTINGS = ("name", "run_vasp_kwargs", "write_input_set_kwargs", "python", "cores")
 
 
 def fingerprint(task: str, makers: list[Maker], structure: Structure) -> str:
@@ -156,9 +156,9 @@ def _run_steps(
                 result = type(maker).make.original(maker, structure)
         else:
             step_dir = directory / f"{number}-{slug(maker.name)}"
-            if step_dir.exists():
+            if step_dir.exists() and not getattr(maker, "resumable", False):
                 shutil.rmtree(step_dir)
-            step_dir.mkdir(parents=True)
+            step_dir.mkdir(parents=True, exist_ok=True)
             logger.info("%s: %s in %s", label, maker.name, step_dir)
             with cd(step_dir):
                 result = type(maker).make.original(maker, structure, prev_dir=prev_dir)
@@ -173,6 +173,9 @@ def _code_record(task_docs: list) -> dict:
     """What the code itself reports: versions, inputs and task directories (DFT codes)."""
     records = []
     for task_doc in task_docs:
+        if hasattr(task_doc, "record"):
+            records.append(task_doc.record)
+            continue
         calc = (getattr(task_doc, "calcs_reversed", None) or [None])[0]
         if calc is None or not hasattr(calc, "vasp_version"):
             continue

@@ -173,7 +173,7 @@ def vasp_runs(tmp_path_factory) -> dict:
     runs = {"root": root, "failing_formula": _vacancy_cell_formula()}
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(SETTINGS, "PMG_VASP_PSP_DIR", str(write_fake_potcars(root / "potcars")))
-        patch.setattr("carrierflow.workflows.vasp.CUSTODIAN_POLLING_S", 0.5)
+        patch.setattr("carrierflow.workflows.vasp_makers.CUSTODIAN_POLLING_S", 0.5)
         patch.setenv("STANDIN_VASP_LOG", str(log))
         patch.setenv("STANDIN_VASP_FAIL_FORMULA", runs["failing_formula"])
         patch.setattr("sys.stderr", stderr := _Capture())
