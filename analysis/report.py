@@ -14,6 +14,8 @@ CSV_COLUMNS = [
     "multiplicity",
     "formation_energy_eV",
     "local_formation_energy_eV",
+    "screen_formation_energy_eV",
+    "screen_error_eV",
     "converged",
     "steps",
     "max_displacement_A",
@@ -44,6 +46,10 @@ def rows(results: dict) -> list[dict]:
                     "multiplicity": d["multiplicity"],
                     "formation_energy_eV": d["formation_energy_eV"],
                     "local_formation_energy_eV": d["local_formation_energy_eV"],
+                    "screen_formation_energy_eV": (d.get("screen") or {}).get(
+                        "formation_energy_eV"
+                    ),
+                    "screen_error_eV": (d.get("screen") or {}).get("error_eV"),
                     "converged": d["converged"],
                     "steps": d["steps"],
                     "max_displacement_A": d["max_displacement_A"],
@@ -100,17 +106,26 @@ def markdown_table(results: dict) -> str:
             f"| **{phase['dominant_carrier']}** | {_fmt(phase['margin_eV'])} "
             f"| {_fmt(phase.get('vacancy_vs_reference_eV'))} |"
         )
+    refined = results.get("refined_from")
+    screen_head = " stand-in E_f (eV) | stand-in error (eV) |" if refined else ""
     lines += [
         "",
-        "| phase | defect | kind | mult. | E_f (eV) | local E_f (eV) | converged | steps "
-        "| max move (Å) | ended at | flags |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| phase | defect | kind | mult. | E_f (eV) | local E_f (eV) |"
+        + screen_head
+        + " converged | steps | max move (Å) | ended at | flags |",
+        "|---|---|---|---|---|---|" + ("---|---|" if refined else "") + "---|---|---|---|---|",
     ]
     for r in rows(results):
+        screen = (
+            f" {_fmt(r['screen_formation_energy_eV'])} | {_fmt(r['screen_error_eV'])} |"
+            if refined
+            else ""
+        )
         lines.append(
             f"| {r['phase']} | {r['defect']} | {r['kind']} | {r['multiplicity']} "
-            f"| {_fmt(r['formation_energy_eV'])} | {_fmt(r['local_formation_energy_eV'])} "
-            f"| {'yes' if r['converged'] else 'NO'} | {r['steps']} "
+            f"| {_fmt(r['formation_energy_eV'])} | {_fmt(r['local_formation_energy_eV'])} |"
+            + screen
+            + f" {'yes' if r['converged'] else 'NO'} | {r['steps']} "
             f"| {_fmt(r['max_displacement_A'], 2)} | {r['ended_at'] or '-'} | {r['flags'] or ''} |"
         )
     notes = [p for p in _phases(results) if p["source"]["kind"] == "fixture"]
@@ -119,6 +134,21 @@ def markdown_table(results: dict) -> str:
         lines += [f"- {p['formula']}: {p['source']['provenance']}" for p in notes]
     lines += ["", "Verdicts:"]
     lines += [f"- {p['formula']}: {p['verdict_reason']}" for p in _phases(results)]
+    if refined:
+        calc = refined["calculator"]
+        name = calc["name"] + (f" {calc['model']}" if calc.get("model") else "")
+        lines += [
+            "",
+            f"Refined with DFT: the lowest {refined['refine']['k']} vacancies and interstitials "
+            f"of each phase from the {name} screen, in DFT supercells (images ≥ "
+            f"{refined['refine']['min_image_distance_A']:g} Å, ≤ {refined['refine']['max_atoms']} "
+            "atoms), each started from the stand-in's relaxation in the same cell. Stand-in "
+            "error = stand-in E_f − DFT E_f, same cell. The stand-in's own verdicts:",
+        ]
+        lines += [
+            f"- {formula}: {v['dominant_carrier']} (margin {_fmt(v['margin_eV'])} eV)"
+            for formula, v in refined["verdicts"].items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -154,6 +184,14 @@ def plot_formation_energies(results: dict, path: Path) -> None:
                 bar.set_hatch("//")
             if d["local_formation_energy_eV"] is not None:
                 ax.plot(bar.get_x() + bar.get_width() / 2, d["formation_energy_eV"], "kx")
+            if d.get("screen"):
+                ax.plot(
+                    bar.get_x() + bar.get_width() / 2,
+                    d["screen"]["formation_energy_eV"],
+                    "o",
+                    color="white",
+                    markeredgecolor="black",
+                )
         ax.set_xticks(list(x), [d["name"] for d in defects], rotation=60, ha="right", fontsize=8)
         ax.axhline(0, color="black", linewidth=0.8)
         if yardstick is not None and phase is not results["reference"]:
@@ -167,6 +205,11 @@ def plot_formation_energies(results: dict, path: Path) -> None:
     labels.append("flagged (see table)")
     handles.append(plt.Line2D([0], [0], color=colours["vacancy"], linestyle="--"))
     labels.append(f"{results['reference']['formula']} vacancy (yardstick)")
+    if results.get("refined_from"):
+        handles.append(
+            plt.Line2D([0], [0], marker="o", color="white", markeredgecolor="black", linestyle="")
+        )
+        labels.append("stand-in, same cell")
     fig.legend(handles, labels, loc="upper right", fontsize=8)
     calc = results["calculator"]
     fig.suptitle(

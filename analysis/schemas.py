@@ -22,6 +22,15 @@ class LocalRelaxation(BaseModel):
     provenance: dict = Field(default_factory=dict)
 
 
+class ScreenComparison(BaseModel):
+    """A refined defect's stand-in formation energies beside its DFT one."""
+
+    calculator: str
+    formation_energy_eV: float = Field(description="stand-in, in the DFT supercell")
+    screen_formation_energy_eV: float = Field(description="stand-in, in the screening supercell")
+    error_eV: float = Field(description="stand-in minus DFT, same supercell and start")
+
+
 class DefectOutcome(BaseModel):
     """A relaxed defect, assessed: energy, geometry, where it ended up, and flags."""
 
@@ -43,6 +52,9 @@ class DefectOutcome(BaseModel):
     local: LocalRelaxation | None = None
     provenance: dict = Field(
         default_factory=dict, description="task id and code runs behind the energy"
+    )
+    screen: ScreenComparison | None = Field(
+        None, description="the stand-in's numbers for a defect refined with DFT"
     )
 
     @property

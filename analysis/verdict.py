@@ -62,6 +62,7 @@ def defect_entry(defect: DefectOutcome, temperature_K: float) -> dict:
         "flags": defect.flags,
         "local": defect.local.model_dump() if defect.local else None,
         "provenance": defect.provenance,
+        "screen": defect.screen.model_dump() if defect.screen else None,
     }
 
 

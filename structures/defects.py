@@ -103,21 +103,25 @@ def find_interstitials(
     candidates = []
     for interstitial in generator.get_defects(host, insert_species=[species]):
         frac = np.mod(interstitial.site.frac_coords, 1.0)
-        equivalent = equivalent_positions(host, frac)
-        candidates.append(
-            DefectCandidate(
-                name=f"{species}_i",
-                kind="interstitial",
-                species=species,
-                frac_coords=[float(x) for x in frac],
-                multiplicity=len(equivalent),
-                equivalent_frac_coords=equivalent.tolist(),
-                nearest_host_distance_A=_nearest_distance(host, frac),
-            )
-        )
+        candidates.append(interstitial_at(host, f"{species}_i", species, frac))
     # roomiest first: the usual order of interest, and stable names across runs
     candidates.sort(key=lambda c: (-round(c.nearest_host_distance_A, 3), c.multiplicity))
     return _unique_names(candidates)
+
+
+def interstitial_at(host: Structure, name: str, species: str, frac_coords) -> DefectCandidate:
+    """An interstitial candidate of ``species`` at ``frac_coords`` of the host cell."""
+    frac = np.mod(np.asarray(frac_coords, dtype=float), 1.0)
+    equivalent = equivalent_positions(host, frac)
+    return DefectCandidate(
+        name=name,
+        kind="interstitial",
+        species=species,
+        frac_coords=[float(x) for x in frac],
+        multiplicity=len(equivalent),
+        equivalent_frac_coords=equivalent.tolist(),
+        nearest_host_distance_A=_nearest_distance(host, frac),
+    )
 
 
 def find_defects(

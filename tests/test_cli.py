@@ -41,7 +41,18 @@ def paths(tmp_path):
             ["--system", "Li-In", "--calculator", "mace", "--model", "missing.model"],
             "MACE model file 'missing.model' does not exist",
         ),
-        (["--system", "Li-In", "--calculator", "gpaw"], "calculator 'gpaw' is not available yet"),
+        (
+            ["--system", "Li-In", "--calculator", "gpaw", "--dft-preset", "fast", "--cores", "0"],
+            "cores must be at least 1, got 0",
+        ),
+        (
+            ["--system", "Li-In", "--calculator", "chgnet", "--refine", "gpaw", "--refine-k", "0"],
+            "invalid setting: k",
+        ),
+        (
+            ["--system", "Li-In", "--calculator", "gpaw", "--refine", "gpaw"],
+            "--refine gpaw refines a stand-in screen; 'gpaw' is DFT already",
+        ),
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--encut", "400"],
             "calculator 'emt' takes no DFT settings (got encut_eV)",

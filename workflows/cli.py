@@ -11,7 +11,7 @@ from pathlib import Path
 
 from carrierflow.structures.presets import SYSTEMS
 from carrierflow.structures.sources import StructureError
-from carrierflow.workflows.calculators import CalculatorError
+from carrierflow.workflows.calculators import DFT_CALCULATORS, CalculatorError
 from carrierflow.workflows.store import StoreError, check_writable_directory
 
 logger = logging.getLogger("carrierflow")
@@ -42,6 +42,12 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     )
     calc.add_argument(
         "--fmax", type=float, help="force convergence, eV/A (0.01; 0.05 with --dft-preset fast)"
+    )
+    calc.add_argument(
+        "--refine",
+        choices=["gpaw", "vasp"],
+        help="recompute the lowest defects of every phase with this DFT code; the verdict "
+        "then comes from DFT",
     )
     calc.add_argument(
         "--uncertainty",
@@ -130,6 +136,21 @@ def _add_cell_options(parser: argparse.ArgumentParser) -> None:
         help="far-field move that signals a host reconstruction, A (0.5)",
     )
     cells.add_argument(
+        "--refine-k",
+        type=int,
+        default=1,
+        help="with --refine: lowest vacancies and interstitials per phase to refine (1)",
+    )
+    cells.add_argument(
+        "--dft-min-image-distance",
+        type=float,
+        default=8.0,
+        help="with --refine: image distance of the DFT supercells, A (8)",
+    )
+    cells.add_argument(
+        "--dft-max-atoms", type=int, default=64, help="with --refine: DFT supercell cap (64)"
+    )
+    cells.add_argument(
         "--temperature",
         type=float,
         default=300.0,
@@ -177,7 +198,9 @@ def _selection(args: argparse.Namespace) -> tuple[str, str, str, list[str]]:
     return system, species, reference, hosts
 
 
-def _calculator(args: argparse.Namespace):
+def _calculators(args: argparse.Namespace):
+    """The calculator, and the DFT calculator that refines it (None without --refine). DFT
+    settings, preset, cores and the verdict's uncertainty go to the DFT one when refining."""
     from carrierflow.workflows.calculators import Calculator
 
     dft = {
@@ -192,17 +215,23 @@ def _calculator(args: argparse.Namespace):
         )
         if value is not None
     }
-    return Calculator(
-        args.calculator,
-        model=args.model,
-        fmax=args.fmax,
-        uncertainty_eV=args.uncertainty,
-        dft=dft,
-        preset=args.dft_preset,
-        command=args.vasp_cmd,
-        cores=args.cores,
-        workdir=args.workdir,
-    )
+    code = {
+        "dft": dft,
+        "preset": args.dft_preset,
+        "command": args.vasp_cmd,
+        "cores": args.cores,
+        "workdir": args.workdir,
+        "uncertainty_eV": args.uncertainty,
+    }
+    refine = getattr(args, "refine", None)
+    if refine is None:
+        return Calculator(args.calculator, model=args.model, fmax=args.fmax, **code), None
+    screen = Calculator(args.calculator, model=args.model, fmax=args.fmax)
+    if screen.name in DFT_CALCULATORS:
+        raise UsageError(
+            f"--refine {refine} refines a stand-in screen; '{screen.name}' is DFT already"
+        )
+    return screen, Calculator(refine, **code)
 
 
 def _assignments(items: list[str] | None, option: str) -> dict[str, str] | None:
@@ -288,26 +317,39 @@ def command_run(args: argparse.Namespace) -> int:
 
     from carrierflow.analysis.report import markdown_table, write_report
     from carrierflow.workflows.flows import CarrierFlowMaker
-    from carrierflow.workflows.schemas import CalculationDoc
+    from carrierflow.workflows.schemas import CalculationDoc, RefineSettings
     from carrierflow.workflows.store import open_store, store_location
 
     system, species, reference_spec, host_specs = _selection(args)
-    calculator = _calculator(args)
-    calculator.check_installed()
-    calculator.check_can_run()
-    output = _output_dir(args, system, calculator.label)
+    calculator, refine = _calculators(args)
+    try:
+        refine_settings = RefineSettings(
+            k=args.refine_k,
+            min_image_distance_A=args.dft_min_image_distance,
+            max_atoms=args.dft_max_atoms,
+        )
+    except ValueError as exc:
+        raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
+    for code in filter(None, [calculator, refine]):
+        code.check_installed()
+        code.check_can_run()
+    maker = CarrierFlowMaker(
+        calculator=calculator,
+        settings=_defect_settings(args, species),
+        system=system,
+        refine=refine,
+        refine_settings=refine_settings,
+    )
+    output = _output_dir(args, system, maker.label)
     check_writable_directory(output, "the output directory")
-    settings = _defect_settings(args, species)
     reference, hosts = _load_phases(species, reference_spec, host_specs, calculator, args)
     store = open_store(args.store)
-    flow = CarrierFlowMaker(calculator=calculator, settings=settings, system=system).make(
-        reference, hosts
-    )
+    flow = maker.make(reference, hosts)
     logger.info(
         "%s: %s with %s; store %s",
         system,
         ", ".join(h.label for h in hosts),
-        calculator.label,
+        maker.label,
         store_location(args.store),
     )
     signal.signal(signal.SIGTERM, _interrupt)
@@ -366,15 +408,15 @@ def command_report(args: argparse.Namespace) -> int:
     from carrierflow.workflows.store import open_store, store_location
 
     system, *_ = _selection(args)
-    calculator = _calculator(args)
+    calculator, refine = _calculators(args)
+    label = calculator.label + (f"+{refine.label}" if refine else "")
     store = open_store(args.store)
-    results = find_results(store, system, calculator.label)
+    results = find_results(store, system, label)
     if results is None:
         raise UsageError(
-            f"no stored results for {system} with {calculator.label} "
-            f"in {store_location(args.store)}"
+            f"no stored results for {system} with {label} in {store_location(args.store)}"
         )
-    output = _output_dir(args, system, calculator.label)
+    output = _output_dir(args, system, label)
     check_writable_directory(output, "the output directory")
     paths = write_report(results, output)
     print(markdown_table(results).split("\n\n| phase | defect")[0])
@@ -387,7 +429,9 @@ def command_write_inputs(args: argparse.Namespace) -> int:
     from carrierflow.workflows.inputs import write_inputs
 
     _, species, reference_spec, host_specs = _selection(args)
-    calculator = _calculator(args)
+    if args.refine:
+        raise UsageError("write-inputs writes one calculator's inputs: drop --refine")
+    calculator, _ = _calculators(args)
     if not calculator.writes_files:
         raise UsageError(
             f"write-inputs writes input files of a DFT code; '{calculator.name}' runs in-process "

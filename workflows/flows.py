@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobflow import Flow, Maker
 from pydantic import BaseModel, ConfigDict
@@ -11,7 +11,8 @@ from pymatgen.core import Structure
 from carrierflow.structures.sources import StructureSource
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.jobs import calculate, defect_calculations, summarize_results
-from carrierflow.workflows.schemas import DefectSettings
+from carrierflow.workflows.refine import refine_defects, summarize_refined
+from carrierflow.workflows.schemas import DefectSettings, RefineSettings
 
 
 class Phase(BaseModel):
@@ -37,51 +38,63 @@ class CarrierFlowMaker(Maker):
         Defect generation, supercell and reconstruction settings.
     system
         A label for the results (``Li-In``).
+    refine
+        A DFT calculator that recomputes the lowest defects of each phase (None: no refinement).
+    refine_settings
+        How many defects, and the DFT supercell.
     """
 
     calculator: Calculator
     settings: DefectSettings
     system: str = "custom"
     name: str = "carrierflow"
+    refine: Calculator | None = None
+    refine_settings: RefineSettings = field(default_factory=RefineSettings)
+
+    @property
+    def label(self) -> str:
+        """The calculator label of the results: ``sevennet-7net-l3i5+gpaw-fast`` when refined."""
+        if self.refine is None:
+            return self.calculator.label
+        return f"{self.calculator.label}+{self.refine.label}"
+
+    def _bulk(self, calculator: Calculator, phase: Phase, is_reference: bool, suffix: str = ""):
+        """The bulk job of a phase: relaxed, or a single point of a host kept as given."""
+        if is_reference or self.settings.relax_hosts:
+            task, name = "bulk_relax", "bulk"
+        else:
+            task, name = "static", "bulk (as given)"
+        return calculate(
+            calculator.makers(task),
+            phase.structure,
+            task,
+            f"{phase.label} {name}{suffix}",
+            calculator,
+        )
 
     def make(self, reference: Phase, hosts: list[Phase]) -> Flow:
         """The flow for one reference phase and its hosts."""
         calculator = self.calculator
-        bulk_makers = calculator.makers("bulk_relax")
-        jobs = []
-        reference_bulk = calculate(
-            bulk_makers, reference.structure, "bulk_relax", f"{reference.label} bulk", calculator
-        )
+        reference_bulk = self._bulk(calculator, reference, is_reference=True)
         reference_defects = defect_calculations(
             reference.label,
             reference_bulk.output,
             reference_bulk.output,
             reference.source,
-            self.calculator,
+            calculator,
             self.settings,
             is_reference=True,
         )
-        jobs += [reference_bulk, reference_defects]
+        jobs = [reference_bulk, reference_defects]
         host_outputs = []
         for host in hosts:
-            if self.settings.relax_hosts:
-                bulk = calculate(
-                    bulk_makers, host.structure, "bulk_relax", f"{host.label} bulk", calculator
-                )
-            else:
-                bulk = calculate(
-                    calculator.makers("static"),
-                    host.structure,
-                    "static",
-                    f"{host.label} bulk (as given)",
-                    calculator,
-                )
+            bulk = self._bulk(calculator, host, is_reference=False)
             defects = defect_calculations(
                 host.label,
                 bulk.output,
                 reference_bulk.output,
                 host.source,
-                self.calculator,
+                calculator,
                 self.settings,
             )
             jobs += [bulk, defects]
@@ -94,7 +107,52 @@ class CarrierFlowMaker(Maker):
             host_outputs,
         )
         summary.metadata.update(
-            {"carrierflow": "results", "system": self.system, "calculator": self.calculator.label}
+            {"carrierflow": "results", "system": self.system, "calculator": calculator.label}
         )
         jobs.append(summary)
+        if self.refine is not None:
+            screened = [reference_defects.output, *host_outputs]
+            refined = self._refinement(
+                [reference, *hosts], reference_bulk.output, screened, summary.output
+            )
+            jobs.append(refined)
+            summary = refined
         return Flow(jobs, output=summary.output, name=f"{self.name} {self.system}")
+
+    def _refinement(self, phases: list[Phase], screen_mu_bulk, screened: list, screen) -> Flow:
+        """DFT for the stand-in's lowest defects of every phase (reference first), and the
+        DFT verdicts."""
+        dft = self.refine
+        jobs, outputs, reference_bulk = [], [], None
+        for index, (phase, screen_outcome) in enumerate(zip(phases, screened, strict=True)):
+            bulk = self._bulk(dft, phase, is_reference=index == 0, suffix=" [DFT]")
+            reference_bulk = reference_bulk or bulk
+            refined = refine_defects(
+                phase.label,
+                bulk.output,
+                reference_bulk.output,
+                screen_mu_bulk,
+                screen_outcome,
+                phase.source,
+                self.calculator,
+                dft,
+                self.settings,
+                self.refine_settings,
+                is_reference=index == 0,
+            )
+            jobs += [bulk, refined]
+            outputs.append(refined.output)
+        summary = summarize_refined(
+            self.system,
+            dft.describe(),
+            self.settings,
+            self.refine_settings,
+            screen,
+            outputs[0],
+            outputs[1:],
+        )
+        summary.metadata.update(
+            {"carrierflow": "results", "system": self.system, "calculator": self.label}
+        )
+        jobs.append(summary)
+        return Flow(jobs, output=summary.output, name="DFT refinement")

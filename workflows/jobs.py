@@ -45,7 +45,7 @@ from carrierflow.workflows.schemas import CalculationDoc, CalculationFailure, De
 logger = logging.getLogger("carrierflow")
 
 # bump when a change makes stored calculations incomparable with new ones
-CACHE_VERSION = 2
+CACHE_VERSION = 1
 
 _SHARED_CALCULATORS: dict[str, object] = {}
 
@@ -64,8 +64,14 @@ def fingerprint(task: str, makers: list[Maker], structure: Structure) -> str:
         }
         for maker in makers
     ]
+    # a one-Maker task hashes as before Makers came in lists, so stores stay valid
     payload = json.dumps(
-        [CACHE_VERSION, task, settings, jsanitize(structure.as_dict(), strict=True)],
+        [
+            CACHE_VERSION,
+            task,
+            settings[0] if len(settings) == 1 else settings,
+            jsanitize(structure.as_dict(), strict=True),
+        ],
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()

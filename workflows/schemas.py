@@ -62,3 +62,11 @@ class DefectSettings(BaseModel):
     relax_hosts: bool = True
     defect_kinds: list[Literal["vacancy", "interstitial"]] = ["vacancy", "interstitial"]
     temperature_K: float = Field(300.0, gt=0)
+
+
+class RefineSettings(BaseModel):
+    """Which stand-in results are recomputed with DFT, and in which supercell."""
+
+    k: int = Field(1, ge=1, description="lowest vacancies and interstitials per phase to refine")
+    min_image_distance_A: float = Field(8.0, gt=0, description="DFT supercell image distance")
+    max_atoms: int = Field(64, gt=0, description="DFT supercell atom cap")

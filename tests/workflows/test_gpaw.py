@@ -6,17 +6,22 @@ from __future__ import annotations
 import math
 import sys
 
+import numpy as np
 import pytest
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 
+from carrierflow.analysis.report import markdown_table, write_report
+from carrierflow.analysis.schemas import DefectOutcome
+from carrierflow.structures.defects import find_defects
 from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.cli import main
 from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
 from carrierflow.workflows.gpaw_makers import _imports_gpaw, python_with_gpaw
-from carrierflow.workflows.schemas import CalculationDoc, DefectSettings
+from carrierflow.workflows.refine import lowest_defects, transfer_candidates
+from carrierflow.workflows.schemas import CalculationDoc, DefectSettings, RefineSettings
 from carrierflow.workflows.vasp_makers import VaspMakers
 
 needs_gpaw = pytest.mark.skipif(
@@ -117,3 +122,110 @@ def test_fast_preset_is_coarser_and_says_so():
     assert Calculator("gpaw", preset="fast", fmax=0.02, command="x").fmax == 0.02
     with pytest.raises(ValueError, match="potcars settings are VASP's"):
         Calculator("gpaw", dft={"potcars": {"Li": "Li"}}, command="x")
+
+
+@pytest.fixture(scope="module")
+def refined_li(tmp_path_factory) -> dict:
+    """bcc Li screened with CHGNet, its vacancy refined with GPAW (an interstitial's CHGNet
+    relaxations in bcc Li take minutes; transfer_candidates is tested apart)."""
+    root = tmp_path_factory.mktemp("refine")
+    screen = Calculator("chgnet", fmax=0.05)
+    dft = Calculator("gpaw", dft=TINY, fmax=0.1, workdir=str(root / "calculations"))
+    lithium, source = load_fixture("Li")
+    phase = Phase(label="Li", structure=lithium.get_primitive_structure(), source=source)
+    maker = CarrierFlowMaker(
+        calculator=screen,
+        settings=DefectSettings(
+            species="Li", min_image_distance_A=6.0, max_atoms=16, defect_kinds=["vacancy"]
+        ),
+        system="Li tiny",
+        refine=dft,
+        refine_settings=RefineSettings(k=1, min_image_distance_A=6.0, max_atoms=16),
+    )
+    flow = maker.make(phase, [])
+    responses = run_locally(flow, store=JobStore(MemoryStore()), root_dir=root)
+    results = responses[flow.output.uuid][max(responses[flow.output.uuid])].output
+    return {"results": results, "label": maker.label, "root": root}
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_refinement_gives_the_dft_verdict_beside_the_stand_in(refined_li):
+    results = refined_li["results"]
+    assert refined_li["label"] == "chgnet+gpaw"
+    assert results["calculator"]["name"] == "gpaw"
+    assert results["refined_from"]["calculator"]["name"] == "chgnet"
+    defects = results["reference"]["defects"]
+    assert [d["kind"] for d in defects] == ["vacancy"]
+    for defect in defects:
+        screen = defect["screen"]
+        assert screen["error_eV"] == pytest.approx(
+            screen["formation_energy_eV"] - defect["formation_energy_eV"]
+        )
+        assert defect["provenance"]["runs"][0]["code_version"].startswith("GPAW")
+    report = markdown_table(results)
+    assert "stand-in error (eV)" in report and "Refined with DFT" in report
+    write_report(results, refined_li["root"] / "out")
+    assert (refined_li["root"] / "out" / "formation_energies.png").stat().st_size > 0
+
+
+def test_lowest_defects_takes_k_of_each_kind_and_skips_shared_states():
+    def outcome(name, kind, energy, flags=()):
+        return DefectOutcome(
+            host="X",
+            name=name,
+            kind=kind,
+            species="Li",
+            frac_coords=[0, 0, 0],
+            multiplicity=1,
+            energy_eV=0,
+            formation_energy_eV=energy,
+            converged=True,
+            steps=1,
+            max_displacement_A=0,
+            far_field_displacement_A=0,
+            defect_shift_A=0,
+            flags=list(flags),
+        )
+
+    defects = [
+        outcome("v1", "vacancy", 0.5),
+        outcome("v2", "vacancy", 0.4),
+        outcome("i1", "interstitial", 0.3),
+        outcome("i2", "interstitial", 0.2, ["same relaxed energy as i1 (within 1 meV): ..."]),
+        outcome("i3", "interstitial", 0.6),
+    ]
+    assert [d.name for d in lowest_defects(defects, 1)] == ["v2", "i1"]
+    assert [d.name for d in lowest_defects(defects, 2)] == ["v2", "v1", "i1", "i3"]
+
+
+def test_screened_defects_move_to_the_dft_relaxed_host():
+    host = load_fixture("Li5In4")[0]
+    screened = [
+        DefectOutcome(
+            host="Li5In4",
+            name=c.name,
+            kind=c.kind,
+            species="Li",
+            frac_coords=c.frac_coords,
+            multiplicity=c.multiplicity,
+            energy_eV=0,
+            formation_energy_eV=0,
+            converged=True,
+            steps=1,
+            max_displacement_A=0,
+            far_field_displacement_A=0,
+            defect_shift_A=0,
+        )
+        for c in find_defects(host, "Li")
+    ]
+    strained = host.copy()
+    strained.apply_strain(0.01)
+    moved = transfer_candidates(screened, strained, "Li")
+    assert [c.name for c in moved] == [d.name for d in screened]
+    for candidate, defect in zip(moved, screened, strict=True):
+        assert candidate.multiplicity == defect.multiplicity
+        assert np.allclose(candidate.frac_coords, np.mod(defect.frac_coords, 1.0), atol=1e-6)
+    renamed = screened[0].model_copy(update={"name": "v_Li_9z"})
+    with pytest.raises(ValueError, match="v_Li_9z: no such vacancy"):
+        transfer_candidates([renamed], strained, "Li")

@@ -1,0 +1,239 @@
+"""Refinement: the stand-in's lowest defects of each phase recomputed with DFT.
+
+Per phase, in a DFT-sized supercell of the DFT-relaxed bulk: the perfect supercell with DFT and
+with the stand-in, and for each chosen defect a stand-in relaxation followed by a DFT relaxation
+from its geometry. The verdict then comes from DFT; the stand-in's E_f in the same cell shows
+its error.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from jobflow import Flow, Response, job
+from pymatgen.core import Structure
+
+from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
+from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
+from carrierflow.analysis.verdict import summarize
+from carrierflow.structures.defects import (
+    DefectCandidate,
+    build_defect_cell,
+    find_vacancies,
+    interstitial_at,
+    rattle_near,
+)
+from carrierflow.structures.sources import StructureError, StructureSource
+from carrierflow.structures.supercells import choose_supercell, make_supercell
+from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.jobs import (
+    assess_defect,
+    calculate,
+    check_same_calculator,
+    collect_host,
+)
+from carrierflow.workflows.schemas import CalculationDoc, DefectSettings, RefineSettings
+
+logger = logging.getLogger("carrierflow")
+
+SHARED_STATE_FLAG = "same relaxed energy as"
+
+
+def lowest_defects(defects: list[DefectOutcome], k: int) -> list[DefectOutcome]:
+    """The ``k`` lowest vacancies and ``k`` lowest interstitials by ranking energy, leaving out
+    candidates that relaxed into an earlier one's state."""
+    chosen = []
+    for kind in ("vacancy", "interstitial"):
+        distinct = [
+            d
+            for d in defects
+            if d.kind == kind and not any(f.startswith(SHARED_STATE_FLAG) for f in d.flags)
+        ]
+        chosen += sorted(distinct, key=lambda d: d.ranking_energy_eV)[:k]
+    return chosen
+
+
+def transfer_candidates(
+    defects: list[DefectOutcome], host: Structure, species: str
+) -> list[DefectCandidate]:
+    """The screened defects as candidates of another relaxation of the same host: vacancies by
+    their Wyckoff name, interstitials at the same fractional position."""
+    vacancies = {c.name: c for c in find_vacancies(host, species)}
+    candidates = []
+    for defect in defects:
+        if defect.kind == "interstitial":
+            candidates.append(interstitial_at(host, defect.name, species, defect.frac_coords))
+        elif defect.name in vacancies:
+            candidates.append(vacancies[defect.name])
+        else:
+            raise StructureError(
+                f"{defect.name}: no such vacancy in the DFT-relaxed host "
+                f"(vacancies: {', '.join(vacancies)})"
+            )
+    return candidates
+
+
+@job
+def refine_defects(
+    label: str,
+    bulk: CalculationDoc,
+    reference_bulk: CalculationDoc,
+    screen_reference_bulk: CalculationDoc,
+    screen: HostOutcome,
+    source: StructureSource,
+    screen_calculator: Calculator,
+    calculator: Calculator,
+    settings: DefectSettings,
+    refine: RefineSettings,
+    is_reference: bool = False,
+) -> Response:
+    """Recompute the stand-in's lowest defects of one phase with DFT, and replace this job by
+    the calculations."""
+    check_same_calculator([bulk.calculator, reference_bulk.calculator])
+    host = bulk.structure
+    mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
+    screen_mu = chemical_potential(screen_reference_bulk.energy_eV, screen_reference_bulk.natoms)
+    choice = choose_supercell(host, refine.min_image_distance_A, refine.max_atoms)
+    perfect = make_supercell(host, choice)
+    candidates = transfer_candidates(screen.defects, host, settings.species)
+    chosen = {d.name for d in lowest_defects(screen.defects, refine.k)}
+    logger.info(
+        "%s: refining %s with %s in a %d-atom supercell (images %.2f A apart)",
+        label,
+        ", ".join(sorted(chosen)),
+        calculator.label,
+        choice.natoms,
+        choice.min_image_distance_A,
+    )
+    dft_perfect = calculate(
+        calculator.makers("static"),
+        perfect,
+        "static",
+        f"{label} perfect supercell [DFT]",
+        calculator,
+    )
+    screen_perfect = calculate(
+        screen_calculator.makers("static"),
+        perfect,
+        "static",
+        f"{label} perfect supercell [DFT cell]",
+        screen_calculator,
+    )
+    jobs = [dft_perfect, screen_perfect]
+    outcomes = []
+    for candidate in candidates:
+        if candidate.name not in chosen:
+            continue
+        cell = build_defect_cell(host, choice.matrix, perfect, candidate)
+        start = rattle_near(
+            cell.structure,
+            cell.site_cart,
+            settings.rattle_radius_A,
+            settings.rattle_amplitude_A,
+            seed=f"{label}/{candidate.name}/dft",
+        )
+        prerelax = calculate(
+            screen_calculator.makers("ion_relax"),
+            start,
+            "ion_relax",
+            f"{label} {candidate.name} [DFT cell]",
+            screen_calculator,
+        )
+        relax = calculate(
+            calculator.makers("ion_relax"),
+            prerelax.output.structure,
+            "ion_relax",
+            f"{label} {candidate.name} [DFT]",
+            calculator,
+        )
+        assess = assess_defect(
+            label,
+            host,
+            choice,
+            candidates,
+            candidate,
+            cell,
+            prerelax.output.structure,
+            relax.output,
+            dft_perfect.output,
+            mu,
+            calculator,
+            settings,
+        )
+        compare = compare_with_screen(
+            assess.output,
+            prerelax.output,
+            screen_perfect.output,
+            screen_mu,
+            next(d for d in screen.defects if d.name == candidate.name),
+        )
+        jobs += [prerelax, relax, assess, compare]
+        outcomes.append(compare.output)
+    host_job = collect_host(label, source, bulk, choice, dft_perfect.output, outcomes, is_reference)
+    jobs.append(host_job)
+    return Response(replace=Flow(jobs, output=host_job.output, name=f"{label} refinement"))
+
+
+@job
+def compare_with_screen(
+    outcome: DefectOutcome,
+    screen_relaxed: CalculationDoc,
+    screen_perfect: CalculationDoc,
+    screen_mu: float,
+    screened: DefectOutcome,
+) -> DefectOutcome:
+    """Put the stand-in's E_f of the same defect in the same cell beside the DFT one."""
+    check_same_calculator([screen_relaxed.calculator, screen_perfect.calculator])
+    screen_eV = formation_energy(
+        screen_relaxed.energy_eV,
+        screen_perfect.energy_eV,
+        added_atoms(outcome.kind),
+        screen_mu,
+    )
+    described = screen_relaxed.calculator
+    outcome.screen = ScreenComparison(
+        calculator=described["name"] + (f" {described['model']}" if described["model"] else ""),
+        formation_energy_eV=screen_eV,
+        screen_formation_energy_eV=screened.ranking_energy_eV,
+        error_eV=screen_eV - outcome.formation_energy_eV,
+    )
+    return outcome
+
+
+@job
+def summarize_refined(
+    system: str,
+    calculator: dict,
+    settings: DefectSettings,
+    refine: RefineSettings,
+    screen: dict,
+    reference: HostOutcome,
+    hosts: list[HostOutcome],
+) -> dict:
+    """The refined results document: DFT verdicts, with the stand-in screen beside them."""
+    results = summarize(
+        system,
+        settings.species,
+        calculator,
+        settings.temperature_K,
+        settings.model_dump(),
+        reference,
+        hosts,
+    )
+    results["refined_from"] = {
+        "calculator": screen["calculator"],
+        "refine": refine.model_dump(),
+        "verdicts": {
+            phase["formula"]: {
+                "dominant_carrier": phase["dominant_carrier"],
+                "margin_eV": phase["margin_eV"],
+                "lowest_eV": phase["lowest_eV"],
+            }
+            for phase in [screen["reference"], *screen["hosts"]]
+        },
+    }
+    logger.info(
+        "refined results ready: %s",
+        ", ".join(f"{h['formula']} {h['dominant_carrier']}" for h in results["hosts"]),
+    )
+    return results
