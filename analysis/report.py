@@ -152,6 +152,33 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def partial_table(partial: dict) -> str:
+    """A run that has not finished: what it has computed so far."""
+    lines = [
+        f"# Partial results — {partial['system']}, {partial['label']} (run not finished)",
+        "",
+        f"{partial['calculations']} calculations stored; phases complete: "
+        f"{', '.join(partial['finished_phases']) or 'none'}. Rerun the same `carrierflow run` "
+        "to finish: stored calculations are reused.",
+        "",
+        "| phase | defect | kind | code | E_f (eV) | ranking E_f (eV) | converged | flags |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in sorted(partial["defects"], key=lambda d: (d["host"], d["kind"], d["name"])):
+        runs = d.get("provenance", {}).get("runs") or []
+        code = runs[0]["code_version"] if runs else "stand-in"
+        ranking = d["local"]["formation_energy_eV"] if d.get("local") else d["formation_energy_eV"]
+        lines.append(
+            f"| {d['host']} | {d['name']} | {d['kind']} | {code} "
+            f"| {_fmt(d['formation_energy_eV'])} | {_fmt(ranking)} "
+            f"| {'yes' if d['converged'] else 'NO'} | {'; '.join(d['flags'])} |"
+        )
+    if partial["failures"]:
+        lines += ["", "Failed calculations (rerun after fixing the cause):"]
+        lines += [f"- {f['label']} ({f['task']}): {f['error']}" for f in partial["failures"]]
+    return "\n".join(lines) + "\n"
+
+
 def csv_table(results: dict) -> str:
     """Every defect as CSV."""
     buffer = io.StringIO()

@@ -16,3 +16,37 @@ def find_results(store: JobStore, system: str, calculator_label: str | None = No
         )
     )
     return docs[0]["output"] if docs else None
+
+
+def partial_results(store: JobStore, system: str, label: str) -> dict | None:
+    """What a run that has not finished has stored so far: its finished calculations, assessed
+    defects (the latest assessment of each) and failures; None when it stored nothing."""
+    criteria = {"metadata.carrierflow_run.system": system, "metadata.carrierflow_run.label": label}
+    docs = list(store.query(criteria, properties=["output", "completed_at", "name"]))
+    if not docs:
+        return None
+    docs.sort(key=lambda d: d.get("completed_at") or "")
+    calculations, failures, defects, phases = [], [], {}, []
+    for doc in docs:
+        output = doc.get("output")
+        if not isinstance(output, dict):
+            continue
+        if output.get("failed"):
+            failures.append(output)
+        elif "fingerprint" in output and "task" in output:
+            calculations.append(output)
+        elif {"host", "kind", "formation_energy_eV"} <= output.keys():
+            defects[
+                (output["host"], output["name"], bool(output.get("provenance", {}).get("runs")))
+            ] = output
+        elif "defects" in output and "perfect_energy_eV" in output:
+            phases.append(output["label"])
+    return {
+        "system": system,
+        "label": label,
+        "calculations": len(calculations),
+        "calculation_labels": [c["label"] for c in calculations],
+        "failures": failures,
+        "defects": list(defects.values()),
+        "finished_phases": phases,
+    }

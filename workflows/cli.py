@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -403,8 +404,8 @@ def _interrupt(signum, frame):
 
 def command_report(args: argparse.Namespace) -> int:
     """carrierflow report: re-render stored results."""
-    from carrierflow.analysis.report import markdown_table, write_report
-    from carrierflow.analysis.results import find_results
+    from carrierflow.analysis.report import markdown_table, partial_table, write_report
+    from carrierflow.analysis.results import find_results, partial_results
     from carrierflow.workflows.store import open_store, store_location
 
     system, *_ = _selection(args)
@@ -412,6 +413,16 @@ def command_report(args: argparse.Namespace) -> int:
     label = calculator.label + (f"+{refine.label}" if refine else "")
     store = open_store(args.store)
     results = find_results(store, system, label)
+    if results is None and (partial := partial_results(store, system, label)):
+        output = _output_dir(args, system, label)
+        check_writable_directory(output, "the output directory")
+        output.mkdir(parents=True, exist_ok=True)
+        table = partial_table(partial)
+        (output / "results.partial.json").write_text(json.dumps(partial, indent=2) + "\n")
+        (output / "results.partial.md").write_text(table)
+        print(table)
+        print(f"written: {output / 'results.partial.json'}, {output / 'results.partial.md'}")
+        return 0
     if results is None:
         raise UsageError(
             f"no stored results for {system} with {label} in {store_location(args.store)}"

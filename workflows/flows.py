@@ -117,7 +117,11 @@ class CarrierFlowMaker(Maker):
             )
             jobs.append(refined)
             summary = refined
-        return Flow(jobs, output=summary.output, name=f"{self.name} {self.system}")
+        flow = Flow(jobs, output=summary.output, name=f"{self.name} {self.system}")
+        # every job, also those created while the flow runs, says which run it belongs to,
+        # so that a partial run can be reported
+        flow.update_metadata({"carrierflow_run": {"system": self.system, "label": self.label}})
+        return flow
 
     def _refinement(self, phases: list[Phase], screen_mu_bulk, screened: list, screen) -> Flow:
         """DFT for the stand-in's lowest defects of every phase (reference first), and the

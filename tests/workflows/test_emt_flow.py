@@ -153,7 +153,7 @@ def test_report_renders_stored_results_without_computing(emt_run, capsys, tmp_pa
     assert reported["hosts"][0]["lowest_eV"] == emt_run["results"]["hosts"][0]["lowest_eV"]
 
 
-def test_an_interrupted_run_resumes_from_the_store(tmp_path):
+def test_an_interrupted_run_resumes_from_the_store(tmp_path, capsys):
     command = [
         sys.executable,
         "-m",
@@ -183,6 +183,15 @@ def test_an_interrupted_run_resumes_from_the_store(tmp_path):
     assert process.wait(timeout=120) == 130
     assert "interrupted: finished calculations are kept" in rest
     assert not (tmp_path / "out" / "results.json").exists()
+
+    # the unfinished run can be reported: what it computed so far
+    report = [*command[3:-2], "--output", str(tmp_path / "partial")]
+    report[0] = "report"
+    capsys.readouterr()
+    assert main(report) == 0
+    partial = json.loads((tmp_path / "partial" / "results.partial.json").read_text())
+    assert "run not finished" in capsys.readouterr().out
+    assert set(finished[:-1]) <= set(partial["calculation_labels"]) <= set(finished)
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0
