@@ -250,3 +250,25 @@ def test_vasp_formation_energies_equal_the_direct_emt_run(vasp_runs, emt_run):
         for a, b in zip(got["defects"], want["defects"], strict=True):
             assert a["formation_energy_eV"] == pytest.approx(b["formation_energy_eV"], abs=2e-3)
         assert got["dominant_carrier"] == want["dominant_carrier"]
+
+
+def test_refining_with_the_stand_in_vasp_reproduces_the_screen(tmp_path, capsys, monkeypatch):
+    # EMT screens, and "DFT" is the stand-in VASP, which computes EMT: the refinement must
+    # reproduce the screen's energies in the same cell, so the stand-in error is zero
+    monkeypatch.setitem(SETTINGS, "PMG_VASP_PSP_DIR", str(write_fake_potcars(tmp_path / "pot")))
+    monkeypatch.setattr("carrierflow.workflows.vasp_makers.CUSTODIAN_POLLING_S", 0.5)
+    args = ["run", "--system", "Cu-Au", "--calculator", "emt", "--refine", "vasp"]
+    args += ["--vasp-cmd", f"{sys.executable} {STANDIN}", "--workdir", str(tmp_path / "calc")]
+    args += ["--dft-min-image-distance", "7", "--store", str(tmp_path / "store")]
+    args += ["--output", str(tmp_path / "out")]
+    assert main(args) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["calculator"]["name"] == "vasp"
+    assert results["refined_from"]["calculator"]["name"] == "emt"
+    for phase in [results["reference"], *results["hosts"]]:
+        assert sorted(d["kind"] for d in phase["defects"]) == ["interstitial", "vacancy"]
+        assert phase["supercell"]["min_image_distance_A"] >= 7
+        for defect in phase["defects"]:
+            assert defect["screen"]["error_eV"] == pytest.approx(0, abs=2e-3)
+            assert defect["provenance"]["runs"][0]["task_label"] == "ion relax"
+    assert "stand-in error (eV)" in (tmp_path / "out" / "results.md").read_text()
