@@ -279,12 +279,8 @@ class Calculator(MSONable):
         if self.name == "vasp":
             from carrierflow.workflows.vasp_makers import VaspMakers
 
-            vasp = VaspMakers(
-                settings=self.dft_settings,
-                fmax=self.fmax,
-                command=self.command,
-                potcar_spec=not potcar_directory(),
-            )
+            # POTCARs are written where VASP runs, which may not be where the flow is built
+            vasp = VaspMakers(settings=self.dft_settings, fmax=self.fmax, command=self.command)
             return (
                 vasp.bulk_relax()
                 if task == "bulk_relax"
