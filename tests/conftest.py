@@ -10,6 +10,7 @@ import pytest
 from pymatgen.core import SETTINGS
 from standin import STANDIN, write_fake_potcars
 
+from carrierflow.analysis.schemas import DefectOutcome
 from carrierflow.workflows.cli import main
 
 warnings.filterwarnings("ignore")
@@ -57,3 +58,31 @@ def standin_vasp(tmp_path, monkeypatch) -> dict:
     monkeypatch.setenv("STANDIN_VASP_LOG", str(log))
     monkeypatch.delenv("STANDIN_VASP_FAIL_FORMULA", raising=False)
     return {"command": f"{sys.executable} {STANDIN}", "log": log, "potcars": potcars}
+
+
+@pytest.fixture
+def defect_outcome():
+    """A factory of assessed-defect documents with only the fields a test cares about."""
+
+    def make(name, kind, formation_energy_eV=0.0, flags=(), **fields):
+        return DefectOutcome(
+            **{
+                "host": "X",
+                "species": "Li",
+                "frac_coords": [0, 0, 0],
+                "multiplicity": 1,
+                "energy_eV": 0.0,
+                "converged": True,
+                "steps": 1,
+                "max_displacement_A": 0.0,
+                "far_field_displacement_A": 0.0,
+                "defect_shift_A": 0.0,
+                **fields,
+            },
+            name=name,
+            kind=kind,
+            formation_energy_eV=formation_energy_eV,
+            flags=list(flags),
+        )
+
+    return make

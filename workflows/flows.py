@@ -11,7 +11,7 @@ from pymatgen.core import Structure
 from carrierflow.structures.sources import StructureSource
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.jobs import calculate, defect_calculations, summarize_results
-from carrierflow.workflows.refine import refine_defects, summarize_refined
+from carrierflow.workflows.refine import add_screen_verdicts, refine_defects
 from carrierflow.workflows.schemas import DefectSettings, RefineSettings
 
 
@@ -58,6 +58,11 @@ class CarrierFlowMaker(Maker):
             return self.calculator.label
         return f"{self.calculator.label}+{self.refine.label}"
 
+    def _tagged(self, job, label: str):
+        """Mark a job's output as the results document of this system and calculator label."""
+        job.metadata.update({"carrierflow": "results", "system": self.system, "calculator": label})
+        return job
+
     def _bulk(self, calculator: Calculator, phase: Phase, is_reference: bool, suffix: str = ""):
         """The bulk job of a phase: relaxed, or a single point of a host kept as given."""
         if is_reference or self.settings.relax_hosts:
@@ -99,15 +104,15 @@ class CarrierFlowMaker(Maker):
             )
             jobs += [bulk, defects]
             host_outputs.append(defects.output)
-        summary = summarize_results(
-            self.system,
-            calculator.describe(),
-            self.settings,
-            reference_defects.output,
-            host_outputs,
-        )
-        summary.metadata.update(
-            {"carrierflow": "results", "system": self.system, "calculator": calculator.label}
+        summary = self._tagged(
+            summarize_results(
+                self.system,
+                calculator.describe(),
+                self.settings,
+                reference_defects.output,
+                host_outputs,
+            ),
+            calculator.label,
         )
         jobs.append(summary)
         if self.refine is not None:
@@ -146,17 +151,11 @@ class CarrierFlowMaker(Maker):
             )
             jobs += [bulk, refined]
             outputs.append(refined.output)
-        summary = summarize_refined(
-            self.system,
-            dft.describe(),
-            self.settings,
-            self.refine_settings,
-            screen,
-            outputs[0],
-            outputs[1:],
+        dft_results = summarize_results(
+            self.system, dft.describe(), self.settings, outputs[0], outputs[1:]
         )
-        summary.metadata.update(
-            {"carrierflow": "results", "system": self.system, "calculator": self.label}
+        summary = self._tagged(
+            add_screen_verdicts(dft_results.output, screen, self.refine_settings), self.label
         )
-        jobs.append(summary)
+        jobs += [dft_results, summary]
         return Flow(jobs, output=summary.output, name="DFT refinement")

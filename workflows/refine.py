@@ -15,7 +15,6 @@ from pymatgen.core import Structure
 
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
-from carrierflow.analysis.verdict import summarize
 from carrierflow.structures.defects import (
     DefectCandidate,
     build_defect_cell,
@@ -201,25 +200,8 @@ def compare_with_screen(
 
 
 @job
-def summarize_refined(
-    system: str,
-    calculator: dict,
-    settings: DefectSettings,
-    refine: RefineSettings,
-    screen: dict,
-    reference: HostOutcome,
-    hosts: list[HostOutcome],
-) -> dict:
-    """The refined results document: DFT verdicts, with the stand-in screen beside them."""
-    results = summarize(
-        system,
-        settings.species,
-        calculator,
-        settings.temperature_K,
-        settings.model_dump(),
-        reference,
-        hosts,
-    )
+def add_screen_verdicts(results: dict, screen: dict, refine: RefineSettings) -> dict:
+    """The refined results document: the DFT results, with the stand-in screen's verdicts."""
     results["refined_from"] = {
         "calculator": screen["calculator"],
         "refine": refine.model_dump(),
@@ -232,8 +214,4 @@ def summarize_refined(
             for phase in [screen["reference"], *screen["hosts"]]
         },
     }
-    logger.info(
-        "refined results ready: %s",
-        ", ".join(f"{h['formula']} {h['dominant_carrier']}" for h in results["hosts"]),
-    )
     return results

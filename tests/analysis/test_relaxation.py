@@ -68,26 +68,8 @@ def test_far_atoms_are_held_fixed():
         assert any(flags) == (distance <= 4.0)
 
 
-def test_candidates_that_relax_to_one_state_are_flagged():
-    from carrierflow.analysis.schemas import DefectOutcome
-
-    def outcome(name, kind, e_f):
-        return DefectOutcome(
-            host="X",
-            name=name,
-            kind=kind,
-            species="Li",
-            frac_coords=[0, 0, 0],
-            multiplicity=1,
-            energy_eV=0.0,
-            formation_energy_eV=e_f,
-            converged=True,
-            steps=1,
-            max_displacement_A=0.0,
-            far_field_displacement_A=0.0,
-            defect_shift_A=0.0,
-        )
-
+def test_candidates_that_relax_to_one_state_are_flagged(defect_outcome):
+    outcome = defect_outcome
     defects = [
         outcome("v1", "vacancy", 0.5),
         outcome("i1", "interstitial", 0.3362),

@@ -12,7 +12,6 @@ from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 
 from carrierflow.analysis.report import markdown_table, write_report
-from carrierflow.analysis.schemas import DefectOutcome
 from carrierflow.structures.defects import find_defects
 from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.calculators import Calculator
@@ -169,25 +168,8 @@ def test_refinement_gives_the_dft_verdict_beside_the_stand_in(refined_li):
     assert (refined_li["root"] / "out" / "formation_energies.png").stat().st_size > 0
 
 
-def test_lowest_defects_takes_k_of_each_kind_and_skips_shared_states():
-    def outcome(name, kind, energy, flags=()):
-        return DefectOutcome(
-            host="X",
-            name=name,
-            kind=kind,
-            species="Li",
-            frac_coords=[0, 0, 0],
-            multiplicity=1,
-            energy_eV=0,
-            formation_energy_eV=energy,
-            converged=True,
-            steps=1,
-            max_displacement_A=0,
-            far_field_displacement_A=0,
-            defect_shift_A=0,
-            flags=list(flags),
-        )
-
+def test_lowest_defects_takes_k_of_each_kind_and_skips_shared_states(defect_outcome):
+    outcome = defect_outcome
     defects = [
         outcome("v1", "vacancy", 0.5),
         outcome("v2", "vacancy", 0.4),
@@ -199,24 +181,10 @@ def test_lowest_defects_takes_k_of_each_kind_and_skips_shared_states():
     assert [d.name for d in lowest_defects(defects, 2)] == ["v2", "v1", "i1", "i3"]
 
 
-def test_screened_defects_move_to_the_dft_relaxed_host():
+def test_screened_defects_move_to_the_dft_relaxed_host(defect_outcome):
     host = load_fixture("Li5In4")[0]
     screened = [
-        DefectOutcome(
-            host="Li5In4",
-            name=c.name,
-            kind=c.kind,
-            species="Li",
-            frac_coords=c.frac_coords,
-            multiplicity=c.multiplicity,
-            energy_eV=0,
-            formation_energy_eV=0,
-            converged=True,
-            steps=1,
-            max_displacement_A=0,
-            far_field_displacement_A=0,
-            defect_shift_A=0,
-        )
+        defect_outcome(c.name, c.kind, frac_coords=c.frac_coords, multiplicity=c.multiplicity)
         for c in find_defects(host, "Li")
     ]
     strained = host.copy()
