@@ -7,6 +7,7 @@ import sys
 import warnings
 
 import pytest
+from helpers import cu_au
 from pymatgen.core import SETTINGS
 from standin import STANDIN, write_fake_potcars
 
@@ -21,19 +22,7 @@ def emt_run(tmp_path_factory) -> dict:
     """The Cu-Au analogue with EMT: results, store and output folder."""
     root = tmp_path_factory.mktemp("emt")
     store, output = root / "store", root / "out"
-    code = main(
-        [
-            "run",
-            "--system",
-            "Cu-Au",
-            "--calculator",
-            "emt",
-            "--store",
-            str(store),
-            "--output",
-            str(output),
-        ]
-    )
+    code = main(cu_au("run", str(store), str(output)))
     assert code == 0
     results = json.loads((output / "results.json").read_text())
     return {"results": results, "store": store, "output": output, "root": root}

@@ -1,6 +1,7 @@
 """Bad input ends in one clear line and exit code 2; nothing finished is lost."""
 
 import pytest
+from helpers import cu_au
 
 from carrierflow.workflows.cli import main
 
@@ -122,22 +123,7 @@ def test_failed_run_keeps_finished_results(capsys, emt_run, tmp_path):
         "--output",
         str(tmp_path / "bad"),
     )
-    assert (
-        main(
-            [
-                "report",
-                "--system",
-                "Cu-Au",
-                "--calculator",
-                "emt",
-                "--store",
-                store,
-                "--output",
-                str(tmp_path / "report"),
-            ]
-        )
-        == 0
-    )
+    assert main(cu_au("report", store, str(tmp_path / "report"))) == 0
     assert (tmp_path / "report" / "results.json").exists()
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from helpers import cu_au
 
 from carrierflow.structures.defects import find_vacancies
 from carrierflow.structures.sources import load_fixture
@@ -74,21 +75,15 @@ def test_results_schema(emt_run):
 def test_formation_energy_does_not_depend_on_the_supercell(emt_run, tmp_path):
     assert (
         main(
-            [
+            cu_au(
                 "run",
-                "--system",
-                "Cu-Au",
-                "--calculator",
-                "emt",
+                tmp_path / "store",
+                tmp_path / "out",
                 "--defects",
                 "vacancy",
                 "--min-image-distance",
                 "13",
-                "--store",
-                str(tmp_path / "store"),
-                "--output",
-                str(tmp_path / "out"),
-            ]
+            )
         )
         == 0
     )
@@ -102,22 +97,7 @@ def test_formation_energy_does_not_depend_on_the_supercell(emt_run, tmp_path):
 
 def test_rerun_reuses_every_calculation(emt_run, capsys):
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "run",
-                "--system",
-                "Cu-Au",
-                "--calculator",
-                "emt",
-                "--store",
-                str(emt_run["store"]),
-                "--output",
-                str(emt_run["root"] / "rerun"),
-            ]
-        )
-        == 0
-    )
+    assert main(cu_au("run", emt_run["store"], emt_run["root"] / "rerun")) == 0
     err = capsys.readouterr().err
     assert "reused from the store" in err
     assert "relaxation of" not in err and "single point of" not in err
@@ -130,22 +110,7 @@ def test_rerun_reuses_every_calculation(emt_run, capsys):
 
 def test_report_renders_stored_results_without_computing(emt_run, capsys, tmp_path):
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "report",
-                "--system",
-                "Cu-Au",
-                "--calculator",
-                "emt",
-                "--store",
-                str(emt_run["store"]),
-                "--output",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    assert main(cu_au("report", str(emt_run["store"]), str(tmp_path))) == 0
     captured = capsys.readouterr()
     assert "relaxation of" not in captured.err
     assert "Cu3Au" in captured.out and "dominant carrier" in captured.out
