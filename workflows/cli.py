@@ -443,9 +443,9 @@ def command_write_inputs(args: argparse.Namespace) -> int:
     if args.refine:
         raise UsageError("write-inputs writes one calculator's inputs: drop --refine")
     calculator, _ = _calculators(args)
-    if not calculator.writes_files:
+    if calculator.name != "vasp":
         raise UsageError(
-            f"write-inputs writes input files of a DFT code; '{calculator.name}' runs in-process "
+            f"write-inputs writes VASP input folders; '{calculator.name}' needs none "
             "(use --calculator vasp)"
         )
     calculator.check_installed()

@@ -150,9 +150,11 @@ def test_vasp_that_cannot_run_is_one_clear_line(capsys, tmp_path, args, message)
     assert message in capsys.readouterr().err
 
 
-def test_write_inputs_refuses_in_process_calculators(capsys, tmp_path):
-    assert main(["write-inputs", "--system", "Cu-Au", "--calculator", "emt", str(tmp_path)]) == 2
-    assert "write-inputs writes input files of a DFT code" in capsys.readouterr().err
+@pytest.mark.parametrize("calculator", ["emt", "gpaw"])
+def test_write_inputs_is_for_vasp(capsys, tmp_path, calculator):
+    args = ["write-inputs", str(tmp_path), "--system", "Cu-Au", "--calculator", calculator]
+    assert main(args) == 2
+    assert "write-inputs writes VASP input folders" in capsys.readouterr().err
 
 
 def _vacancy_cell_formula() -> str:
