@@ -40,7 +40,9 @@ def partial_results(store: JobStore, system: str, label: str) -> dict | None:
                 (output["host"], output["name"], bool(output.get("provenance", {}).get("runs")))
             ] = output
         elif "defects" in output and "perfect_energy_eV" in output:
-            phases.append(output["label"])
+            runs = output.get("provenance", {}).get("bulk", {}).get("runs")
+            code = runs[0]["code_version"] if runs else "stand-in"
+            phases.append(f"{output['label']} ({code})")
     return {
         "system": system,
         "label": label,
