@@ -39,8 +39,6 @@ DEFAULT_SEVENNET_MODEL = "7net-l3i5"
 # ASE's EMT is parametrised for these metals (H, C, N, O are only rough add-ons)
 EMT_ELEMENTS = frozenset({"Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt"})
 
-PLANNED: dict[str, str] = {}
-
 
 class CalculatorError(ValueError):
     """A calculator that cannot be built or cannot treat the requested system."""
@@ -88,12 +86,8 @@ class Calculator(MSONable):
     workdir: str = "carrierflow-calculations"
 
     def __post_init__(self) -> None:
-        if self.name in PLANNED:
-            raise CalculatorError(
-                f"calculator '{self.name}' is not available yet: {PLANNED[self.name]}"
-            )
         if self.name not in DEFAULT_UNCERTAINTY_EV:
-            known = ", ".join([*DEFAULT_UNCERTAINTY_EV, *PLANNED])
+            known = ", ".join(DEFAULT_UNCERTAINTY_EV)
             raise CalculatorError(f"unknown calculator '{self.name}' (known: {known})")
         if self.preset not in PRESETS:
             raise CalculatorError(
@@ -129,7 +123,7 @@ class Calculator(MSONable):
             raise CalculatorError(f"calculator '{self.name}' takes no --model (got '{self.model}')")
         if self.name in DFT_CALCULATORS:
             try:
-                DftSettings(**{**PRESETS[self.preset], **self.dft})
+                self.dft_settings  # noqa: B018 - validates preset and overrides
             except ValidationError as exc:
                 first = exc.errors()[0]
                 raise CalculatorError(

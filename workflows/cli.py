@@ -406,11 +406,12 @@ def command_report(args: argparse.Namespace) -> int:
     """carrierflow report: re-render stored results."""
     from carrierflow.analysis.report import markdown_table, partial_table, write_report
     from carrierflow.analysis.results import find_results, partial_results
+    from carrierflow.workflows.flows import results_label
     from carrierflow.workflows.store import open_store, store_location
 
     system, *_ = _selection(args)
     calculator, refine = _calculators(args)
-    label = calculator.label + (f"+{refine.label}" if refine else "")
+    label = results_label(calculator, refine)
     store = open_store(args.store)
     results = find_results(store, system, label)
     if results is None and (partial := partial_results(store, system, label)):

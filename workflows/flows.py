@@ -25,6 +25,20 @@ class Phase(BaseModel):
     source: StructureSource
 
 
+def results_label(calculator: Calculator, refine: Calculator | None = None) -> str:
+    """The calculator label of a results document: ``sevennet-7net-l3i5``, or
+    ``sevennet-7net-l3i5+gpaw-fast`` when refined with DFT."""
+    return calculator.label if refine is None else f"{calculator.label}+{refine.label}"
+
+
+def bulk_task(settings: DefectSettings, is_reference: bool) -> tuple[str, str]:
+    """The task and job name of a phase's bulk: the reference and, unless kept as given, every
+    host are relaxed."""
+    if is_reference or settings.relax_hosts:
+        return "bulk_relax", "bulk"
+    return "static", "bulk (as given)"
+
+
 @dataclass
 class CarrierFlowMaker(Maker):
     """Formation energies of every vacancy and interstitial of the mobile species in each host
@@ -53,10 +67,8 @@ class CarrierFlowMaker(Maker):
 
     @property
     def label(self) -> str:
-        """The calculator label of the results: ``sevennet-7net-l3i5+gpaw-fast`` when refined."""
-        if self.refine is None:
-            return self.calculator.label
-        return f"{self.calculator.label}+{self.refine.label}"
+        """The calculator label of the results (see :func:`results_label`)."""
+        return results_label(self.calculator, self.refine)
 
     def _tagged(self, job, label: str):
         """Mark a job's output as the results document of this system and calculator label."""
@@ -65,10 +77,7 @@ class CarrierFlowMaker(Maker):
 
     def _bulk(self, calculator: Calculator, phase: Phase, is_reference: bool, suffix: str = ""):
         """The bulk job of a phase: relaxed, or a single point of a host kept as given."""
-        if is_reference or self.settings.relax_hosts:
-            task, name = "bulk_relax", "bulk"
-        else:
-            task, name = "static", "bulk (as given)"
+        task, name = bulk_task(self.settings, is_reference)
         return calculate(
             calculator.makers(task),
             phase.structure,

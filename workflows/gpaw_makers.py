@@ -196,9 +196,7 @@ class GpawMaker(Maker):
 
 
 def _tail(path: str, lines: int = 1) -> str:
-    text = (
-        Path(path).read_text(errors="replace").strip().splitlines() if Path(path).exists() else []
-    )
+    text = _read(path).strip().splitlines()
     return " / ".join(text[-lines:]) or "no output"
 
 

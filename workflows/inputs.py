@@ -8,21 +8,20 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from carrierflow.workflows.calculators import Calculator, potcar_directory
-from carrierflow.workflows.flows import Phase
+from carrierflow.workflows.flows import Phase, bulk_task
 from carrierflow.workflows.jobs import plan_defects, slug
 from carrierflow.workflows.schemas import DefectSettings
 
 
 def planned_calculations(
-    calculator: Calculator, settings: DefectSettings, reference: Phase, hosts: list[Phase]
+    settings: DefectSettings, reference: Phase, hosts: list[Phase]
 ) -> list[tuple[str, str, Structure]]:
     """``(job label, task, start structure)`` of every calculation, with supercells and defect
     cells built on the structures as given (the flow builds them on the relaxed bulk)."""
     planned = []
     for phase in [reference, *hosts]:
-        relax = settings.relax_hosts or phase is reference
-        bulk_task, bulk_label = ("bulk_relax", "bulk") if relax else ("static", "bulk (as given)")
-        planned.append((f"{phase.label} {bulk_label}", bulk_task, phase.structure))
+        task, name = bulk_task(settings, is_reference=phase is reference)
+        planned.append((f"{phase.label} {name}", task, phase.structure))
         plan = plan_defects(phase.label, phase.structure, settings)
         planned.append((f"{phase.label} perfect supercell", "static", plan.perfect))
         for candidate, start in zip(plan.selected, plan.starts, strict=True):
@@ -45,7 +44,7 @@ def write_inputs(
     """
     spec = not potcar_directory()
     written = []
-    for label, task, structure in planned_calculations(calculator, settings, reference, hosts):
+    for label, task, structure in planned_calculations(settings, reference, hosts):
         makers = calculator.makers(task)
         folder = directory / slug(label)
         inputs = makers[0].input_set_generator.get_input_set(structure, potcar_spec=spec)

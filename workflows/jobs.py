@@ -244,7 +244,6 @@ def calculate(
     forces = getattr(output, "forces", None)
     max_force = float(np.linalg.norm(np.array(forces), axis=1).max()) if forces else None
     final = output.structure
-    relaxations = [doc for doc in task_docs if task != "static"] or task_docs
     doc = CalculationDoc(
         fingerprint=fp,
         task=task,
@@ -254,7 +253,7 @@ def calculate(
         natoms=len(final),
         formula=final.composition.reduced_formula,
         structure=final,
-        steps=sum(_ionic_steps(d) for d in relaxations),
+        steps=sum(_ionic_steps(d) for d in task_docs),
         converged=task == "static" or all(_converged(d) for d in task_docs),
         max_force_eV_A=max_force,
         elapsed_s=elapsed,
@@ -311,23 +310,37 @@ class DefectPlan(BaseModel):
     starts: list[Structure] = Field(description="the rattled start of each selected defect")
 
 
-def plan_defects(label: str, host: Structure, settings: DefectSettings) -> DefectPlan:
-    """The supercell, the perfect supercell and every selected defect cell of one host."""
-    choice = choose_supercell(host, settings.min_image_distance_A, settings.max_atoms)
-    perfect = make_supercell(host, choice)
-    candidates = find_defects(host, settings.species, settings.interstitial_min_distance_A)
-    selected = [c for c in candidates if c.kind in settings.defect_kinds]
-    cells = [build_defect_cell(host, choice.matrix, perfect, c) for c in selected]
+def place_defects(
+    label: str,
+    host: Structure,
+    choice: SupercellChoice,
+    perfect: Structure,
+    candidates: list[DefectCandidate],
+    settings: DefectSettings,
+    seed_tag: str = "",
+) -> tuple[list[DefectCell], list[Structure]]:
+    """Each candidate in the perfect supercell, and its reproducibly rattled start."""
+    cells = [build_defect_cell(host, choice.matrix, perfect, c) for c in candidates]
     starts = [
         rattle_near(
             cell.structure,
             cell.site_cart,
             settings.rattle_radius_A,
             settings.rattle_amplitude_A,
-            seed=f"{label}/{candidate.name}",
+            seed=f"{label}/{candidate.name}{seed_tag}",
         )
-        for candidate, cell in zip(selected, cells, strict=True)
+        for candidate, cell in zip(candidates, cells, strict=True)
     ]
+    return cells, starts
+
+
+def plan_defects(label: str, host: Structure, settings: DefectSettings) -> DefectPlan:
+    """The supercell, the perfect supercell and every selected defect cell of one host."""
+    choice = choose_supercell(host, settings.min_image_distance_A, settings.max_atoms)
+    perfect = make_supercell(host, choice)
+    candidates = find_defects(host, settings.species, settings.interstitial_min_distance_A)
+    selected = [c for c in candidates if c.kind in settings.defect_kinds]
+    cells, starts = place_defects(label, host, choice, perfect, selected, settings)
     return DefectPlan(
         choice=choice,
         perfect=perfect,

@@ -15,13 +15,7 @@ from pymatgen.core import Structure
 
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
-from carrierflow.structures.defects import (
-    DefectCandidate,
-    build_defect_cell,
-    find_vacancies,
-    interstitial_at,
-    rattle_near,
-)
+from carrierflow.structures.defects import DefectCandidate, find_vacancies, interstitial_at
 from carrierflow.structures.sources import StructureError, StructureSource
 from carrierflow.structures.supercells import choose_supercell, make_supercell
 from carrierflow.workflows.calculators import Calculator
@@ -30,6 +24,7 @@ from carrierflow.workflows.jobs import (
     calculate,
     check_same_calculator,
     collect_host,
+    place_defects,
 )
 from carrierflow.workflows.schemas import CalculationDoc, DefectSettings, RefineSettings
 
@@ -120,17 +115,9 @@ def refine_defects(
     )
     jobs = [dft_perfect, screen_perfect]
     outcomes = []
-    for candidate in candidates:
-        if candidate.name not in chosen:
-            continue
-        cell = build_defect_cell(host, choice.matrix, perfect, candidate)
-        start = rattle_near(
-            cell.structure,
-            cell.site_cart,
-            settings.rattle_radius_A,
-            settings.rattle_amplitude_A,
-            seed=f"{label}/{candidate.name}/dft",
-        )
+    selected = [c for c in candidates if c.name in chosen]
+    cells, starts = place_defects(label, host, choice, perfect, selected, settings, "/dft")
+    for candidate, cell, start in zip(selected, cells, starts, strict=True):
         prerelax = calculate(
             screen_calculator.makers("ion_relax"),
             start,
