@@ -154,12 +154,18 @@ def markdown_table(results: dict) -> str:
 
 def partial_table(partial: dict) -> str:
     """A run that has not finished: what it has computed so far."""
+    queued = partial.get("jobs")
+    finish = (
+        "The queue's runner finishes it; after fixing the cause of a failure, "
+        "`jf job rerun <db_id>` reruns that job alone."
+        if queued is not None
+        else "Rerun the same `carrierflow run` to finish: stored calculations are reused."
+    )
     lines = [
         f"# Partial results — {partial['system']}, {partial['label']} (run not finished)",
         "",
         f"{partial['calculations']} calculations stored; phases complete: "
-        f"{', '.join(partial['finished_phases']) or 'none'}. Rerun the same `carrierflow run` "
-        "to finish: stored calculations are reused.",
+        f"{', '.join(partial['finished_phases']) or 'none'}. {finish}",
         "",
         "| phase | defect | kind | code | E_f (eV) | ranking E_f (eV) | converged | flags |",
         "|---|---|---|---|---|---|---|---|",
@@ -176,6 +182,21 @@ def partial_table(partial: dict) -> str:
     if partial["failures"]:
         lines += ["", "Failed calculations (rerun after fixing the cause):"]
         lines += [f"- {f['label']} ({f['task']}): {f['error']}" for f in partial["failures"]]
+    if queued:
+        lines += ["", "| queue id | job | state | SLURM id | error |", "|---|---|---|---|---|"]
+        for j in queued:
+            if j["state"] == "COMPLETED":
+                continue
+            lines.append(
+                f"| {j['db_id']} | {j['name']} | {j['state']} | {j['scheduler_id'] or '-'} "
+                f"| {j.get('error') or ''} |"
+            )
+        for j in queued:
+            if j.get("stderr_tail"):
+                lines += ["", f"stderr of {j['name']} (SLURM job {j['scheduler_id']}):", ""]
+                lines += [f"    {line}" for line in j["stderr_tail"]]
+        done = sum(j["state"] == "COMPLETED" for j in queued)
+        lines += ["", f"{done} of {len(queued)} queued jobs completed."]
     return "\n".join(lines) + "\n"
 
 

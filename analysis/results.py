@@ -5,11 +5,18 @@ from __future__ import annotations
 from jobflow import JobStore
 
 
-def find_results(store: JobStore, system: str, calculator_label: str | None = None) -> dict | None:
-    """The newest results document of a system (and calculator), or None."""
+def find_results(
+    store: JobStore,
+    system: str,
+    calculator_label: str | None = None,
+    flow_id: str | None = None,
+) -> dict | None:
+    """The newest results document of a system (and calculator, and submitted flow), or None."""
     criteria = {"metadata.carrierflow": "results", "metadata.system": system}
     if calculator_label:
         criteria["metadata.calculator"] = calculator_label
+    if flow_id:
+        criteria["hosts"] = flow_id
     docs = list(
         store.query(
             criteria, properties=["output", "completed_at"], sort={"completed_at": -1}, limit=1
@@ -18,12 +25,21 @@ def find_results(store: JobStore, system: str, calculator_label: str | None = No
     return docs[0]["output"] if docs else None
 
 
-def partial_results(store: JobStore, system: str, label: str) -> dict | None:
+def partial_results(
+    store: JobStore,
+    system: str,
+    label: str,
+    flow_id: str | None = None,
+    jobs: list[dict] | None = None,
+) -> dict | None:
     """What a run that has not finished has stored so far: its finished calculations, assessed
-    defects (the latest assessment of each) and failures; None when it stored nothing."""
+    defects (the latest assessment of each) and failures, and the state of its queued ``jobs``
+    when it runs through a queue; None when there is nothing of it."""
     criteria = {"metadata.carrierflow_run.system": system, "metadata.carrierflow_run.label": label}
+    if flow_id:
+        criteria["hosts"] = flow_id
     docs = list(store.query(criteria, properties=["output", "completed_at", "name"]))
-    if not docs:
+    if not docs and not jobs:
         return None
     docs.sort(key=lambda d: d.get("completed_at") or "")
     calculations, failures, defects, phases = [], [], {}, []
@@ -51,4 +67,5 @@ def partial_results(store: JobStore, system: str, label: str) -> dict | None:
         "failures": failures,
         "defects": list(defects.values()),
         "finished_phases": phases,
+        **({"jobs": jobs} if jobs is not None else {}),
     }

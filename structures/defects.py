@@ -62,8 +62,12 @@ def _periodic_close(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
 
 
 def _nearest_distance(host: Structure, frac_coords) -> float:
-    dists = host.lattice.get_all_distances([frac_coords], host.frac_coords)[0]
-    return float(np.min(dists[dists > 1e-3])) if np.any(dists > 1e-3) else float("inf")
+    """The distance from a point to the nearest host atom not on it, periodic images included
+    (in a one-atom cell that is an image of the atom itself)."""
+    centre = host.lattice.get_cartesian_coords(frac_coords)
+    # an image of any site lies within the longest lattice vector
+    neighbours = host.get_sites_in_sphere(centre, max(host.lattice.abc) + 1e-6)
+    return float(min(n.nn_distance for n in neighbours if n.nn_distance > 1e-3))
 
 
 def find_vacancies(host: Structure, species: str) -> list[DefectCandidate]:

@@ -13,11 +13,12 @@ from pathlib import Path
 from carrierflow.structures.presets import SYSTEMS
 from carrierflow.structures.sources import StructureError
 from carrierflow.workflows.calculators import DFT_CALCULATORS, CalculatorError
+from carrierflow.workflows.cluster import ClusterError
 from carrierflow.workflows.store import StoreError, check_writable_directory
 
 logger = logging.getLogger("carrierflow")
 
-EXPECTED_ERRORS = (StructureError, CalculatorError, StoreError)
+EXPECTED_ERRORS = (StructureError, CalculatorError, StoreError, ClusterError)
 
 
 class UsageError(ValueError):
@@ -159,6 +160,14 @@ def _add_cell_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_project(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--project",
+        help="jobflow-remote project: its queue and JobStore (default for submit: "
+        "jobflow-remote's default project)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``carrierflow``."""
     parser = argparse.ArgumentParser(
@@ -169,8 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="compute formation energies and the dominant carrier")
     _add_selection(run)
     _add_cell_options(run)
-    report = sub.add_parser("report", help="re-render stored results without recomputing")
+    submit = sub.add_parser(
+        "submit",
+        help="submit the flow of `run` to a cluster through jobflow-remote",
+        description="Build the flow of `carrierflow run` with the same options and add it to a "
+        "jobflow-remote project's queue; the project's runner submits each job to SLURM.",
+    )
+    _add_selection(submit)
+    _add_cell_options(submit)
+    _add_project(submit)
+    submit.add_argument("--worker", help="the project's worker (default: its first)")
+    report = sub.add_parser(
+        "report",
+        aliases=["results"],
+        help="re-render stored results without recomputing (results: also from a cluster)",
+    )
     _add_selection(report)
+    _add_project(report)
+    report.add_argument(
+        "--flow-id", help="with --project: the submitted flow to read (default: the newest)"
+    )
     inputs = sub.add_parser(
         "write-inputs",
         help="write every calculation's input folder (VASP) for running by hand",
@@ -312,14 +339,11 @@ def _defect_settings(args: argparse.Namespace, species: str):
         raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
 
 
-def command_run(args: argparse.Namespace) -> int:
-    """carrierflow run."""
-    from jobflow import run_locally
-
-    from carrierflow.analysis.report import markdown_table, write_report
+def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
+    """What to study and the CarrierFlowMaker of a command line; with ``check_runnable`` the
+    calculators must run here (not so when the flow is submitted to a cluster)."""
     from carrierflow.workflows.flows import CarrierFlowMaker
-    from carrierflow.workflows.schemas import CalculationDoc, RefineSettings
-    from carrierflow.workflows.store import open_store, store_location
+    from carrierflow.workflows.schemas import RefineSettings
 
     system, species, reference_spec, host_specs = _selection(args)
     calculator, refine = _calculators(args)
@@ -331,9 +355,10 @@ def command_run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
-    for code in filter(None, [calculator, refine]):
-        code.check_installed()
-        code.check_can_run()
+    if check_runnable:
+        for code in filter(None, [calculator, refine]):
+            code.check_installed()
+            code.check_can_run()
     maker = CarrierFlowMaker(
         calculator=calculator,
         settings=_defect_settings(args, species),
@@ -341,9 +366,21 @@ def command_run(args: argparse.Namespace) -> int:
         refine=refine,
         refine_settings=refine_settings,
     )
+    return system, species, reference_spec, host_specs, maker
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """carrierflow run."""
+    from jobflow import run_locally
+
+    from carrierflow.analysis.report import markdown_table, write_report
+    from carrierflow.workflows.schemas import CalculationDoc
+    from carrierflow.workflows.store import open_store, store_location
+
+    system, species, reference_spec, host_specs, maker = _flow_maker(args)
     output = _output_dir(args, system, maker.label)
     check_writable_directory(output, "the output directory")
-    reference, hosts = _load_phases(species, reference_spec, host_specs, calculator, args)
+    reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
     store = open_store(args.store)
     flow = maker.make(reference, hosts)
     logger.info(
@@ -402,19 +439,45 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def command_submit(args: argparse.Namespace) -> int:
+    """carrierflow submit: the flow of ``run``, to a jobflow-remote project's queue."""
+    from carrierflow.workflows.cluster import load_project, submit
+
+    project = load_project(args.project)
+    system, species, reference_spec, host_specs, maker = _flow_maker(args, check_runnable=False)
+    reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
+    flow = maker.make(reference, hosts)
+    db_ids = submit(flow, project.name, args.worker)
+    print(
+        f"submitted {system} with {maker.label} to project '{project.name}': flow {flow.uuid}, "
+        f"{len(db_ids)} jobs to start with (more are added as the flow runs)"
+    )
+    print(f"follow it with `jf flow list` and `jf job list -fid {flow.uuid}`; read it with")
+    print(f"  carrierflow results --project {project.name} --flow-id {flow.uuid} <same options>")
+    return 0
+
+
 def command_report(args: argparse.Namespace) -> int:
     """carrierflow report: re-render stored results."""
     from carrierflow.analysis.report import markdown_table, partial_table, write_report
     from carrierflow.analysis.results import find_results, partial_results
+    from carrierflow.workflows.cluster import project_store, queue_jobs
     from carrierflow.workflows.flows import results_label
     from carrierflow.workflows.store import open_store, store_location
 
     system, *_ = _selection(args)
     calculator, refine = _calculators(args)
     label = results_label(calculator, refine)
-    store = open_store(args.store)
-    results = find_results(store, system, label)
-    if results is None and (partial := partial_results(store, system, label)):
+    if args.project is not None:
+        store, where = project_store(args.project), f"project '{args.project}'"
+    else:
+        store, where = open_store(args.store), store_location(args.store)
+    results = find_results(store, system, label, args.flow_id)
+    partial = None
+    if results is None:
+        jobs = queue_jobs(args.project, system, label, args.flow_id) if args.project else None
+        partial = partial_results(store, system, label, args.flow_id, jobs)
+    if partial:
         output = _output_dir(args, system, label)
         check_writable_directory(output, "the output directory")
         output.mkdir(parents=True, exist_ok=True)
@@ -425,9 +488,7 @@ def command_report(args: argparse.Namespace) -> int:
         print(f"written: {output / 'results.partial.json'}, {output / 'results.partial.md'}")
         return 0
     if results is None:
-        raise UsageError(
-            f"no stored results for {system} with {label} in {store_location(args.store)}"
-        )
+        raise UsageError(f"no stored results for {system} with {label} in {where}")
     output = _output_dir(args, system, label)
     check_writable_directory(output, "the output directory")
     paths = write_report(results, output)
@@ -487,7 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``carrierflow`` console script."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    commands = {"run": command_run, "report": command_report, "write-inputs": command_write_inputs}
+    commands = {
+        "run": command_run,
+        "submit": command_submit,
+        "report": command_report,
+        "results": command_report,
+        "write-inputs": command_write_inputs,
+    }
     try:
         return commands[args.command](args)
     except (*EXPECTED_ERRORS, UsageError) as exc:

@@ -10,7 +10,7 @@ from pymatgen.core import Structure
 
 from carrierflow.structures.sources import StructureSource
 from carrierflow.workflows.calculators import Calculator
-from carrierflow.workflows.jobs import calculate, defect_calculations, summarize_results
+from carrierflow.workflows.jobs import calculation, defect_calculations, summarize_results
 from carrierflow.workflows.refine import add_screen_verdicts, refine_defects
 from carrierflow.workflows.schemas import DefectSettings, RefineSettings
 
@@ -78,13 +78,7 @@ class CarrierFlowMaker(Maker):
     def _bulk(self, calculator: Calculator, phase: Phase, is_reference: bool, suffix: str = ""):
         """The bulk job of a phase: relaxed, or a single point of a host kept as given."""
         task, name = bulk_task(self.settings, is_reference)
-        return calculate(
-            calculator.makers(task),
-            phase.structure,
-            task,
-            f"{phase.label} {name}{suffix}",
-            calculator,
-        )
+        return calculation(calculator, task, phase.structure, f"{phase.label} {name}{suffix}")
 
     def make(self, reference: Phase, hosts: list[Phase]) -> Flow:
         """The flow for one reference phase and its hosts."""

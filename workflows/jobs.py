@@ -8,12 +8,13 @@ import json
 import logging
 import re
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from jobflow import CURRENT_JOB, Flow, JobConfig, Maker, Response, job
+from jobflow import CURRENT_JOB, Flow, Job, JobConfig, Maker, Response, job
 from monty.json import jsanitize
 from monty.os import cd
 from pydantic import BaseModel, ConfigDict, Field
@@ -206,7 +207,7 @@ def calculate(
 ) -> CalculationDoc | Response:
     """Run one flow role's atomate2 Makers on a structure, or reuse the stored result of the
     same inputs. A failed calculation is stored as a :class:`CalculationFailure` and stops only
-    the jobs that need it."""
+    the jobs that need it; under jobflow-remote it fails the job instead."""
     fp = fingerprint(task, makers, structure)
     stored = _find_stored(fp)
     if stored is not None:
@@ -228,6 +229,8 @@ def calculate(
     try:
         task_docs = _run_steps(makers, structure, label, directory)
     except Exception as exc:
+        if _queue_tracks_failures():
+            raise
         failure = CalculationFailure(
             task=task,
             label=label,
@@ -269,6 +272,21 @@ def calculate(
         elapsed,
     )
     return doc
+
+
+def calculation(calculator: Calculator, task: str, structure: Structure, label: str) -> Job:
+    """The job that runs ``calculator``'s Makers of ``task`` on a structure, named after its
+    label (the name a queue shows: ``Cu3Au_v_Cu_1``)."""
+    job = calculate(calculator.makers(task), structure, task, label, calculator)
+    job.name = slug(label)
+    return job
+
+
+def _queue_tracks_failures() -> bool:
+    """Whether this job runs under jobflow-remote: there a failed calculation fails its job, so
+    that the queue shows it (``jf job list``) and ``jf job rerun`` retries it."""
+    run = sys.modules.get("jobflow_remote.jobs.run")
+    return run is not None and run.CURRENT_JOBDOC.job_doc is not None
 
 
 def _ionic_steps(task_doc) -> int:
@@ -377,23 +395,11 @@ def defect_calculations(
         plan.choice.natoms,
         plan.choice.min_image_distance_A,
     )
-    perfect_job = calculate(
-        calculator.makers("static"),
-        plan.perfect,
-        "static",
-        f"{label} perfect supercell",
-        calculator,
-    )
+    perfect_job = calculation(calculator, "static", plan.perfect, f"{label} perfect supercell")
     jobs = [perfect_job]
     outcomes = []
     for candidate, cell, start in zip(plan.selected, plan.cells, plan.starts, strict=True):
-        relax = calculate(
-            calculator.makers("ion_relax"),
-            start,
-            "ion_relax",
-            f"{label} {candidate.name}",
-            calculator,
-        )
+        relax = calculation(calculator, "ion_relax", start, f"{label} {candidate.name}")
         assess = assess_defect(
             label,
             host,
@@ -511,13 +517,7 @@ def assess_defect(
         radius,
     )
     held = hold_far_atoms(start, cell.site_cart, radius)
-    local = calculate(
-        calculator.makers("ion_relax"),
-        held,
-        "ion_relax",
-        f"{label} {candidate.name} (local)",
-        calculator,
-    )
+    local = calculation(calculator, "ion_relax", held, f"{label} {candidate.name} (local)")
     attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, radius)
     return Response(replace=Flow([local, attach], output=attach.output))
 

@@ -21,7 +21,7 @@ from carrierflow.structures.supercells import choose_supercell, make_supercell
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.jobs import (
     assess_defect,
-    calculate,
+    calculation,
     check_same_calculator,
     collect_host,
     place_defects,
@@ -99,38 +99,20 @@ def refine_defects(
         choice.natoms,
         choice.min_image_distance_A,
     )
-    dft_perfect = calculate(
-        calculator.makers("static"),
-        perfect,
-        "static",
-        f"{label} perfect supercell [DFT]",
-        calculator,
-    )
-    screen_perfect = calculate(
-        screen_calculator.makers("static"),
-        perfect,
-        "static",
-        f"{label} perfect supercell [DFT cell]",
-        screen_calculator,
+    dft_perfect = calculation(calculator, "static", perfect, f"{label} perfect supercell [DFT]")
+    screen_perfect = calculation(
+        screen_calculator, "static", perfect, f"{label} perfect supercell [DFT cell]"
     )
     jobs = [dft_perfect, screen_perfect]
     outcomes = []
     selected = [c for c in candidates if c.name in chosen]
     cells, starts = place_defects(label, host, choice, perfect, selected, settings, "/dft")
     for candidate, cell, start in zip(selected, cells, starts, strict=True):
-        prerelax = calculate(
-            screen_calculator.makers("ion_relax"),
-            start,
-            "ion_relax",
-            f"{label} {candidate.name} [DFT cell]",
-            screen_calculator,
+        prerelax = calculation(
+            screen_calculator, "ion_relax", start, f"{label} {candidate.name} [DFT cell]"
         )
-        relax = calculate(
-            calculator.makers("ion_relax"),
-            prerelax.output.structure,
-            "ion_relax",
-            f"{label} {candidate.name} [DFT]",
-            calculator,
+        relax = calculation(
+            calculator, "ion_relax", prerelax.output.structure, f"{label} {candidate.name} [DFT]"
         )
         assess = assess_defect(
             label,

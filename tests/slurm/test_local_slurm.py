@@ -4,9 +4,7 @@ from Debian's packages, slurm/carrierflow-run.sbatch runs a whole EMT run in one
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -16,28 +14,9 @@ import pytest
 from carrierflow.workflows.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-CLUSTER = ROOT / "slurm" / "local-cluster.sh"
 TEMPLATE = ROOT / "slurm" / "carrierflow-run.sbatch"
 
 pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    """A running one-node SLURM; stopped, daemons and all, after the module's tests."""
-    if not shutil.which("slurmctld") and os.geteuid() != 0 and not shutil.which("sudo"):
-        pytest.skip("SLURM is not installed and cannot be (needs root for apt-get)")
-    state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "CARRIERFLOW_SLURM_DIR": str(state)}
-    started = subprocess.run(
-        ["bash", str(CLUSTER), "start"], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert started.returncode == 0, started.stderr
-    env["SLURM_CONF"] = str(state / "slurm.conf")
-    yield env
-    subprocess.run(["bash", str(CLUSTER), "stop"], env=env, check=True, timeout=60)
-    for daemon in ("slurmctld", "slurmd"):
-        assert not (state / f"{daemon}.pid").exists()
 
 
 def _submit(slurm: dict, workdir: Path, *args: str) -> str:

@@ -30,6 +30,15 @@ def test_one_vacancy_per_symmetry_distinct_site(name, species, distinct):
     assert len({v.name for v in vacancies}) == len(vacancies)
 
 
+def test_a_one_atom_cell_vacancy_sees_its_periodic_neighbours():
+    conventional = SpacegroupAnalyzer(load_fixture("Cu")[0]).get_conventional_standard_structure()
+    fcc = conventional.get_primitive_structure()
+    assert len(fcc) == 1
+    (vacancy,) = find_vacancies(fcc, "Cu")
+    # the nearest neighbour of an fcc site is an image of itself, a / sqrt(2) away
+    assert vacancy.nearest_host_distance_A == pytest.approx(conventional.lattice.a / np.sqrt(2))
+
+
 @pytest.mark.parametrize("name", ["Li5In4", "Li3In2", "Li"])
 def test_interstitials_are_distinct_and_not_on_top_of_atoms(name):
     host = load_fixture(name)[0].get_primitive_structure()

@@ -1,0 +1,215 @@
+"""`carrierflow submit` and `carrierflow results` through jobflow-remote on a real SLURM.
+
+No MongoDB server can exist on these machines: the project's queue and JobStore (MongoStores, as in
+slurm/jfremote-project.yaml) share one in-process mongomock database here, so the runner and
+`results` run in this test's process; production uses MongoDB. The jobs themselves run as SLURM
+jobs (sbatch), as on a cluster, and need no database: jobflow-remote moves their outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mongomock_ng
+import pytest
+import yaml
+
+from carrierflow.workflows.cli import main
+
+jobflow_remote = pytest.importorskip("jobflow_remote")
+from jobflow_remote.jobs.runner import Runner  # noqa: E402
+from jobflow_remote.jobs.state import FlowState, JobState  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "slurm" / "jfremote-project.yaml"
+SECRET = "cf-test-secret-5e1f9a"
+PROJECT = "carrierflow"
+SYSTEM = ["--system", "Cu-Au", "--calculator", "emt"]
+
+pytestmark = pytest.mark.slurm
+
+ACTIVE = {  # jobs the runner still moves on
+    JobState.READY,
+    JobState.CHECKED_OUT,
+    JobState.UPLOADED,
+    JobState.SUBMITTED,
+    JobState.RUNNING,
+    JobState.RUN_FINISHED,
+    JobState.DOWNLOADED,
+}
+
+# test-only switches in the worker's pre_run: while `hold` exists the reference's first
+# interstitial waits (to be cancelled with scancel); while `broken` exists every vacancy job fails
+# in SLURM before Python starts, the way a missing module would
+PRE_RUN = """\
+export PATH={bin}:$PATH
+if [ -e {flags}/hold ] && [ "$SLURM_JOB_NAME" = Cu_Cu_i1 ]; then sleep 600; fi
+case "$SLURM_JOB_NAME" in *_v_*)
+  if [ -e {flags}/broken ]; then echo "carrierflow-test: module vasp not found" >&2; exit 3; fi
+esac
+"""
+
+
+class SharedServer(mongomock_ng.MongoClient):
+    """One in-process database for every store of the project: like a server, it outlives the
+    clients that the stores open and close."""
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def project(slurm, tmp_path, monkeypatch):
+    """The template project, filled in for the local SLURM, in a private projects folder."""
+    server = SharedServer()
+    monkeypatch.setattr("maggma.stores.mongolike.MongoClient", lambda *a, **k: server)
+    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    credentials = {
+        "CARRIERFLOW_MONGODB_HOST": "localhost",
+        "CARRIERFLOW_MONGODB_USER": "carrierflow",
+        "CARRIERFLOW_MONGODB_PASSWORD": SECRET,
+    }
+    config = yaml.safe_load(string.Template(TEMPLATE.read_text()).safe_substitute(credentials))
+    assert config["queue"]["store"]["password"] == SECRET
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    worker = config["workers"]["cluster"]
+    worker["work_dir"] = str(tmp_path / "jobs")
+    worker["resources"] = {"nodes": 1, "ntasks": 1, "cpus_per_task": 1, "time": "00:20:00"}
+    worker["pre_run"] = PRE_RUN.format(bin=Path(sys.executable).parent, flags=flags)
+    config["runner"] = {
+        "delay_checkout": 1,
+        "delay_check_run_status": 1,
+        "delay_advance_status": 1,
+        "delta_retry": [1, 2, 4],
+    }
+    folder = tmp_path / "projects"
+    folder.mkdir()
+    (folder / f"{PROJECT}.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(jobflow_remote.SETTINGS, "projects_folder", str(folder))
+    monkeypatch.setattr(jobflow_remote.SETTINGS, "project", PROJECT)
+    controller = jobflow_remote.ConfigManager().get_project(PROJECT).get_job_controller()
+    controller.reset()  # `jf admin reset`: a new project's queue database starts empty
+    return {"server": server, "flags": flags, "folder": folder, "controller": controller}
+
+
+def _run_until(runner: Runner, controller, done, timeout_s: float = 600) -> list:
+    """Let the runner work until ``done(jobs)`` holds."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        # run_all_jobs ends at its own timeout while jobs still run: look at the states, go on
+        with contextlib.suppress(RuntimeError):
+            runner.run_all_jobs(max_seconds=10)
+        jobs = controller.get_jobs_info()
+        if done(jobs):
+            return jobs
+    raise AssertionError(f"runner timed out: {sorted((j.name, j.state.value) for j in jobs)}")
+
+
+def _results(tmp_path: Path, name: str, *extra: str) -> dict:
+    output = tmp_path / name
+    assert main(["results", *SYSTEM, "--project", PROJECT, "--output", str(output), *extra]) == 0
+    finished = output / "results.json"
+    if not finished.exists():
+        finished = output / "results.partial.json"
+    return json.loads(finished.read_text())
+
+
+def _slurm_job(slurm: dict, job_id: str) -> str:
+    return subprocess.run(
+        ["scontrol", "show", "job", job_id], env=slurm, capture_output=True, text=True
+    ).stdout
+
+
+def test_submit_fail_cancel_rerun_and_read_results(
+    project, slurm, emt_run, tmp_path, capsys, caplog
+):
+    controller, flags = project["controller"], project["flags"]
+    (flags / "hold").touch()
+    (flags / "broken").touch()
+    assert main(["submit", *SYSTEM, "--project", PROJECT]) == 0
+    flow_id = re.search(r"flow (\S+),", capsys.readouterr().out).group(1)
+    runner = Runner(project_name=PROJECT)
+
+    def held_and_failed(jobs):
+        held = {j.state for j in jobs if j.name == "Cu_Cu_i1"}
+        others = {j.state for j in jobs if j.name != "Cu_Cu_i1"}
+        return held == {JobState.RUNNING} and not ACTIVE & others
+
+    jobs = _run_until(runner, controller, held_and_failed)
+    processes = " ".join(p.read_text() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists())
+    assert SECRET not in processes
+    held = next(j for j in jobs if j.name == "Cu_Cu_i1")
+    subprocess.run(["scancel", held.remote.process_id], env=slurm, check=True)
+    jobs = _run_until(runner, controller, lambda js: not ACTIVE & {j.state for j in js})
+
+    partial = _results(tmp_path, "partial", "--flow-id", flow_id)
+    failed = {j["name"]: j for j in partial["jobs"] if j["state"] == "FAILED"}
+    assert "Cu_Cu_i1" in failed
+    assert any("CANCELLED" in line for line in failed["Cu_Cu_i1"]["stderr_tail"])
+    vacancies = [name for name in failed if "_v_" in name]
+    assert vacancies
+    for name in vacancies:
+        assert failed[name]["stderr_tail"][-1] == "carrierflow-test: module vasp not found"
+    for job in failed.values():  # each failure names the real SLURM job that ran it
+        assert re.search(rf"JobName={job['name']}\s", _slurm_job(slurm, job["scheduler_id"]))
+    assert partial["calculations"] > 0
+    completed = {
+        j.db_id: (j.remote.process_id, j.end_time) for j in jobs if j.state == JobState.COMPLETED
+    }
+    assert completed
+
+    # fix the cause, rerun the failed jobs alone: the finished ones are not run again
+    (flags / "hold").unlink()
+    (flags / "broken").unlink()
+    for job in jobs:
+        if job.state == JobState.FAILED:
+            controller.rerun_job(db_id=job.db_id)
+    jobs = _run_until(
+        runner,
+        controller,
+        lambda js: controller.get_flows_info(flow_ids=[flow_id])[0].state == FlowState.COMPLETED,
+    )
+    again = {j.db_id: (j.remote.process_id, j.end_time) for j in jobs if j.db_id in completed}
+    assert again == completed
+
+    results = _results(tmp_path, "final")
+    local = emt_run["results"]
+    assert [h["dominant_carrier"] for h in results["hosts"]] == [
+        h["dominant_carrier"] for h in local["hosts"]
+    ]
+    for host, local_host in zip(results["hosts"], local["hosts"], strict=True):
+        assert host["lowest_eV"] == pytest.approx(local_host["lowest_eV"], abs=1e-6)
+
+    # the password lives in the private project file only
+    logs = capsys.readouterr()
+    assert SECRET not in logs.out + logs.err + caplog.text
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.parent != project["folder"]:
+            assert SECRET.encode() not in path.read_bytes(), path
+    for name in project["server"].list_database_names():
+        for collection in project["server"][name].list_collection_names():
+            for doc in project["server"][name][collection].find():
+                assert SECRET not in json.dumps(doc, default=str), (name, collection)
+
+
+def test_results_of_an_unknown_project_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(jobflow_remote.SETTINGS, "projects_folder", str(tmp_path))
+    assert main(["results", *SYSTEM, "--project", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("carrierflow: error: jobflow-remote project 'nowhere' cannot be loaded")
+    assert len(err.splitlines()) == 1
+
+
+def test_submit_to_an_unknown_worker_is_one_line(project, capsys):
+    args = ["submit", *SYSTEM, "--project", PROJECT, "--worker", "gpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "worker 'gpu' is not in project 'carrierflow' (workers: cluster)" in err
