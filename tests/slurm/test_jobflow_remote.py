@@ -122,6 +122,14 @@ def _results(tmp_path: Path, name: str, *extra: str) -> dict:
     return json.loads(finished.read_text())
 
 
+def _jf(*args: str, confirm: bool = False):
+    """jobflow-remote's own `jf` command, in this process (where the mongomock database is)."""
+    from jobflow_remote.cli.jf import app
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, list(args), input="y\n" if confirm else None)
+
+
 def _slurm_job(slurm: dict, job_id: str) -> str:
     return subprocess.run(
         ["scontrol", "show", "job", job_id], env=slurm, capture_output=True, text=True
@@ -136,6 +144,8 @@ def test_submit_fail_cancel_rerun_and_read_results(
     (flags / "broken").touch()
     assert main(["submit", *SYSTEM, "--project", PROJECT]) == 0
     flow_id = re.search(r"flow (\S+),", capsys.readouterr().out).group(1)
+    listed = _jf("job", "list")  # `jf` shows the submitted jobs by what they compute
+    assert listed.exit_code == 0 and "Cu3Au_bulk" in listed.output
     runner = Runner(project_name=PROJECT)
 
     def held_and_failed(jobs):
@@ -169,9 +179,8 @@ def test_submit_fail_cancel_rerun_and_read_results(
     # fix the cause, rerun the failed jobs alone: the finished ones are not run again
     (flags / "hold").unlink()
     (flags / "broken").unlink()
-    for job in jobs:
-        if job.state == JobState.FAILED:
-            controller.rerun_job(db_id=job.db_id)
+    rerun = _jf("job", "rerun", "-s", "FAILED", confirm=True)
+    assert rerun.exit_code == 0, rerun.output
     jobs = _run_until(
         runner,
         controller,
@@ -179,6 +188,7 @@ def test_submit_fail_cancel_rerun_and_read_results(
     )
     again = {j.db_id: (j.remote.process_id, j.end_time) for j in jobs if j.db_id in completed}
     assert again == completed
+    assert all(j.remote.process_id for j in jobs)  # every job went through sbatch
 
     results = _results(tmp_path, "final")
     local = emt_run["results"]

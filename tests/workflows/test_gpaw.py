@@ -3,6 +3,7 @@ supercell, at a low cut-off and a coarse mesh (seconds per SCF)."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -197,3 +198,35 @@ def test_screened_defects_move_to_the_dft_relaxed_host(defect_outcome):
     renamed = screened[0].model_copy(update={"name": "v_Li_9z"})
     with pytest.raises(ValueError, match="v_Li_9z: no such vacancy"):
         transfer_candidates([renamed], strained, "Li")
+
+
+@pytest.mark.slow
+@pytest.mark.gpaw
+@needs_gpaw
+def test_a_real_li_in_vacancy_refined_with_dft(tmp_path):
+    """The Li5In4 vacancy screened by 7net-l3i5 and refined with GPAW, on bcc Li's DFT μ: small
+    cells and reduced settings (about half an hour on 2 cores), the real model structures."""
+    output = tmp_path / "out"
+    args = [
+        "run",
+        *("--species", "Li", "--hosts", "Li5In4", "--reference", "Li"),
+        *("--defects", "vacancy", "--min-image-distance", "8", "--max-atoms", "72"),
+        *("--refine", "gpaw", "--dft-preset", "fast", "--encut", "300", "--kspacing", "0.06"),
+        *("--dft-min-image-distance", "4.5", "--dft-max-atoms", "18", "--cores", "2"),
+        *("--store", str(tmp_path / "store"), "--workdir", str(tmp_path / "calculations")),
+        *("--output", str(output)),
+    ]
+    assert main(args) == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["calculator"]["name"] == "gpaw"
+    assert results["refined_from"]["calculator"]["model"] == "7net-l3i5"
+    (host,) = results["hosts"]
+    assert host["formula"] == "Li5In4" and host["supercell"]["natoms"] <= 18
+    for phase in (results["reference"], host):
+        (vacancy,) = phase["defects"]
+        assert 0 < vacancy["formation_energy_eV"] < 3
+        assert vacancy["provenance"]["runs"][0]["code_version"].startswith("GPAW")
+        screen = vacancy["screen"]
+        assert screen["error_eV"] == pytest.approx(
+            screen["formation_energy_eV"] - vacancy["formation_energy_eV"]
+        )
