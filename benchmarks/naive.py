@@ -1,0 +1,89 @@
+"""The naive baseline of the speed benchmark: the by-hand study as a plain script.
+
+Relaxes the same structures as ``carrierflow run`` (bulk phases, perfect supercells, the same
+rattled defect starts from carrierflow.structures) one by one with ASE BFGS at the same fmax,
+loading the model again for every structure; no workflow, no store. Prints a JSON document of
+every formation energy.
+
+    python benchmarks/naive.py --system Li-In --calculator sevennet --output naive.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ase.constraints import FixSymmetry
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from carrierflow.structures.presets import SYSTEMS
+from carrierflow.structures.sources import load_structure
+from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.jobs import plan_defects
+from carrierflow.workflows.schemas import DefectSettings
+
+
+def fresh_calculator(calculator: Calculator):
+    """The ASE calculator, its model loaded from scratch (the naive script's habit)."""
+    return calculator.makers("static")[0]._get_calculator()
+
+
+def relax(structure, calculator: Calculator, relax_cell: bool) -> tuple[float, object, int]:
+    """Energy, structure and steps of one BFGS relaxation (cell and ions, or ions only)."""
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = fresh_calculator(calculator)
+    if relax_cell:
+        atoms.set_constraint(FixSymmetry(atoms, symprec=1e-2))
+    target = FrechetCellFilter(atoms) if relax_cell else atoms
+    optimizer = BFGS(target, logfile=None)
+    optimizer.run(fmax=calculator.fmax, steps=calculator.max_steps)
+    atoms.set_constraint()
+    return atoms.get_potential_energy(), AseAtomsAdaptor.get_structure(atoms), optimizer.nsteps
+
+
+def single_point(structure, calculator: Calculator) -> float:
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = fresh_calculator(calculator)
+    return atoms.get_potential_energy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="Li-In")
+    parser.add_argument("--calculator", default="sevennet")
+    parser.add_argument("--model")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    preset = SYSTEMS[args.system]
+    calculator = Calculator(args.calculator, model=args.model)
+    settings = DefectSettings(species=preset.species)
+    started = time.perf_counter()
+    phases, mu = [], None
+    for spec in [preset.reference, *preset.hosts]:
+        structure = load_structure(spec)[0].get_primitive_structure()
+        label = structure.composition.reduced_formula
+        energy, bulk, _ = relax(structure, calculator, relax_cell=True)
+        if mu is None:
+            mu = energy / len(bulk)
+        plan = plan_defects(label, bulk, settings)
+        perfect = single_point(plan.perfect, calculator)
+        defects = {}
+        for candidate, start in zip(plan.selected, plan.starts, strict=True):
+            e_defect, _, steps = relax(start, calculator, relax_cell=False)
+            added = len(start) - len(plan.perfect)
+            defects[candidate.name] = {
+                "formation_energy_eV": e_defect - perfect - added * mu,
+                "steps": steps,
+            }
+            print(f"{label} {candidate.name}: {defects[candidate.name]}", flush=True)
+        phases.append({"label": label, "defects": defects})
+    document = {"wall_s": time.perf_counter() - started, "mu_eV": mu, "phases": phases}
+    args.output.write_text(json.dumps(document, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

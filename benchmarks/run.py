@@ -1,0 +1,347 @@
+"""carrierflow's speed targets, measured as ratios in one run on this machine.
+
+    .venv/bin/python benchmarks/run.py                       # the Li-In answer, default calculator
+    .venv/bin/python benchmarks/run.py --system Cu-Au --calculator emt   # the harness in a minute
+
+Measures, in one run: the time from command start to results.json of ``carrierflow run`` (model
+loading included), the naive baseline (benchmarks/naive.py: the same structures relaxed one by one
+with ASE BFGS, the model loaded per structure) and the agreement of their formation energies, the
+workflow overhead (wall time not spent in calculations, start-up and model loading), the VASP job
+count after an interstitial pre-screen against every candidate, and the cost of one force call
+against supercell size. Prints a table, writes JSON, and ends with the line
+
+    time_to_answer_s=<x> speedup_vs_naive=<y> overhead_fraction=<z>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TARGETS = {"time_to_answer_s": 180.0, "speedup_vs_naive": 4.0, "overhead_fraction": 0.10}
+SAME_ENERGY_EV = 0.01
+VASP_BULK_JOBS = 3  # VaspMakers.bulk_relax: two cell relaxations and a static
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    model = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        model = names[0] if names else model
+    import torch
+
+    return {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def calculator_args(args: argparse.Namespace) -> list[str]:
+    return ["--calculator", args.calculator, *(["--model", args.model] if args.model else [])]
+
+
+def timed(command: list[str]) -> float:
+    """Run a command, its progress shown, and return its wall time."""
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - started
+
+
+def time_to_answer(args: argparse.Namespace, work: Path) -> dict:
+    """``carrierflow run`` from command start to results.json, in a fresh store."""
+    command = [
+        sys.executable,
+        "-m",
+        "carrierflow.workflows.cli",
+        "run",
+        "--system",
+        args.system,
+        *calculator_args(args),
+        "--store",
+        str(work / "store"),
+        "--output",
+        str(work / "out"),
+    ]
+    wall = timed(command)
+    results = json.loads((work / "out" / "results.json").read_text())
+    compute_s, steps = calculation_seconds(work / "store")
+    return {"wall_s": wall, "compute_s": compute_s, "force_calls": steps, "results": results}
+
+
+def calculation_seconds(store_dir: Path) -> tuple[float, int]:
+    """Seconds spent inside calculations, and their ionic steps, from the run's store."""
+    from carrierflow.workflows.store import open_store
+
+    store = open_store(store_dir)
+    docs = list(store.query({"output.fingerprint": {"$exists": True}}, properties=["output"]))
+    outputs = [d["output"] for d in docs if not d["output"].get("reused")]
+    return sum(o["elapsed_s"] for o in outputs), sum(o["steps"] for o in outputs)
+
+
+def start_up(args: argparse.Namespace) -> float:
+    """Python start, imports, model loading and a first force call: what a run pays once."""
+    code = (
+        "import sys; from carrierflow.workflows.cli import main; "
+        "from carrierflow.workflows.calculators import Calculator; "
+        "from carrierflow.structures.presets import SYSTEMS; "
+        "from carrierflow.structures.sources import load_structure; "
+        "from pymatgen.io.ase import AseAtomsAdaptor; "
+        f"c = Calculator({args.calculator!r}, model={args.model!r}); "
+        f"s = load_structure(SYSTEMS[{args.system!r}].reference)[0]; "
+        "a = AseAtomsAdaptor.get_atoms(s); a.calc = c.makers('static')[0]._get_calculator(); "
+        "a.get_forces()"
+    )
+    return timed([sys.executable, "-c", code])
+
+
+def naive_baseline(args: argparse.Namespace, work: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    output = work / "naive.json"
+    command = [
+        sys.executable,
+        str(HERE / "naive.py"),
+        "--system",
+        args.system,
+        *calculator_args(args),
+        "--output",
+        str(output),
+    ]
+    wall = timed(command)
+    return {"wall_s": wall, **json.loads(output.read_text())}
+
+
+def formation_energy_gap(results: dict, naive: dict) -> float:
+    """The largest |E_f(run) - E_f(naive)| over every defect both computed."""
+    run = {
+        (phase["formula"], d["name"]): d["formation_energy_eV"]
+        for phase in [results["reference"], *results["hosts"]]
+        for d in phase["defects"]
+    }
+    gaps = [
+        abs(run[(phase["label"], name)] - d["formation_energy_eV"])
+        for phase in naive["phases"]
+        for name, d in phase["defects"].items()
+        if (phase["label"], name) in run
+    ]
+    return max(gaps) if gaps else float("nan")
+
+
+def vasp_job_counts(results: dict, k: int) -> dict:
+    """VASP jobs of every candidate against all vacancies and the k lowest interstitials per
+    phase (ranked by the cheap calculator), bulk and perfect supercell jobs included."""
+    every, screened = 0, 0
+    for phase in [results["reference"], *results["hosts"]]:
+        kinds = [d["kind"] for d in phase["defects"]]
+        vacancies, interstitials = kinds.count("vacancy"), kinds.count("interstitial")
+        every += VASP_BULK_JOBS + 1 + vacancies + interstitials
+        screened += VASP_BULK_JOBS + 1 + vacancies + min(k, interstitials)
+    return {"every_candidate": every, "prescreened": screened, "k": k}
+
+
+def prescreen_risk(results: dict, other: dict, k: int) -> dict:
+    """How often one cheap calculator's lowest interstitial is outside the other's k lowest."""
+
+    def ranked(phase: dict) -> list[str]:
+        inter = [d for d in phase["defects"] if d["kind"] == "interstitial"]
+        return [d["name"] for d in sorted(inter, key=lambda d: d["ranking_energy_eV"])]
+
+    misses, phases = 0, 0
+    for a, b in zip(
+        [results["reference"], *results["hosts"]],
+        [other["reference"], *other["hosts"]],
+        strict=True,
+    ):
+        first, second = ranked(a), ranked(b)
+        if not first or not second:
+            continue
+        phases += 1
+        misses += first[0] not in second[:k]
+        misses += second[0] not in first[:k]
+    return {"misses": misses, "comparisons": 2 * phases}
+
+
+def force_call_scaling(args: argparse.Namespace, sizes: list[int], calls: int = 3) -> dict:
+    """Seconds per force call on supercells of the first host near each size, and the
+    exponent of cost against atoms (a log-log fit)."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from carrierflow.structures.presets import SYSTEMS
+    from carrierflow.structures.sources import load_structure
+    from carrierflow.workflows.calculators import Calculator
+
+    host = load_structure(SYSTEMS[args.system].hosts[0])[0].get_primitive_structure()
+    calc = Calculator(args.calculator, model=args.model).makers("static")[0]._get_calculator()
+    rng = np.random.default_rng(0)
+    natoms, seconds = [], []
+    for size in sizes:
+        repeat = max(1, round((size / len(host)) ** (1 / 3)))
+        scaling = [repeat, repeat, max(1, round(size / (len(host) * repeat * repeat)))]
+        atoms = AseAtomsAdaptor.get_atoms(host * scaling)
+        atoms.calc = calc
+        atoms.get_forces()  # warm-up: graph construction caches, first-call allocations
+        started = time.perf_counter()
+        for _ in range(calls):
+            atoms.positions += rng.normal(0, 0.01, atoms.positions.shape)
+            atoms.get_forces()
+        natoms.append(len(atoms))
+        seconds.append((time.perf_counter() - started) / calls)
+    exponent = float(np.polyfit(np.log(natoms), np.log(seconds), 1)[0])
+    return {"natoms": natoms, "seconds_per_call": seconds, "exponent": exponent}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="Li-In")
+    parser.add_argument("--calculator", default="sevennet")
+    parser.add_argument("--model")
+    parser.add_argument("--k", type=int, default=2, help="interstitials kept by the pre-screen")
+    parser.add_argument(
+        "--compare-with",
+        metavar="CALCULATOR[:MODEL]",
+        help="a second cheap calculator for the pre-screen risk (another run)",
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--output", type=Path, default=HERE / "latest.json")
+    args = parser.parse_args()
+
+    report: dict = {
+        "machine": machine(),
+        "system": args.system,
+        "calculator": calculator_args(args)[1::2],
+    }
+    with tempfile.TemporaryDirectory(prefix="carrierflow-bench-") as tmp:
+        work = Path(tmp)
+        print("== carrierflow run", flush=True)
+        answer = time_to_answer(args, work / "run")
+        startup_s = start_up(args)
+        overhead_s = answer["wall_s"] - startup_s - answer["compute_s"]
+        report |= {
+            "time_to_answer_s": answer["wall_s"],
+            "compute_s": answer["compute_s"],
+            "force_calls": answer["force_calls"],
+            "startup_s": startup_s,
+            "overhead_fraction": overhead_s / answer["compute_s"],
+            "verdicts": {h["formula"]: h["dominant_carrier"] for h in answer["results"]["hosts"]},
+            "vasp_jobs": vasp_job_counts(answer["results"], args.k),
+        }
+        if not args.skip_naive:
+            print("== naive baseline", flush=True)
+            naive = naive_baseline(args, work / "naive")
+            gap = formation_energy_gap(answer["results"], naive)
+            report |= {
+                "naive_s": naive["wall_s"],
+                "max_formation_energy_gap_eV": gap,
+                "speedup_vs_naive": naive["wall_s"] / answer["wall_s"]
+                if gap <= SAME_ENERGY_EV
+                else None,
+            }
+        if args.compare_with:
+            name, _, model = args.compare_with.partition(":")
+            print(f"== pre-screen risk against {args.compare_with}", flush=True)
+            other = argparse.Namespace(system=args.system, calculator=name, model=model or None)
+            second = time_to_answer(other, work / "other")
+            report["prescreen_risk"] = prescreen_risk(answer["results"], second["results"], args.k)
+        print("== force-call cost against supercell size", flush=True)
+        report["scaling"] = force_call_scaling(args, args.sizes)
+
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    speedup = report.get("speedup_vs_naive")
+    print(
+        f"time_to_answer_s={report['time_to_answer_s']:.1f} "
+        f"speedup_vs_naive={'nan' if speedup is None else f'{speedup:.2f}'} "
+        f"overhead_fraction={report['overhead_fraction']:.3f}"
+    )
+
+
+def table(report: dict) -> str:
+    """The figures against the targets, readable."""
+    m = report["machine"]
+    jobs = report["vasp_jobs"]
+    scaling = report["scaling"]
+    rows = [
+        ("machine", f"{m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}", ""),
+        ("system / calculator", f"{report['system']} / {' '.join(report['calculator'])}", ""),
+        (
+            "time to answer (s)",
+            f"{report['time_to_answer_s']:.1f}",
+            f"<= {TARGETS['time_to_answer_s']:.0f}",
+        ),
+        ("  in calculations (s)", f"{report['compute_s']:.1f} ({report['force_calls']} steps)", ""),
+        ("  start-up, model load (s)", f"{report['startup_s']:.1f}", ""),
+        (
+            "workflow overhead / compute",
+            f"{report['overhead_fraction']:.3f}",
+            f"<= {TARGETS['overhead_fraction']}",
+        ),
+    ]
+    if "naive_s" in report:
+        speedup = report["speedup_vs_naive"]
+        rows += [
+            ("naive baseline (s)", f"{report['naive_s']:.1f}", ""),
+            (
+                "max |E_f run - naive| (eV)",
+                f"{report['max_formation_energy_gap_eV']:.4f}",
+                f"<= {SAME_ENERGY_EV}",
+            ),
+            (
+                "speed-up vs naive",
+                "does not count (E_f differ)" if speedup is None else f"{speedup:.2f}",
+                f">= {TARGETS['speedup_vs_naive']}",
+            ),
+        ]
+    rows.append(
+        (
+            "VASP jobs: prescreened / every candidate",
+            f"{jobs['prescreened']} / {jobs['every_candidate']} (k = {jobs['k']})",
+            "",
+        )
+    )
+    if "prescreen_risk" in report:
+        risk = report["prescreen_risk"]
+        rows.append(
+            (
+                "pre-screen misses (lowest outside other's k)",
+                f"{risk['misses']} of {risk['comparisons']}",
+                "",
+            )
+        )
+    rows += [
+        (
+            "force call (s) at atoms",
+            ", ".join(
+                f"{t:.3f}@{n}"
+                for n, t in zip(scaling["natoms"], scaling["seconds_per_call"], strict=True)
+            ),
+            "",
+        ),
+        ("cost exponent vs atoms", f"{scaling['exponent']:.2f}", "~1"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'figure':<{width}} | value | target", f"{'-' * width}-|-------|-------"]
+    lines += [f"{name:<{width}} | {value} | {target}" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
