@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import string
 import subprocess
@@ -97,7 +98,32 @@ def project(slurm, tmp_path, monkeypatch):
     monkeypatch.setattr(jobflow_remote.SETTINGS, "project", PROJECT)
     controller = jobflow_remote.ConfigManager().get_project(PROJECT).get_job_controller()
     controller.reset()  # `jf admin reset`: a new project's queue database starts empty
-    return {"server": server, "flags": flags, "folder": folder, "controller": controller}
+    with _logging_kept():
+        yield {"server": server, "flags": flags, "folder": folder, "controller": controller}
+
+
+@contextlib.contextmanager
+def _logging_kept():
+    """jobflow-remote's runner configures logging for its process (dictConfig, which disables
+    every existing logger); give the other tests of this process theirs back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = {
+        name: (logger.disabled, logger.level, list(logger.handlers), logger.propagate)
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    try:
+        yield
+    finally:
+        root.handlers[:], root.level = handlers, level
+        for name, (disabled, lvl, hdlrs, propagate) in loggers.items():
+            logger = logging.getLogger(name)
+            logger.disabled, logger.level, logger.propagate = disabled, lvl, propagate
+            logger.handlers[:] = hdlrs
+        for name, logger in logging.root.manager.loggerDict.items():
+            if isinstance(logger, logging.Logger) and name not in loggers:
+                logger.disabled = False
 
 
 def _run_until(runner: Runner, controller, done, timeout_s: float = 600) -> list:
