@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch
 from ase.optimize.precon import PreconLBFGS
+from naive import fresh_calculator  # benchmarks/ is on the path of these scripts
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from carrierflow.structures.sources import load_structure
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     calculator = Calculator(args.calculator, model=args.model)
-    ase_calculator = calculator.makers("static")[0]._get_calculator()
+    ase_calculator = fresh_calculator(calculator)
     host = load_structure(args.host)[0].get_primitive_structure()
     plan = plan_defects(args.host, host, DefectSettings(species=args.species))
     rows = []

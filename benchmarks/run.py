@@ -182,6 +182,7 @@ def prescreen_risk(results: dict, other: dict, k: int) -> dict:
 def force_call_scaling(args: argparse.Namespace, sizes: list[int], calls: int = 3) -> dict:
     """Seconds per force call on supercells of the first host near each size, and the
     exponent of cost against atoms (a log-log fit)."""
+    from naive import fresh_calculator  # benchmarks/ is on the path of these scripts
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from carrierflow.structures.presets import SYSTEMS
@@ -189,7 +190,7 @@ def force_call_scaling(args: argparse.Namespace, sizes: list[int], calls: int = 
     from carrierflow.workflows.calculators import Calculator
 
     host = load_structure(SYSTEMS[args.system].hosts[0])[0].get_primitive_structure()
-    calc = Calculator(args.calculator, model=args.model).makers("static")[0]._get_calculator()
+    calc = fresh_calculator(Calculator(args.calculator, model=args.model))
     rng = np.random.default_rng(0)
     natoms, seconds = [], []
     for size in sizes:

@@ -447,7 +447,7 @@ def command_submit(args: argparse.Namespace) -> int:
     system, species, reference_spec, host_specs, maker = _flow_maker(args, check_runnable=False)
     reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
     flow = maker.make(reference, hosts)
-    db_ids = submit(flow, project.name, args.worker)
+    db_ids = submit(flow, project, args.worker)
     print(
         f"submitted {system} with {maker.label} to project '{project.name}': flow {flow.uuid}, "
         f"{len(db_ids)} jobs to start with (more are added as the flow runs)"
@@ -461,21 +461,22 @@ def command_report(args: argparse.Namespace) -> int:
     """carrierflow report: re-render stored results."""
     from carrierflow.analysis.report import markdown_table, partial_table, write_report
     from carrierflow.analysis.results import find_results, partial_results
-    from carrierflow.workflows.cluster import project_store, queue_jobs
+    from carrierflow.workflows.cluster import load_project, project_store, queue_jobs
     from carrierflow.workflows.flows import results_label
     from carrierflow.workflows.store import open_store, store_location
 
     system, *_ = _selection(args)
     calculator, refine = _calculators(args)
     label = results_label(calculator, refine)
-    if args.project is not None:
-        store, where = project_store(args.project), f"project '{args.project}'"
+    project = load_project(args.project) if args.project is not None else None
+    if project is not None:
+        store, where = project_store(project), f"project '{project.name}'"
     else:
         store, where = open_store(args.store), store_location(args.store)
     results = find_results(store, system, label, args.flow_id)
     partial = None
     if results is None:
-        jobs = queue_jobs(args.project, system, label, args.flow_id) if args.project else None
+        jobs = queue_jobs(project, system, label, args.flow_id) if project else None
         partial = partial_results(store, system, label, args.flow_id, jobs)
     if partial:
         output = _output_dir(args, system, label)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from jobflow import Flow, JobStore
+    from jobflow_remote.config.base import Project
 
 INSTALL_HINT = "pip install 'carrierflow[cluster]'"
 STDERR_TAIL_LINES = 5
@@ -16,7 +17,7 @@ class ClusterError(ValueError):
     """A jobflow-remote project that cannot be used."""
 
 
-def load_project(name: str | None):
+def load_project(name: str | None) -> Project:
     """A jobflow-remote project by name (None: jobflow-remote's default project)."""
     try:
         from jobflow_remote.config import ConfigManager
@@ -30,7 +31,7 @@ def load_project(name: str | None):
         raise ClusterError(f"{what} cannot be loaded: {reason}") from exc
 
 
-def submit(flow: Flow, project: str | None, worker: str | None) -> list[str]:
+def submit(flow: Flow, project: Project, worker: str | None) -> list[str]:
     """Add a flow to a project's queue; the project's runner submits its jobs to the worker.
 
     Returns
@@ -40,35 +41,34 @@ def submit(flow: Flow, project: str | None, worker: str | None) -> list[str]:
     """
     from jobflow_remote import submit_flow
 
-    chosen = load_project(project)
-    if worker is not None and worker not in chosen.workers:
+    if worker is not None and worker not in project.workers:
         raise ClusterError(
-            f"worker '{worker}' is not in project '{chosen.name}' "
-            f"(workers: {', '.join(chosen.workers) or 'none'})"
+            f"worker '{worker}' is not in project '{project.name}' "
+            f"(workers: {', '.join(project.workers) or 'none'})"
         )
-    return submit_flow(flow, worker=worker, project=chosen.name)
+    return submit_flow(flow, worker=worker, project=project.name)
 
 
-def project_store(project: str | None) -> JobStore:
+def project_store(project: Project) -> JobStore:
     """The JobStore where a project's jobs put their outputs, connected."""
-    store = load_project(project).get_jobstore()
+    store = project.get_jobstore()
     try:
         store.connect()
     except Exception as exc:
-        raise ClusterError(f"cannot connect to the JobStore of project '{project}': {exc}") from exc
+        raise ClusterError(
+            f"cannot connect to the JobStore of project '{project.name}': {exc}"
+        ) from exc
     return store
 
 
-def queue_jobs(
-    project: str | None, system: str, label: str, flow_id: str | None = None
-) -> list[dict]:
+def queue_jobs(project: Project, system: str, label: str, flow_id: str | None = None) -> list[dict]:
     """Every queued job of a run (or of one submitted flow): name, state, scheduler id, and for
     failed jobs the error and the tail of the job's stderr."""
     query = {
         "job.metadata.carrierflow_run.system": system,
         "job.metadata.carrierflow_run.label": label,
     }
-    controller = load_project(project).get_job_controller()
+    controller = project.get_job_controller()
     jobs = []
     infos = controller.get_jobs_info(custom_query=query, flow_ids=flow_id, sort=[("created_on", 1)])
     for info in infos:
