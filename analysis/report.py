@@ -149,7 +149,63 @@ def markdown_table(results: dict) -> str:
             f"- {formula}: {v['dominant_carrier']} (margin {_fmt(v['margin_eV'])} eV)"
             for formula, v in refined["verdicts"].items()
         ]
+    lines += _transport_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def _sci(value) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def _transport_lines(results: dict) -> list[str]:
+    """Migration barriers, activation energies and diffusion coefficients (--migration)."""
+    migration = results.get("migration")
+    if not migration:
+        return []
+    lines = [
+        "",
+        f"## Transport at T = {results['temperature_K']:g} K",
+        "",
+        f"Climbing-image NEB ({migration['images']} images, forces to "
+        f"{migration['fmax_eV_A']:g} eV/Å) of the nearest-neighbour hops of each phase's lowest "
+        "vacancy and interstitial, endpoints relaxed in the defect supercell. E_a = E_f + E_m; "
+        "D = (1/6) Σ z a² ν exp(−E_a/k_BT) over the hops that count (converged, a saddle "
+        "between endpoints that stayed put), "
+        f"ν = {migration['attempt_frequency_Hz']:.2g} Hz.",
+        "",
+        "| phase | carrier | from | E_f (eV) | E_m (eV) | E_a (eV) | limiting hop "
+        "| D (cm²/s) | dominant in transport |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    hop_lines = [
+        "",
+        "| phase | hop | z | length (Å) | E_m (eV) | reverse (eV) | converged | counts | flags |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for phase in _phases(results):
+        transport = phase.get("transport")
+        if not transport:
+            continue
+        for carrier in transport["carriers"]:
+            lines.append(
+                f"| {phase['formula']} | {carrier['kind']} | {carrier['defect'] or '-'} "
+                f"| {_fmt(carrier['formation_energy_eV'])} "
+                f"| {_fmt(carrier['migration_barrier_eV'])} "
+                f"| {_fmt(carrier['activation_energy_eV'])} | {carrier['limiting_hop'] or '-'} "
+                f"| {_sci(carrier['diffusion_cm2_s'])} "
+                f"| **{transport['dominant_transport_carrier']}** |"
+            )
+            notes += [f"- {phase['formula']} {carrier['kind']}: {f}" for f in carrier["flags"]]
+            for hop in carrier["hops"]:
+                hop_lines.append(
+                    f"| {phase['formula']} | {hop['name']} | {hop['multiplicity']} "
+                    f"| {hop['length_A']:.2f} | {_fmt(hop['barrier_eV'])} "
+                    f"| {_fmt(hop['reverse_barrier_eV'])} | {'yes' if hop['converged'] else 'NO'} "
+                    f"| {'yes' if hop['counts'] else 'no'} "
+                    f"| {'; '.join(hop['flags'])} |"
+                )
+    return lines + hop_lines + (["", "Transport notes:", *notes] if notes else [])
 
 
 def partial_table(partial: dict) -> str:
@@ -268,8 +324,48 @@ def plot_formation_energies(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_barriers(results: dict, path: Path) -> bool:
+    """The energy profile of every hop, one panel per phase; False when there are none."""
+    phases = [p for p in _phases(results) if p.get("transport")]
+    if not phases:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(phases), figsize=(3.6 * len(phases) + 1, 3.8), sharey=True, squeeze=False
+    )
+    styles = {"vacancy": "-", "interstitial": "--"}
+    for ax, phase in zip(axes[0], phases, strict=True):
+        for carrier in phase["transport"]["carriers"]:
+            for hop in carrier["hops"]:
+                if not hop["energies_eV"]:
+                    continue
+                ax.plot(
+                    hop["path_A"],
+                    hop["energies_eV"],
+                    styles[carrier["kind"]],
+                    marker="o" if hop["converged"] else "x",
+                    markersize=4,
+                    label=hop["name"] + ("" if hop["converged"] else " (not converged)"),
+                )
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_xlabel("path (Å)")
+        ax.set_title(phase["formula"], fontsize=10)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("energy above the start (eV)")
+    fig.suptitle("migration barriers (— vacancy hops, -- interstitial hops)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return True
+
+
 def write_report(results: dict, output: Path) -> dict[str, Path]:
-    """Write results.json, results.md, results.csv and formation_energies.png."""
+    """Write results.json, results.md, results.csv, formation_energies.png and, with
+    migration barriers, barriers.png."""
     output.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": output / "results.json",
@@ -281,4 +377,6 @@ def write_report(results: dict, output: Path) -> dict[str, Path]:
     paths["markdown"].write_text(markdown_table(results))
     paths["csv"].write_text(csv_table(results))
     plot_formation_energies(results, paths["plot"])
+    if plot_barriers(results, output / "barriers.png"):
+        paths["barriers"] = output / "barriers.png"
     return paths

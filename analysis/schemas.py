@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from pymatgen.core import Structure
 
 from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice
@@ -56,6 +57,7 @@ class DefectOutcome(BaseModel):
     screen: ScreenComparison | None = Field(
         None, description="the stand-in's numbers for a defect refined with DFT"
     )
+    structure: Structure | None = Field(None, description="the relaxed defect supercell")
 
     @property
     def ranking_energy_eV(self) -> float:
@@ -78,3 +80,51 @@ class HostOutcome(BaseModel):
     provenance: dict = Field(
         default_factory=dict, description="task ids and code runs of the bulk and perfect cell"
     )
+
+
+class HopOutcome(BaseModel):
+    """One hop of a carrier, from its relaxed endpoints and climbing-image NEB."""
+
+    name: str
+    kind: Literal["vacancy", "interstitial"]
+    start: str
+    end: str
+    length_A: float
+    multiplicity: int
+    symmetric: bool
+    energies_eV: list[float] = Field(default_factory=list, description="relative to the start")
+    path_A: list[float] = Field(default_factory=list)
+    barrier_eV: float | None = Field(None, description="highest image above the start (E_m)")
+    reverse_barrier_eV: float | None = None
+    converged: bool = False
+    counts: bool = Field(
+        False, description="converged, with a saddle between endpoints that stayed put"
+    )
+    activation_energy_eV: float | None = Field(None, description="E_f + E_m")
+    flags: list[str] = Field(default_factory=list)
+    provenance: dict = Field(default_factory=dict)
+
+
+class CarrierTransport(BaseModel):
+    """A carrier's hops, its activation energy and diffusion coefficient."""
+
+    kind: Literal["vacancy", "interstitial"]
+    defect: str | None = Field(None, description="the defect whose hops were computed")
+    formation_energy_eV: float | None = None
+    hops: list[HopOutcome] = Field(default_factory=list)
+    activation_energy_eV: float | None = Field(None, description="lowest E_f + E_m")
+    migration_barrier_eV: float | None = Field(None, description="E_m of the limiting hop")
+    limiting_hop: str | None = None
+    diffusion_cm2_s: float | None = None
+    flags: list[str] = Field(default_factory=list)
+
+
+class PhaseTransport(BaseModel):
+    """Transport by each carrier in one phase, and which carrier dominates it."""
+
+    label: str
+    temperature_K: float
+    attempt_frequency_Hz: float
+    carriers: list[CarrierTransport]
+    dominant_transport_carrier: str
+    reason: str

@@ -83,18 +83,37 @@ def time_to_answer(args: argparse.Namespace, work: Path) -> dict:
     ]
     wall = timed(command)
     results = json.loads((work / "out" / "results.json").read_text())
-    compute_s, steps = calculation_seconds(work / "store")
-    return {"wall_s": wall, "compute_s": compute_s, "force_calls": steps, "results": results}
+    seconds = calculation_seconds(work / "store")
+    repeated = repeated_states(results)
+    return {
+        "wall_s": wall,
+        "compute_s": sum(s for s, _ in seconds.values()),
+        "force_calls": sum(n for _, n in seconds.values()),
+        "repeated_state_s": sum(seconds.get(label, (0.0, 0))[0] for label in repeated),
+        "repeated_states": repeated,
+        "results": results,
+    }
 
 
-def calculation_seconds(store_dir: Path) -> tuple[float, int]:
-    """Seconds spent inside calculations, and their ionic steps, from the run's store."""
+def calculation_seconds(store_dir: Path) -> dict[str, tuple[float, int]]:
+    """Seconds spent inside each calculation, and its ionic steps, from the run's store."""
     from carrierflow.workflows.store import open_store
 
     store = open_store(store_dir)
     docs = list(store.query({"output.fingerprint": {"$exists": True}}, properties=["output"]))
     outputs = [d["output"] for d in docs if not d["output"].get("reused")]
-    return sum(o["elapsed_s"] for o in outputs), sum(o["steps"] for o in outputs)
+    return {o["label"]: (o["elapsed_s"], o["steps"]) for o in outputs}
+
+
+def repeated_states(results: dict) -> list[str]:
+    """Labels of the defect relaxations that ended in a state an earlier candidate had reached:
+    the time a lever that drops duplicate candidates early could save at most."""
+    return [
+        f"{phase['label']} {defect['name']}"
+        for phase in [results["reference"], *results["hosts"]]
+        for defect in phase["defects"]
+        if any("same relaxed energy as" in flag for flag in defect["flags"])
+    ]
 
 
 def start_up(args: argparse.Namespace) -> float:
@@ -240,6 +259,8 @@ def main() -> None:
             "time_to_answer_s": answer["wall_s"],
             "compute_s": answer["compute_s"],
             "force_calls": answer["force_calls"],
+            "repeated_state_s": answer["repeated_state_s"],
+            "repeated_states": answer["repeated_states"],
             "startup_s": startup_s,
             "overhead_fraction": overhead_s / answer["compute_s"],
             "verdicts": {h["formula"]: h["dominant_carrier"] for h in answer["results"]["hosts"]},
@@ -290,6 +311,11 @@ def table(report: dict) -> str:
         ),
         ("  in calculations (s)", f"{report['compute_s']:.1f} ({report['force_calls']} steps)", ""),
         ("  start-up, model load (s)", f"{report['startup_s']:.1f}", ""),
+        (
+            "  relaxations ending in a state found before (s)",
+            f"{report['repeated_state_s']:.1f} ({len(report['repeated_states'])} relaxations)",
+            "",
+        ),
         (
             "workflow overhead / compute",
             f"{report['overhead_fraction']:.3f}",

@@ -36,6 +36,9 @@ TASKS = ("bulk_relax", "ion_relax", "static")
 SEVENNET_MODELS = {"7net-l3i5": {}, "7net-0": {}, "7net-mf-0": {"modal": "PBE"}}
 DEFAULT_SEVENNET_MODEL = "7net-l3i5"
 
+# the optimizers atomate2's ASE Makers accept by name
+ASE_OPTIMIZERS = ("BFGS", "BFGSLineSearch", "LBFGS", "LBFGSLineSearch", "FIRE")
+
 # ASE's EMT is parametrised for these metals (H, C, N, O are only rough add-ons)
 EMT_ELEMENTS = frozenset({"Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt"})
 
@@ -60,6 +63,10 @@ class Calculator(MSONable):
         The energy uncertainty used by the verdict; documented defaults per calculator.
     max_steps
         The optimizer step limit of one relaxation.
+    optimizer
+        The ASE optimizer of the ionic relaxations (not of DFT codes). BFGSLineSearch needs about
+        0.6x the force calls of BFGS per Li-In defect, but its longer steps land some Li-In
+        interstitials in other minima (E_f up to 0.2 eV apart): BFGS stays the default.
     dft
         Overrides of the preset's DFT settings (:class:`DftSettings` fields), DFT codes only.
     preset
@@ -98,6 +105,10 @@ class Calculator(MSONable):
             self.fmax = 0.05 if fast else 0.01
         if self.fmax <= 0:
             raise CalculatorError(f"fmax must be positive, got {self.fmax}")
+        if self.optimizer not in ASE_OPTIMIZERS:
+            raise CalculatorError(
+                f"unknown optimizer '{self.optimizer}' (known: {', '.join(ASE_OPTIMIZERS)})"
+            )
         if self.cores < 1:
             raise CalculatorError(f"cores must be at least 1, got {self.cores}")
         if self.uncertainty_eV is None:
@@ -285,6 +296,34 @@ class Calculator(MSONable):
         steps = 1 if task == "static" else self.max_steps
         return [self._ase_maker(relax_cell=task == "bulk_relax", steps=steps)]
 
+    def neb_makers(self, fmax: float, steps: int) -> list[Maker]:
+        """The climbing-image NEB of a path's images (atomate2's ASE NEB Makers; FIRE)."""
+        if self.name in DFT_CALCULATORS:
+            raise CalculatorError(f"NEB with '{self.name}' is not available yet")
+        common = {
+            "steps": steps,
+            "relax_kwargs": {"fmax": fmax},
+            "neb_kwargs": {"climb": True, "method": "improvedtangent", "k": 5.0},
+        }
+        if self.name == "emt":
+            from atomate2.ase.neb import EmtNebFromImagesMaker
+
+            return [EmtNebFromImagesMaker(**common)]
+        from atomate2.forcefields.neb import ForceFieldNebFromImagesMaker
+
+        name, kwargs = self._force_field()
+        return [
+            ForceFieldNebFromImagesMaker(force_field_name=name, calculator_kwargs=kwargs, **common)
+        ]
+
+    def _force_field(self) -> tuple[str, dict]:
+        """atomate2's force-field name and calculator arguments."""
+        if self.name == "sevennet":
+            return "SevenNet", {"model": self.model, **SEVENNET_MODELS.get(self.model, {})}
+        if self.name == "chgnet":
+            return "CHGNet", {}
+        return "MACE_MP_0", {"model": self.model}
+
     def _gpaw_makers(self, task: str) -> list[Maker]:
         from carrierflow.workflows.gpaw_makers import GpawMaker
 
@@ -328,16 +367,8 @@ class Calculator(MSONable):
             return EmtRelaxMaker(**common)
         from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
-        if self.name == "sevennet":
-            kwargs = {"model": self.model, **SEVENNET_MODELS.get(self.model, {})}
-            return ForceFieldRelaxMaker(
-                force_field_name="SevenNet", calculator_kwargs=kwargs, **common
-            )
-        if self.name == "chgnet":
-            return ForceFieldRelaxMaker(force_field_name="CHGNet", **common)
-        return ForceFieldRelaxMaker(
-            force_field_name="MACE_MP_0", calculator_kwargs={"model": self.model}, **common
-        )
+        name, kwargs = self._force_field()
+        return ForceFieldRelaxMaker(force_field_name=name, calculator_kwargs=kwargs, **common)
 
 
 def _default_vasp_command() -> str:

@@ -46,6 +46,12 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         "--fmax", type=float, help="force convergence, eV/A (0.01; 0.05 with --dft-preset fast)"
     )
     calc.add_argument(
+        "--optimizer",
+        default="BFGS",
+        help="ASE optimizer of the ionic relaxations: BFGS (default), BFGSLineSearch, LBFGS, "
+        "LBFGSLineSearch or FIRE",
+    )
+    calc.add_argument(
         "--refine",
         choices=["gpaw", "vasp"],
         help="recompute the lowest defects of every phase with this DFT code; the verdict "
@@ -156,7 +162,33 @@ def _add_cell_options(parser: argparse.ArgumentParser) -> None:
         "--temperature",
         type=float,
         default=300.0,
-        help="temperature of the site fractions, K (300)",
+        help="temperature of the site fractions and diffusion coefficients, K (300)",
+    )
+    hops = parser.add_argument_group("migration barriers and diffusion (--migration)")
+    hops.add_argument(
+        "--migration",
+        action="store_true",
+        help="climbing-image NEB of the nearest-neighbour hops of each phase's lowest vacancy "
+        "and interstitial, activation energies and diffusion coefficients",
+    )
+    hops.add_argument("--images", type=int, default=5, help="intermediate NEB images (5)")
+    hops.add_argument(
+        "--neb-fmax", type=float, default=0.05, help="NEB force convergence, eV/A (0.05)"
+    )
+    hops.add_argument("--neb-steps", type=int, default=300, help="NEB step limit (300)")
+    hops.add_argument(
+        "--max-hop",
+        type=float,
+        help="hop to every site this close, A (default: the nearest-neighbour shell)",
+    )
+    hops.add_argument(
+        "--max-hops", type=int, help="the shortest symmetry-distinct hops per carrier (all)"
+    )
+    hops.add_argument(
+        "--attempt-frequency",
+        type=float,
+        default=1e13,
+        help="attempt frequency nu of the diffusion coefficient, Hz (1e13)",
     )
 
 
@@ -251,10 +283,11 @@ def _calculators(args: argparse.Namespace):
         "workdir": args.workdir,
         "uncertainty_eV": args.uncertainty,
     }
+    screen_options = {"model": args.model, "fmax": args.fmax, "optimizer": args.optimizer}
     refine = getattr(args, "refine", None)
     if refine is None:
-        return Calculator(args.calculator, model=args.model, fmax=args.fmax, **code), None
-    screen = Calculator(args.calculator, model=args.model, fmax=args.fmax)
+        return Calculator(args.calculator, **screen_options, **code), None
+    screen = Calculator(args.calculator, **screen_options)
     if screen.name in DFT_CALCULATORS:
         raise UsageError(
             f"--refine {refine} refines a stand-in screen; '{screen.name}' is DFT already"
@@ -343,7 +376,7 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     """What to study and the CarrierFlowMaker of a command line; with ``check_runnable`` the
     calculators must run here (not so when the flow is submitted to a cluster)."""
     from carrierflow.workflows.flows import CarrierFlowMaker
-    from carrierflow.workflows.schemas import RefineSettings
+    from carrierflow.workflows.schemas import MigrationSettings, RefineSettings
 
     system, species, reference_spec, host_specs = _selection(args)
     calculator, refine = _calculators(args)
@@ -353,8 +386,24 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
             min_image_distance_A=args.dft_min_image_distance,
             max_atoms=args.dft_max_atoms,
         )
+        migration = (
+            MigrationSettings(
+                images=args.images,
+                fmax_eV_A=args.neb_fmax,
+                max_steps=args.neb_steps,
+                max_length_A=args.max_hop,
+                max_hops=args.max_hops,
+                attempt_frequency_Hz=args.attempt_frequency,
+            )
+            if args.migration
+            else None
+        )
     except ValueError as exc:
         raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
+    if migration is not None:
+        if refine is not None:
+            raise UsageError("--migration with --refine is not available yet")
+        calculator.neb_makers(migration.fmax_eV_A, migration.max_steps)
     if check_runnable:
         for code in filter(None, [calculator, refine]):
             code.check_installed()
@@ -365,6 +414,7 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
         system=system,
         refine=refine,
         refine_settings=refine_settings,
+        migration=migration,
     )
     return system, species, reference_spec, host_specs, maker
 

@@ -11,8 +11,9 @@ from pymatgen.core import Structure
 from carrierflow.structures.sources import StructureSource
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.jobs import calculation, defect_calculations, summarize_results
+from carrierflow.workflows.migration import add_transport, migration_calculations
 from carrierflow.workflows.refine import add_screen_verdicts, refine_defects
-from carrierflow.workflows.schemas import DefectSettings, RefineSettings
+from carrierflow.workflows.schemas import DefectSettings, MigrationSettings, RefineSettings
 
 
 class Phase(BaseModel):
@@ -56,6 +57,8 @@ class CarrierFlowMaker(Maker):
         A DFT calculator that recomputes the lowest defects of each phase (None: no refinement).
     refine_settings
         How many defects, and the DFT supercell.
+    migration
+        Hops, NEB and diffusion of each phase's lowest vacancy and interstitial (None: none).
     """
 
     calculator: Calculator
@@ -64,6 +67,11 @@ class CarrierFlowMaker(Maker):
     name: str = "carrierflow"
     refine: Calculator | None = None
     refine_settings: RefineSettings = field(default_factory=RefineSettings)
+    migration: MigrationSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.migration is not None and self.refine is not None:
+            raise ValueError("migration barriers of a DFT-refined run are not available yet")
 
     @property
     def label(self) -> str:
@@ -94,7 +102,7 @@ class CarrierFlowMaker(Maker):
             is_reference=True,
         )
         jobs = [reference_bulk, reference_defects]
-        host_outputs = []
+        host_outputs, host_bulks = [], []
         for host in hosts:
             bulk = self._bulk(calculator, host, is_reference=False)
             defects = defect_calculations(
@@ -107,17 +115,30 @@ class CarrierFlowMaker(Maker):
             )
             jobs += [bulk, defects]
             host_outputs.append(defects.output)
-        summary = self._tagged(
-            summarize_results(
-                self.system,
-                calculator.describe(),
-                self.settings,
-                reference_defects.output,
-                host_outputs,
-            ),
-            calculator.label,
+            host_bulks.append(bulk.output)
+        summary = summarize_results(
+            self.system,
+            calculator.describe(),
+            self.settings,
+            reference_defects.output,
+            host_outputs,
         )
         jobs.append(summary)
+        if self.migration is not None:
+            transports = [
+                migration_calculations(
+                    phase.label, bulk, outcome, calculator, self.settings, self.migration
+                )
+                for phase, bulk, outcome in zip(
+                    [reference, *hosts],
+                    [reference_bulk.output, *host_bulks],
+                    [reference_defects.output, *host_outputs],
+                    strict=True,
+                )
+            ]
+            summary = add_transport(summary.output, [t.output for t in transports], self.migration)
+            jobs += [*transports, summary]
+        self._tagged(summary, calculator.label)
         if self.refine is not None:
             screened = [reference_defects.output, *host_outputs]
             refined = self._refinement(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import re
 import shutil
 import sys
 import time
+import types
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,7 +43,12 @@ from carrierflow.structures.defects import (
 from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice, choose_supercell, make_supercell
 from carrierflow.workflows.calculators import Calculator
-from carrierflow.workflows.schemas import CalculationDoc, CalculationFailure, DefectSettings
+from carrierflow.workflows.schemas import (
+    CalculationDoc,
+    CalculationFailure,
+    DefectSettings,
+    PathDoc,
+)
 
 logger = logging.getLogger("carrierflow")
 
@@ -55,8 +62,9 @@ _SHARED_CALCULATORS: dict[str, object] = {}
 _RUN_ONLY_SETTINGS = ("name", "run_vasp_kwargs", "write_input_set_kwargs", "python", "cores")
 
 
-def fingerprint(task: str, makers: list[Maker], structure: Structure) -> str:
-    """Hash of everything that determines a calculation's result."""
+def fingerprint(task: str, makers: list[Maker], structure: Structure | list[Structure]) -> str:
+    """Hash of everything that determines a calculation's result (of one structure, or of a
+    path's images)."""
     settings = [
         {
             k: v
@@ -71,7 +79,12 @@ def fingerprint(task: str, makers: list[Maker], structure: Structure) -> str:
             CACHE_VERSION,
             task,
             settings[0] if len(settings) == 1 else settings,
-            jsanitize(structure.as_dict(), strict=True),
+            jsanitize(
+                [s.as_dict() for s in structure]
+                if isinstance(structure, list)
+                else structure.as_dict(),
+                strict=True,
+            ),
         ],
         sort_keys=True,
     )
@@ -101,39 +114,40 @@ def _share_calculator(maker: Maker) -> Maker:
 
 @contextmanager
 def _progress(maker: Maker, label: str, every_s: float = 30.0):
-    """Log the force calls of a long calculation every ``every_s`` seconds."""
+    """Log the force calls of a long calculation every ``every_s`` seconds (NEB images run
+    on copies of the calculator: they count too)."""
     calculator = getattr(maker, "_calculator", None)
     if calculator is None:
         yield
         return
-    original = calculator.calculate
     calls, last = 0, time.perf_counter()
 
-    def calculate(atoms=None, *args, **kwargs):
+    def calculate(self, atoms=None, *args, **kwargs):
         nonlocal calls, last
-        original(atoms, *args, **kwargs)
+        type(self).calculate(self, atoms, *args, **kwargs)
         calls += 1
-        if time.perf_counter() - last >= every_s and "forces" in calculator.results:
-            forces = np.array(calculator.results["forces"], copy=True)
+        if time.perf_counter() - last >= every_s and "forces" in self.results:
+            forces = np.array(self.results["forces"], copy=True)
             for constraint in getattr(atoms, "constraints", []):
                 constraint.adjust_forces(atoms, forces)
             logger.info(
                 "%s: %d force calls, E = %.4f eV, largest force %.3f eV/A",
                 label,
                 calls,
-                calculator.results.get("energy", float("nan")),
+                self.results.get("energy", float("nan")),
                 float(np.linalg.norm(forces, axis=1).max()),
             )
             last = time.perf_counter()
 
-    calculator.calculate = calculate
+    # a bound method: a deep copy of the calculator (one per NEB image) binds it to the copy
+    calculator.calculate = types.MethodType(calculate, calculator)
     try:
         yield
     finally:
         del calculator.calculate
 
 
-def _find_stored(fp: str) -> CalculationDoc | None:
+def _find_stored(fp: str) -> CalculationDoc | PathDoc | None:
     store = CURRENT_JOB.store
     if store is None:
         return None
@@ -141,7 +155,8 @@ def _find_stored(fp: str) -> CalculationDoc | None:
     if not found:
         return None
     output = {k: v for k, v in found["output"].items() if not k.startswith("@")}
-    return CalculationDoc.model_validate({**output, "reused": True})
+    document = PathDoc if output.get("task") == "neb" else CalculationDoc
+    return document.model_validate({**output, "reused": True})
 
 
 def slug(text: str) -> str:
@@ -149,7 +164,10 @@ def slug(text: str) -> str:
 
 
 def _run_steps(
-    makers: list[Maker], structure: Structure, label: str, directory: Path | None
+    makers: list[Maker],
+    structure: Structure | list[Structure],
+    label: str,
+    directory: Path | None,
 ) -> list:
     """Run the Makers in order, each from the previous final structure; codes that write
     files run in one folder per step, later steps see the previous folder as ``prev_dir``."""
@@ -172,7 +190,8 @@ def _run_steps(
             prev_dir = str(step_dir)
         task_doc = result.output if isinstance(result, Response) else result
         outputs.append(task_doc)
-        structure = task_doc.output.structure
+        if isinstance(structure, Structure):
+            structure = task_doc.output.structure
     return outputs
 
 
@@ -203,22 +222,34 @@ def _code_record(task_docs: list) -> dict:
 
 @job(config=JobConfig(expose_store=True))
 def calculate(
-    makers: list[Maker], structure: Structure, task: str, label: str, calculator: Calculator
-) -> CalculationDoc | Response:
-    """Run one flow role's atomate2 Makers on a structure, or reuse the stored result of the
-    same inputs. A failed calculation is stored as a :class:`CalculationFailure` and stops only
-    the jobs that need it; under jobflow-remote it fails the job instead."""
+    makers: list[Maker],
+    structure: Structure | list[Structure],
+    task: str,
+    label: str,
+    calculator: Calculator,
+) -> CalculationDoc | PathDoc | Response:
+    """Run one flow role's atomate2 Makers on a structure (on a path's images for ``neb``), or
+    reuse the stored result of the same inputs. A failed calculation is stored as a
+    :class:`CalculationFailure` and stops only the jobs that need it; under jobflow-remote it
+    fails the job instead."""
     fp = fingerprint(task, makers, structure)
     stored = _find_stored(fp)
     if stored is not None:
-        logger.info("%s: reused from the store (%s, E = %.4f eV)", label, task, stored.energy_eV)
+        energy = stored.energy_eV if isinstance(stored, CalculationDoc) else stored.energies_eV[0]
+        logger.info("%s: reused from the store (%s, E = %.4f eV)", label, task, energy)
         return stored
     what = {
         "bulk_relax": "cell + ions relaxation",
         "ion_relax": "ionic relaxation",
         "static": "single point",
+        "neb": "climbing-image NEB",
     }[task]
-    logger.info("%s: %s of %d atoms ...", label, what, len(structure))
+    size = (
+        f"{len(structure)} images of {len(structure[0])} atoms"
+        if isinstance(structure, list)
+        else f"{len(structure)} atoms"
+    )
+    logger.info("%s: %s of %s ...", label, what, size)
     described = calculator.describe()
     directory = (
         Path(calculator.workdir).resolve() / f"{slug(label)}-{task}-{fp[:8]}"
@@ -242,6 +273,8 @@ def calculate(
         logger.debug("traceback of the failure", exc_info=True)
         return Response(output=failure, stop_children=True)
     elapsed = time.perf_counter() - started
+    if task == "neb":
+        return _path_document(task_docs[-1], fp, label, described, elapsed)
     last = task_docs[-1]
     output = last.output
     forces = getattr(output, "forces", None)
@@ -274,10 +307,46 @@ def calculate(
     return doc
 
 
-def calculation(calculator: Calculator, task: str, structure: Structure, label: str) -> Job:
-    """The job that runs ``calculator``'s Makers of ``task`` on a structure, named after its
-    label (the name a queue shows: ``Cu3Au_v_Cu_1``)."""
-    job = calculate(calculator.makers(task), structure, task, label, calculator)
+def _path_document(result, fp: str, label: str, described: dict, elapsed: float) -> PathDoc:
+    """A NEB run (atomate2's NebResult) as a :class:`PathDoc`."""
+    images = list(result.images)
+    steps = [0.0]
+    for before, after in itertools.pairwise(images):
+        moved = after.lattice.get_all_distances(before.frac_coords, after.frac_coords).diagonal()
+        steps.append(steps[-1] + float(np.sqrt((moved**2).sum())))
+    doc = PathDoc(
+        fingerprint=fp,
+        label=label,
+        calculator=described,
+        energies_eV=[float(e) for e in result.energies],
+        path_A=steps,
+        images=images,
+        converged=str(result.state) == "successful",
+        elapsed_s=elapsed,
+        job_uuid=CURRENT_JOB.job.uuid if CURRENT_JOB.job else None,
+    )
+    barrier = max(doc.energies_eV) - doc.energies_eV[0]
+    logger.info(
+        "%s: highest image %.3f eV above the start%s, %.1f s",
+        label,
+        barrier,
+        "" if doc.converged else " (NOT converged)",
+        elapsed,
+    )
+    return doc
+
+
+def calculation(
+    calculator: Calculator,
+    task: str,
+    structure: Structure | list[Structure],
+    label: str,
+    makers: list[Maker] | None = None,
+) -> Job:
+    """The job that runs ``calculator``'s Makers of ``task`` (or the ``makers`` given) on a
+    structure, named after its label (the name a queue shows: ``Cu3Au_v_Cu_1``)."""
+    makers = makers if makers is not None else calculator.makers(task)
+    job = calculate(makers, structure, task, label, calculator)
     job.name = slug(label)
     return job
 
@@ -506,6 +575,7 @@ def assess_defect(
         ended_at=geometry.ended_at,
         flags=flags,
         provenance=relaxed.provenance(),
+        structure=relaxed.structure,
     )
     if not evidence or not settings.local_relaxation:
         return outcome

@@ -36,11 +36,30 @@ class CalculationDoc(BaseModel):
         return {"job_uuid": self.job_uuid, **({"runs": runs} if runs else {})}
 
 
+class PathDoc(BaseModel):
+    """One nudged-elastic-band calculation: the relaxed images and their energies."""
+
+    fingerprint: str = Field(description="hash of the Maker settings and the initial images")
+    task: Literal["neb"] = "neb"
+    label: str
+    calculator: dict
+    energies_eV: list[float] = Field(description="every image, endpoints included")
+    path_A: list[float] = Field(description="distance along the path of every image")
+    images: list[Structure]
+    converged: bool
+    elapsed_s: float
+    reused: bool = False
+    job_uuid: str | None = None
+
+    def provenance(self) -> dict:
+        return {"job_uuid": self.job_uuid}
+
+
 class CalculationFailure(BaseModel):
     """A calculation that did not finish: stored so that the run can say which and why."""
 
     failed: Literal[True] = True
-    task: Literal["bulk_relax", "ion_relax", "static"]
+    task: Literal["bulk_relax", "ion_relax", "static", "neb"]
     label: str
     calculator: dict
     error: str
@@ -70,3 +89,19 @@ class RefineSettings(BaseModel):
     k: int = Field(1, ge=1, description="lowest vacancies and interstitials per phase to refine")
     min_image_distance_A: float = Field(8.0, gt=0, description="DFT supercell image distance")
     max_atoms: int = Field(64, gt=0, description="DFT supercell atom cap")
+
+
+class MigrationSettings(BaseModel):
+    """Which hops are computed, and how: climbing-image NEB between relaxed endpoints."""
+
+    images: int = Field(5, ge=1, description="intermediate NEB images")
+    fmax_eV_A: float = Field(0.05, gt=0, description="NEB force convergence")
+    max_steps: int = Field(300, ge=1, description="NEB optimizer step limit")
+    shell_tolerance: float = Field(
+        0.1, ge=0, description="hops reach sites up to (1 + this) x the nearest distance"
+    )
+    max_length_A: float | None = Field(None, gt=0, description="or every site this close")
+    max_hops: int | None = Field(
+        None, ge=1, description="the shortest symmetry-distinct hops per carrier (None: all)"
+    )
+    attempt_frequency_Hz: float = Field(1e13, gt=0, description="nu of D = z a^2 nu exp(-Ea/kT)/6")

@@ -15,6 +15,7 @@ def test_makers_follow_the_flow_roles():
     for maker in (bulk, ions):
         assert maker.relax_kwargs["fmax"] == 0.01
         assert maker.calculator_kwargs["model"] == "7net-l3i5"
+        assert maker.optimizer_kwargs == {"optimizer": "BFGS"}
     [mf] = Calculator("sevennet", model="7net-mf-0").makers("ion_relax")
     assert mf.calculator_kwargs == {"model": "7net-mf-0", "modal": "PBE"}
 
@@ -25,6 +26,14 @@ def test_description_records_version_and_uncertainty():
     assert described["fmax_eV_A"] == 0.02
     assert described["uncertainty_eV"] == pytest.approx(0.1)
     assert Calculator("chgnet", uncertainty_eV=0.05).describe()["uncertainty_eV"] == 0.05
+
+
+def test_unknown_optimizer_is_refused_by_name():
+    assert Calculator("emt", optimizer="FIRE").makers("ion_relax")[0].optimizer_kwargs == {
+        "optimizer": "FIRE"
+    }
+    with pytest.raises(CalculatorError, match="unknown optimizer 'Newton'"):
+        Calculator("emt", optimizer="Newton")
 
 
 def test_emt_refuses_elements_it_cannot_treat():

@@ -1,0 +1,269 @@
+"""Jobs of the transport step: hops of each phase's lowest vacancy and interstitial,
+climbing-image NEB between relaxed endpoints, and the diffusion coefficient they imply."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from ase.mep import NEB
+from jobflow import Flow, Job, Response, job
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from carrierflow.analysis.schemas import (
+    CarrierTransport,
+    DefectOutcome,
+    HopOutcome,
+    HostOutcome,
+    PhaseTransport,
+)
+from carrierflow.analysis.transport import (
+    END_LEFT_SITE,
+    barriers,
+    carrier_transport,
+    hop_counts,
+    phase_transport,
+    profile_flags,
+)
+from carrierflow.structures.defects import rattle_near
+from carrierflow.structures.hops import (
+    Hop,
+    find_hops,
+    hop_end_state,
+    vacancy_filler,
+)
+from carrierflow.structures.sources import StructureError
+from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.jobs import DefectPlan, calculation, plan_defects
+from carrierflow.workflows.schemas import (
+    CalculationDoc,
+    DefectSettings,
+    MigrationSettings,
+    PathDoc,
+)
+
+logger = logging.getLogger("carrierflow")
+
+KINDS = ("vacancy", "interstitial")
+# a moving atom that ends farther than this from its end site did not make the hop
+END_SITE_TOLERANCE_A = 0.5
+
+
+def hop_start(defects: list[DefectOutcome], kind: str) -> tuple[DefectOutcome | None, list[str]]:
+    """The lowest defect of a kind whose relaxed state can start hops, and notes.
+
+    Hops go from site to site: the defect must have stayed on its own site (a split or
+    displaced interstitial needs the interstitialcy mechanism, not computed yet) and must not
+    have reconstructed the host.
+    """
+    of_kind = sorted((d for d in defects if d.kind == kind), key=lambda d: d.ranking_energy_eV)
+    usable = [
+        d for d in of_kind if d.local is None and d.structure is not None and d.ended_at == d.name
+    ]
+    if not usable:
+        why = f"no {kind} stayed on its site without reconstructing the host: no hops computed"
+        if kind == "interstitial":
+            why += " (split interstitials need the interstitialcy mechanism, not available yet)"
+        return None, [why]
+    notes = []
+    if usable[0] is not of_kind[0]:
+        notes.append(
+            f"hops from {usable[0].name}: the lowest {kind} {of_kind[0].name} left its site "
+            "or reconstructed the host"
+        )
+    return usable[0], notes
+
+
+@job
+def migration_calculations(
+    label: str,
+    bulk: CalculationDoc,
+    outcome: HostOutcome,
+    calculator: Calculator,
+    settings: DefectSettings,
+    migration: MigrationSettings,
+) -> Response:
+    """Replace this job by the hops of the phase's lowest vacancy and interstitial: the end
+    state of each hop relaxed, NEB between the two, and the phase's transport."""
+    host = bulk.structure
+    plan = plan_defects(label, host, settings)
+    jobs: list[Job] = []
+    starts, hop_outputs = [], []
+    for kind in KINDS:
+        defect, notes = hop_start(outcome.defects, kind)
+        outputs = []
+        if defect is not None:
+            try:
+                hop_jobs = carrier_hops(label, host, plan, defect, calculator, settings, migration)
+            except StructureError as exc:
+                notes.append(f"no hops: {exc}")
+                hop_jobs = []
+            for one_hop in hop_jobs:
+                jobs += one_hop
+                outputs.append(one_hop[-1].output)
+        starts.append(
+            {
+                "kind": kind,
+                "defect": defect.name if defect else None,
+                "formation_energy_eV": defect.ranking_energy_eV if defect else None,
+                "flags": notes,
+            }
+        )
+        hop_outputs.append(outputs)
+    collect = collect_transport(
+        label, starts, hop_outputs, settings.temperature_K, migration.attempt_frequency_Hz
+    )
+    jobs.append(collect)
+    return Response(replace=Flow(jobs, output=collect.output, name=f"{label} migration"))
+
+
+def carrier_hops(
+    label: str,
+    host: Structure,
+    plan: DefectPlan,
+    defect: DefectOutcome,
+    calculator: Calculator,
+    settings: DefectSettings,
+    migration: MigrationSettings,
+) -> list[list[Job]]:
+    """The jobs of each symmetry-distinct hop of one relaxed defect: the hop's end state
+    (relaxed after the moving atom is put on the end site), interpolation, NEB, assessment
+    (last)."""
+    neb_makers = calculator.neb_makers(migration.fmax_eV_A, migration.max_steps)
+
+    def neb(hop: Hop, end) -> tuple[Job, Job]:
+        images = neb_images(defect.structure, end, migration.images)
+        path = calculation(
+            calculator, "neb", images.output, f"{label} {hop.name} NEB", makers=neb_makers
+        )
+        return images, path
+
+    all_jobs = []
+    candidate = next(c for c in plan.candidates if c.name == defect.name)
+    cell = plan.cells[[c.name for c in plan.selected].index(defect.name)]
+    targets = [c for c in plan.candidates if c.kind == defect.kind]
+    hops = find_hops(host, candidate, targets, migration.shell_tolerance, migration.max_length_A)[
+        : migration.max_hops
+    ]
+    logger.info("%s: %d symmetry-distinct hops of %s", label, len(hops), defect.name)
+    for hop in hops:
+        if defect.kind == "vacancy":
+            index, end_cart = vacancy_filler(cell, host, hop), np.array(cell.site_cart)
+        else:
+            index = cell.host_indices.index(None)
+            end_cart = host.lattice.get_cartesian_coords(hop.end_frac)
+        end_start = rattle_near(
+            hop_end_state(defect.structure, index, end_cart),
+            end_cart,
+            settings.rattle_radius_A,
+            settings.rattle_amplitude_A,
+            seed=f"{label}/{hop.name}",
+        )
+        end = calculation(calculator, "ion_relax", end_start, f"{label} {hop.name} end")
+        images, path = neb(hop, end.output.structure)
+        assess = assess_hop(hop, path.output, end.output, index, end_cart.tolist())
+        all_jobs.append([end, images, path, assess])
+    return all_jobs
+
+
+@job
+def neb_images(start: Structure, end: Structure, images: int) -> list[Structure]:
+    """The NEB band between two endpoints: IDPP interpolation (ASE), minimum-image moves."""
+    band = [AseAtomsAdaptor.get_atoms(start)]
+    band += [band[0].copy() for _ in range(images)]
+    band.append(AseAtomsAdaptor.get_atoms(end))
+    NEB(band).interpolate(method="idpp", mic=True)
+    return [AseAtomsAdaptor.get_structure(atoms) for atoms in band]
+
+
+@job
+def assess_hop(
+    hop: Hop,
+    path: PathDoc,
+    end: CalculationDoc | None = None,
+    index: int | None = None,
+    end_site_cart: list[float] | None = None,
+) -> HopOutcome:
+    """Barriers and flags of one hop; with a relaxed ``end`` state, whether atom ``index``
+    stayed at the end site."""
+    energies = [e - path.energies_eV[0] for e in path.energies_eV]
+    forward, reverse = barriers(energies)
+    flags = []
+    if end is not None:
+        if not end.converged:
+            flags.append(f"end state not converged in {end.steps} steps")
+        final = end.structure
+        moved = final.lattice.get_distance_and_image(
+            final[index].frac_coords, final.lattice.get_fractional_coords(end_site_cart)
+        )[0]
+        if moved > END_SITE_TOLERANCE_A:
+            flags.append(f"{END_LEFT_SITE}: the moving atom relaxed {moved:.2f} A away from it")
+    if not path.converged:
+        flags.append("NEB not converged")
+    flags += profile_flags(energies, hop.symmetric)
+    return HopOutcome(
+        name=hop.name,
+        kind=hop.kind,
+        start=hop.start,
+        end=hop.end,
+        length_A=hop.length_A,
+        multiplicity=hop.multiplicity,
+        symmetric=hop.symmetric,
+        energies_eV=energies,
+        path_A=path.path_A,
+        barrier_eV=forward,
+        reverse_barrier_eV=reverse,
+        converged=path.converged,
+        counts=hop_counts(path.converged, flags),
+        flags=flags,
+        provenance={
+            "end": end.provenance() if end else "symmetry image of the start",
+            "neb": path.provenance(),
+        },
+    )
+
+
+@job
+def collect_transport(
+    label: str,
+    starts: list[dict],
+    hops: list[list[HopOutcome]],
+    temperature_K: float,
+    attempt_frequency_Hz: float,
+) -> PhaseTransport:
+    """Activation energies, diffusion coefficients and the dominant carrier of one phase."""
+    carriers: list[CarrierTransport] = [
+        carrier_transport(
+            start["kind"],
+            start["defect"],
+            start["formation_energy_eV"],
+            carrier_hops,
+            temperature_K,
+            attempt_frequency_Hz,
+            start["flags"],
+        )
+        for start, carrier_hops in zip(starts, hops, strict=True)
+    ]
+    transport = phase_transport(label, carriers, temperature_K, attempt_frequency_Hz)
+    logger.info(
+        "%s transport at %g K: %s (%s)",
+        label,
+        temperature_K,
+        transport.dominant_transport_carrier,
+        transport.reason,
+    )
+    return transport
+
+
+@job
+def add_transport(
+    results: dict, transports: list[PhaseTransport], migration: MigrationSettings
+) -> dict:
+    """The results document with each phase's transport (reference first)."""
+    reference, *hosts = transports
+    results["migration"] = migration.model_dump()
+    results["reference"]["transport"] = reference.model_dump()
+    for block, transport in zip(results["hosts"], hosts, strict=True):
+        block["transport"] = transport.model_dump()
+    return results
