@@ -312,8 +312,7 @@ def _path_document(result, fp: str, label: str, described: dict, elapsed: float)
     images = list(result.images)
     steps = [0.0]
     for before, after in itertools.pairwise(images):
-        moved = after.lattice.get_all_distances(before.frac_coords, after.frac_coords).diagonal()
-        steps.append(steps[-1] + float(np.sqrt((moved**2).sum())))
+        steps.append(steps[-1] + float(np.sqrt((displacements(before, after) ** 2).sum())))
     doc = PathDoc(
         fingerprint=fp,
         label=label,

@@ -131,14 +131,6 @@ def carrier_hops(
     (relaxed after the moving atom is put on the end site), interpolation, NEB, assessment
     (last)."""
     neb_makers = calculator.neb_makers(migration.fmax_eV_A, migration.max_steps)
-
-    def neb(hop: Hop, end) -> tuple[Job, Job]:
-        images = neb_images(defect.structure, end, migration.images)
-        path = calculation(
-            calculator, "neb", images.output, f"{label} {hop.name} NEB", makers=neb_makers
-        )
-        return images, path
-
     all_jobs = []
     candidate = next(c for c in plan.candidates if c.name == defect.name)
     cell = plan.cells[[c.name for c in plan.selected].index(defect.name)]
@@ -161,7 +153,10 @@ def carrier_hops(
             seed=f"{label}/{hop.name}",
         )
         end = calculation(calculator, "ion_relax", end_start, f"{label} {hop.name} end")
-        images, path = neb(hop, end.output.structure)
+        images = neb_images(defect.structure, end.output.structure, migration.images)
+        path = calculation(
+            calculator, "neb", images.output, f"{label} {hop.name} NEB", makers=neb_makers
+        )
         assess = assess_hop(hop, path.output, end.output, index, end_cart.tolist())
         all_jobs.append([end, images, path, assess])
     return all_jobs
@@ -179,26 +174,21 @@ def neb_images(start: Structure, end: Structure, images: int) -> list[Structure]
 
 @job
 def assess_hop(
-    hop: Hop,
-    path: PathDoc,
-    end: CalculationDoc | None = None,
-    index: int | None = None,
-    end_site_cart: list[float] | None = None,
+    hop: Hop, path: PathDoc, end: CalculationDoc, index: int, end_site_cart: list[float]
 ) -> HopOutcome:
-    """Barriers and flags of one hop; with a relaxed ``end`` state, whether atom ``index``
-    stayed at the end site."""
+    """Barriers and flags of one hop, and whether atom ``index`` stayed at the end site when
+    the end state relaxed."""
     energies = [e - path.energies_eV[0] for e in path.energies_eV]
     forward, reverse = barriers(energies)
     flags = []
-    if end is not None:
-        if not end.converged:
-            flags.append(f"end state not converged in {end.steps} steps")
-        final = end.structure
-        moved = final.lattice.get_distance_and_image(
-            final[index].frac_coords, final.lattice.get_fractional_coords(end_site_cart)
-        )[0]
-        if moved > END_SITE_TOLERANCE_A:
-            flags.append(f"{END_LEFT_SITE}: the moving atom relaxed {moved:.2f} A away from it")
+    if not end.converged:
+        flags.append(f"end state not converged in {end.steps} steps")
+    final = end.structure
+    moved = final.lattice.get_distance_and_image(
+        final[index].frac_coords, final.lattice.get_fractional_coords(end_site_cart)
+    )[0]
+    if moved > END_SITE_TOLERANCE_A:
+        flags.append(f"{END_LEFT_SITE}: the moving atom relaxed {moved:.2f} A away from it")
     if not path.converged:
         flags.append("NEB not converged")
     flags += profile_flags(energies, hop.symmetric)
@@ -217,10 +207,7 @@ def assess_hop(
         converged=path.converged,
         counts=hop_counts(path.converged, flags),
         flags=flags,
-        provenance={
-            "end": end.provenance() if end else "symmetry image of the start",
-            "neb": path.provenance(),
-        },
+        provenance={"end": end.provenance(), "neb": path.provenance()},
     )
 
 
@@ -238,12 +225,12 @@ def collect_transport(
             start["kind"],
             start["defect"],
             start["formation_energy_eV"],
-            carrier_hops,
+            hops_of_carrier,
             temperature_K,
             attempt_frequency_Hz,
             start["flags"],
         )
-        for start, carrier_hops in zip(starts, hops, strict=True)
+        for start, hops_of_carrier in zip(starts, hops, strict=True)
     ]
     transport = phase_transport(label, carriers, temperature_K, attempt_frequency_Hz)
     logger.info(
