@@ -92,6 +92,8 @@ class HopOutcome(BaseModel):
     length_A: float
     multiplicity: int
     symmetric: bool
+    mechanism: Literal["direct", "interstitialcy"] = "direct"
+    moving_atoms: int = 1
     energies_eV: list[float] = Field(default_factory=list, description="relative to the start")
     path_A: list[float] = Field(default_factory=list)
     barrier_eV: float | None = Field(None, description="highest image above the start (E_m)")

@@ -3,18 +3,28 @@ defect supercell."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
-from pymatgen.core import Structure
+from pymatgen.core import Structure, SymmOp
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from pymatgen.util.coord import pbc_diff
+from scipy.optimize import linear_sum_assignment
 
 from carrierflow.structures.defects import SYMPREC, DefectCandidate, DefectCell
 from carrierflow.structures.sources import StructureError
 
 # two hop ends closer than this are the same point
 SAME_POINT_A = 0.05
+# atoms of two states this close are on the same place
+SAME_STATE_A = 0.3
+# an atom that moves farther than this in a hop takes part in it; a state whose atoms are all
+# this close to the start's is the start (relaxation noise breaks its symmetry)
+MOVING_ATOM_A = 0.5
+# a hop that carries the species less than this far is a reorientation
+NO_TRANSPORT_A = 0.5
 
 
 class Hop(BaseModel):
@@ -25,11 +35,20 @@ class Hop(BaseModel):
     species: str
     start: str = Field(description="the defect (candidate) that hops")
     end: str = Field(description="the candidate whose site the hop ends on")
-    start_frac: list[float]
-    end_frac: list[float] = Field(description="host-cell fractional, unwrapped from the start")
-    length_A: float
-    multiplicity: int = Field(description="equivalent hops from the start site (z)")
-    symmetric: bool = Field(description="from a site to an equivalent one: equal end energies")
+    start_frac: list[float] | None = Field(None, description="host-cell fractional (site hops)")
+    end_frac: list[float] | None = Field(
+        None, description="host-cell fractional, unwrapped from the start (site hops)"
+    )
+    length_A: float = Field(
+        description="net displacement of the carrier species: one atom's hop length for a "
+        "direct hop, the sum of the moving atoms' displacements for an interstitialcy"
+    )
+    multiplicity: int = Field(description="equivalent hops from the start (z)")
+    symmetric: bool = Field(description="between equivalent states: equal end energies")
+    mechanism: Literal["direct", "interstitialcy"] = Field(
+        "direct", description="one atom moves, or several move together"
+    )
+    moving_atoms: int = 1
 
 
 def find_hops(
@@ -130,3 +149,167 @@ def hop_end_state(relaxed_start: Structure, index: int, end_cart) -> Structure:
     if nearest < 1.0:
         raise StructureError(f"the hop's end site is {nearest:.2f} A from another atom")
     return end
+
+
+@dataclass
+class _Image:
+    """A symmetry image of the start state: the points that differ from the start's atoms."""
+
+    op: SymmOp
+    points: np.ndarray = field(repr=False)
+    new: dict[str, np.ndarray] = field(repr=False)
+    vacated: frozenset[int]
+    motion_A: float  # least total motion of the atoms that differ
+
+
+def symmetry_image_hops(
+    perfect: Structure,
+    relaxed: Structure,
+    start: DefectCandidate,
+    shell_tolerance: float = 0.1,
+    max_length_A: float | None = None,
+) -> list[tuple[Hop, Structure]]:
+    """Hops of a relaxed defect to its nearest symmetry images, and each hop's end state.
+
+    A symmetry operation of the perfect supercell maps the relaxed defect onto an equivalent
+    state elsewhere (a split interstitial onto a split interstitial on another site); its
+    atoms are matched to the start's by least total motion (Hungarian assignment per species),
+    so a hop may move several atoms together (interstitialcy). Hops that carry no net
+    displacement (reorientations) are left out. The nearest end states are those of least
+    total motion, up to ``1 + shell_tolerance`` times the least, or up to ``max_length_A``.
+    Two hops are the same when an operation that keeps the start maps one end onto the other,
+    or when one is the other reversed; the multiplicity counts the end states of one hop.
+    Shortest first.
+
+    Parameters
+    ----------
+    perfect
+        The perfect supercell, whose symmetry operations map the defect supercell onto itself.
+    relaxed
+        The relaxed defect supercell (same lattice).
+    start
+        The defect's candidate (its name and species label the hops).
+    """
+    lattice = relaxed.lattice
+    if not np.allclose(lattice.matrix, perfect.lattice.matrix, atol=1e-4):
+        raise StructureError(f"{start.name}: the defect supercell is not the perfect supercell")
+    origin = relaxed.frac_coords
+    symbols = np.array([site.specie.symbol for site in relaxed])
+    keeping, images = [], []
+    for op in SpacegroupAnalyzer(perfect, symprec=SYMPREC).get_symmetry_operations():
+        image = _difference(lattice, symbols, origin, op)
+        if image is None:
+            keeping.append(op)
+        else:
+            images.append(image)
+    ends: list[tuple[_Image, np.ndarray]] = []  # each end state once, with its atoms matched
+    limit = max_length_A
+    for image in sorted(images, key=lambda i: i.motion_A):
+        if limit is not None and image.motion_A > limit:
+            break
+        if any(_same_state(lattice, image, end) for end, _ in ends):
+            continue
+        frac = _matched(lattice, symbols, origin, image.points)
+        if _carried(lattice, symbols == start.species, origin, frac) < NO_TRANSPORT_A:
+            continue
+        ends.append((image, frac))
+        limit = limit or (1 + shell_tolerance) * image.motion_A
+    if not ends:
+        raise StructureError(f"{start.name}: no symmetry image to hop to")
+
+    def index_of(image: _Image | None) -> int | None:
+        if image is None:
+            return None
+        return next(
+            (i for i, (end, _) in enumerate(ends) if _same_state(lattice, image, end)), None
+        )
+
+    label = list(range(len(ends)))
+    for i, (end, _) in enumerate(ends):
+        # an operation keeping the start maps the end onto an equivalent one; the inverse
+        # gives the reverse hop
+        for op in [*(keep * end.op for keep in keeping), end.op.inverse]:
+            j = index_of(_difference(lattice, symbols, origin, op))
+            if j is not None:
+                old, new = sorted((label[i], label[j]))
+                label = [old if x == new else x for x in label]
+    hops = []
+    for first in dict.fromkeys(label):
+        frac = ends[first][1]
+        carried = _carried(lattice, symbols == start.species, origin, frac)
+        moving = int(
+            (np.linalg.norm(pbc_diff(frac, origin) @ lattice.matrix, axis=1) > MOVING_ATOM_A).sum()
+        )
+        mechanism = "interstitialcy" if moving > 1 else "direct"
+        hop = Hop(
+            name=f"{start.name}>{start.name} {mechanism} {carried:.2f}A",
+            kind=start.kind,
+            species=start.species,
+            start=start.name,
+            end=start.name,
+            length_A=carried,
+            multiplicity=label.count(first),
+            symmetric=True,
+            mechanism=mechanism,
+            moving_atoms=moving,
+        )
+        # unwrapped from the start, so that the path between them is the hop
+        hops.append((hop, Structure(lattice, relaxed.species, origin + pbc_diff(frac, origin))))
+    return hops
+
+
+def _difference(lattice, symbols: np.ndarray, origin: np.ndarray, op: SymmOp) -> _Image | None:
+    """The image of the start under ``op``: its points that no start atom of their species is
+    near, the start atoms that none of its points is near, and the least motion between them;
+    None when it is the start again."""
+    points = op.operate_multi(origin)
+    new, vacated, motion = {}, [], 0.0
+    for symbol in np.unique(symbols):
+        index = np.flatnonzero(symbols == symbol)
+        distances = _distances(lattice, points[index], origin[index])
+        arrived = distances.min(axis=1) >= MOVING_ATOM_A
+        left = distances.min(axis=0) >= MOVING_ATOM_A
+        if arrived.any():
+            new[symbol] = points[index[arrived]]
+            vacated += index[left].tolist()
+            moves = distances[np.ix_(arrived, left)] ** 2
+            rows, cols = linear_sum_assignment(moves)
+            motion += float(moves[rows, cols].sum())
+    if not new:
+        return None
+    return _Image(op, points, new, frozenset(vacated), float(np.sqrt(motion)))
+
+
+def _carried(lattice, carriers: np.ndarray, origin: np.ndarray, frac: np.ndarray) -> float:
+    """The net displacement of the carrier species in a hop, A: the sum of its atoms' moves,
+    leaving out those below ``SAME_STATE_A`` (relaxation noise, which would add up)."""
+    delta = (pbc_diff(frac, origin) @ lattice.matrix)[carriers]
+    return float(np.linalg.norm(delta[np.linalg.norm(delta, axis=1) >= SAME_STATE_A].sum(axis=0)))
+
+
+def _same_state(lattice, image: _Image, other: _Image) -> bool:
+    """Whether two images are the same state (whichever atom sits where)."""
+    if image.vacated != other.vacated or image.new.keys() != other.new.keys():
+        return False
+    return all(
+        _distances(lattice, points, other.new[symbol]).min(axis=1).max() < SAME_STATE_A
+        for symbol, points in image.new.items()
+    )
+
+
+def _matched(lattice, symbols: np.ndarray, origin: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """``frac`` reordered so that each atom at ``origin`` gets the point of its species that
+    keeps the total squared motion least."""
+    matched = np.empty_like(frac)
+    for symbol in np.unique(symbols):
+        index = np.flatnonzero(symbols == symbol)
+        distances = _distances(lattice, origin[index], frac[index])
+        rows, cols = linear_sum_assignment(distances**2)
+        matched[index[rows]] = frac[index[cols]]
+    return matched
+
+
+def _distances(lattice, frac: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Minimum-image distances between two sets of points (the rounded image is the nearest
+    in the compact supercells carrierflow builds)."""
+    return np.linalg.norm(pbc_diff(frac[:, None, :], other[None, :, :]) @ lattice.matrix, axis=-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import warnings
 
@@ -26,6 +27,18 @@ def emt_run(tmp_path_factory) -> dict:
     assert code == 0
     results = json.loads((output / "results.json").read_text())
     return {"results": results, "store": store, "output": output, "root": root}
+
+
+@pytest.fixture(scope="session")
+def emt_migration(emt_run, tmp_path_factory):
+    """The EMT analogue with migration barriers, on a copy of the EMT run's store (its defect
+    calculations are reused)."""
+    root = tmp_path_factory.mktemp("emt-migration")
+    store = root / "store"
+    shutil.copytree(emt_run["store"], store)
+    assert main(cu_au("run", str(store), str(root / "out"), "--migration")) == 0
+    results = json.loads((root / "out" / "results.json").read_text())
+    return {"results": results, "store": store, "root": root}
 
 
 @pytest.fixture(autouse=True)

@@ -297,9 +297,15 @@ class Calculator(MSONable):
         return [self._ase_maker(relax_cell=task == "bulk_relax", steps=steps)]
 
     def neb_makers(self, fmax: float, steps: int) -> list[Maker]:
-        """The climbing-image NEB of a path's images (atomate2's ASE NEB Makers; FIRE)."""
-        if self.name in DFT_CALCULATORS:
-            raise CalculatorError(f"NEB with '{self.name}' is not available yet")
+        """The climbing-image NEB of a path's images: atomate2's ASE NEB Makers (FIRE) for the
+        in-process calculators, its VASP NEB Maker (VTST) for VASP."""
+        if self.name == "gpaw":
+            raise CalculatorError("NEB with 'gpaw' is not available yet")
+        if self.name == "vasp":
+            from carrierflow.workflows.vasp_makers import VaspMakers
+
+            vasp = VaspMakers(settings=self.dft_settings, fmax=fmax, command=self.command)
+            return [vasp.neb(steps)]
         common = {
             "steps": steps,
             "relax_kwargs": {"fmax": fmax},

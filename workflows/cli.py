@@ -400,10 +400,8 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
         )
     except ValueError as exc:
         raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
-    if migration is not None:
-        if refine is not None:
-            raise UsageError("--migration with --refine is not available yet")
-        calculator.neb_makers(migration.fmax_eV_A, migration.max_steps)
+    if migration is not None and refine is not None:
+        raise UsageError("--migration with --refine is not available yet")
     if check_runnable:
         for code in filter(None, [calculator, refine]):
             code.check_installed()

@@ -72,6 +72,9 @@ class CarrierFlowMaker(Maker):
     def __post_init__(self) -> None:
         if self.migration is not None and self.refine is not None:
             raise ValueError("migration barriers of a DFT-refined run are not available yet")
+        if self.migration is not None:
+            # a calculator without NEB fails here, not after the defects have run
+            self.calculator.neb_makers(self.migration.fmax_eV_A, self.migration.max_steps)
 
     @property
     def label(self) -> str:

@@ -202,17 +202,20 @@ def _code_record(task_docs: list) -> dict:
         if hasattr(task_doc, "record"):
             records.append(task_doc.record)
             continue
-        calc = (getattr(task_doc, "calcs_reversed", None) or [None])[0]
+        # a VASP TaskDoc, or the NebIntermediateImagesDoc of a VASP NEB
+        calcs = getattr(task_doc, "calcs_reversed", None) or getattr(task_doc, "calculations", None)
+        calc = (calcs or [None])[0]
         if calc is None or not hasattr(calc, "vasp_version"):
             continue
+        inputs = getattr(task_doc, "input", None) or task_doc.inputs
         records.append(
             {
                 "task_label": task_doc.task_label,
                 "directory": task_doc.dir_name,
                 "code_version": calc.vasp_version,
-                "incar": dict(task_doc.input.incar or {}),
-                "kpoints": list(task_doc.input.kpoints.kpts[0]) if task_doc.input.kpoints else None,
-                "potcars": [p.titel for p in task_doc.input.potcar_spec or []],
+                "incar": dict(inputs.incar or {}),
+                "kpoints": list(inputs.kpoints.kpts[0]) if inputs.kpoints else None,
+                "potcars": [p.titel for p in getattr(inputs, "potcar_spec", None) or []],
                 "state": str(task_doc.state),
                 "custodian_corrections": sum(len(c.corrections) for c in task_doc.custodian or []),
             }
@@ -227,11 +230,13 @@ def calculate(
     task: str,
     label: str,
     calculator: Calculator,
+    endpoint_energies_eV: list[float] | None = None,
 ) -> CalculationDoc | PathDoc | Response:
     """Run one flow role's atomate2 Makers on a structure (on a path's images for ``neb``), or
     reuse the stored result of the same inputs. A failed calculation is stored as a
     :class:`CalculationFailure` and stops only the jobs that need it; under jobflow-remote it
-    fails the job instead."""
+    fails the job instead. ``endpoint_energies_eV`` completes a path whose code computes the
+    intermediate images only (VASP)."""
     fp = fingerprint(task, makers, structure)
     stored = _find_stored(fp)
     if stored is not None:
@@ -274,7 +279,9 @@ def calculate(
         return Response(output=failure, stop_children=True)
     elapsed = time.perf_counter() - started
     if task == "neb":
-        return _path_document(task_docs[-1], fp, label, described, elapsed)
+        return _path_document(
+            task_docs[-1], structure, endpoint_energies_eV, fp, label, described, elapsed
+        )
     last = task_docs[-1]
     output = last.output
     forces = getattr(output, "forces", None)
@@ -307,9 +314,23 @@ def calculate(
     return doc
 
 
-def _path_document(result, fp: str, label: str, described: dict, elapsed: float) -> PathDoc:
-    """A NEB run (atomate2's NebResult) as a :class:`PathDoc`."""
-    images = list(result.images)
+def _path_document(
+    result,
+    band: list[Structure],
+    endpoint_energies_eV: list[float] | None,
+    fp: str,
+    label: str,
+    described: dict,
+    elapsed: float,
+) -> PathDoc:
+    """A NEB run (atomate2's NebResult, or the NebIntermediateImagesDoc of VASP, which has the
+    intermediate images only) as a :class:`PathDoc` of the whole band."""
+    images, energies = list(result.images), [float(e) for e in result.energies]
+    if len(images) == len(band) - 2:
+        if endpoint_energies_eV is None:
+            raise ValueError(f"{label}: the NEB has no endpoint energies to complete the path")
+        images = [band[0], *images, band[-1]]
+        energies = [endpoint_energies_eV[0], *energies, endpoint_energies_eV[1]]
     steps = [0.0]
     for before, after in itertools.pairwise(images):
         steps.append(steps[-1] + float(np.sqrt((displacements(before, after) ** 2).sum())))
@@ -317,12 +338,13 @@ def _path_document(result, fp: str, label: str, described: dict, elapsed: float)
         fingerprint=fp,
         label=label,
         calculator=described,
-        energies_eV=[float(e) for e in result.energies],
+        energies_eV=energies,
         path_A=steps,
         images=images,
         converged=str(result.state) == "successful",
         elapsed_s=elapsed,
         job_uuid=CURRENT_JOB.job.uuid if CURRENT_JOB.job else None,
+        code=_code_record([result]),
     )
     barrier = max(doc.energies_eV) - doc.energies_eV[0]
     logger.info(
@@ -341,11 +363,12 @@ def calculation(
     structure: Structure | list[Structure],
     label: str,
     makers: list[Maker] | None = None,
+    endpoint_energies_eV: list[float] | None = None,
 ) -> Job:
     """The job that runs ``calculator``'s Makers of ``task`` (or the ``makers`` given) on a
     structure, named after its label (the name a queue shows: ``Cu3Au_v_Cu_1``)."""
     makers = makers if makers is not None else calculator.makers(task)
-    job = calculate(makers, structure, task, label, calculator)
+    job = calculate(makers, structure, task, label, calculator, endpoint_energies_eV)
     job.name = slug(label)
     return job
 

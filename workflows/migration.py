@@ -31,6 +31,7 @@ from carrierflow.structures.hops import (
     Hop,
     find_hops,
     hop_end_state,
+    symmetry_image_hops,
     vacancy_filler,
 )
 from carrierflow.structures.sources import StructureError
@@ -53,24 +54,35 @@ END_SITE_TOLERANCE_A = 0.5
 def hop_start(defects: list[DefectOutcome], kind: str) -> tuple[DefectOutcome | None, list[str]]:
     """The lowest defect of a kind whose relaxed state can start hops, and notes.
 
-    Hops go from site to site: the defect must have stayed on its own site (a split or
-    displaced interstitial needs the interstitialcy mechanism, not computed yet) and must not
-    have reconstructed the host.
+    The defect must not have reconstructed the host. A vacancy must have stayed on its own
+    site (hops go from site to site); an interstitial that left its site (split or displaced)
+    hops to the symmetry images of its relaxed state.
     """
     of_kind = sorted((d for d in defects if d.kind == kind), key=lambda d: d.ranking_energy_eV)
     usable = [
-        d for d in of_kind if d.local is None and d.structure is not None and d.ended_at == d.name
+        d
+        for d in of_kind
+        if d.local is None
+        and d.structure is not None
+        and (kind == "interstitial" or d.ended_at == d.name)
     ]
     if not usable:
-        why = f"no {kind} stayed on its site without reconstructing the host: no hops computed"
-        if kind == "interstitial":
-            why += " (split interstitials need the interstitialcy mechanism, not available yet)"
-        return None, [why]
+        stayed = "stayed on its site without reconstructing" if kind == "vacancy" else "kept"
+        return None, [f"no {kind} {stayed} the host: no hops computed"]
     notes = []
     if usable[0] is not of_kind[0]:
         notes.append(
-            f"hops from {usable[0].name}: the lowest {kind} {of_kind[0].name} left its site "
-            "or reconstructed the host"
+            f"hops from {usable[0].name}: the lowest {kind} {of_kind[0].name} "
+            + (
+                "left its site or reconstructed the host"
+                if kind == "vacancy"
+                else "reconstructed the host"
+            )
+        )
+    if usable[0].ended_at != usable[0].name:
+        notes.append(
+            f"{usable[0].name} left its site (split or displaced): hops to the symmetry images "
+            "of its relaxed state"
         )
     return usable[0], notes
 
@@ -131,35 +143,62 @@ def carrier_hops(
     (relaxed after the moving atom is put on the end site), interpolation, NEB, assessment
     (last)."""
     neb_makers = calculator.neb_makers(migration.fmax_eV_A, migration.max_steps)
-    all_jobs = []
     candidate = next(c for c in plan.candidates if c.name == defect.name)
-    cell = plan.cells[[c.name for c in plan.selected].index(defect.name)]
-    targets = [c for c in plan.candidates if c.kind == defect.kind]
-    hops = find_hops(host, candidate, targets, migration.shell_tolerance, migration.max_length_A)[
-        : migration.max_hops
-    ]
-    logger.info("%s: %d symmetry-distinct hops of %s", label, len(hops), defect.name)
-    for hop in hops:
-        if defect.kind == "vacancy":
-            index, end_cart = vacancy_filler(cell, host, hop), np.array(cell.site_cart)
-        else:
-            index = cell.host_indices.index(None)
-            end_cart = host.lattice.get_cartesian_coords(hop.end_frac)
-        end_start = rattle_near(
-            hop_end_state(defect.structure, index, end_cart),
-            end_cart,
-            settings.rattle_radius_A,
-            settings.rattle_amplitude_A,
-            seed=f"{label}/{hop.name}",
-        )
-        end = calculation(calculator, "ion_relax", end_start, f"{label} {hop.name} end")
-        images = neb_images(defect.structure, end.output.structure, migration.images)
+    shape = (migration.shell_tolerance, migration.max_length_A)
+    if defect.ended_at == defect.name:
+        targets = [c for c in plan.candidates if c.kind == defect.kind]
+        hops = find_hops(host, candidate, targets, *shape)[: migration.max_hops]
+        ends = [_relaxed_end(label, host, plan, defect, hop, calculator, settings) for hop in hops]
+    else:
+        # to a symmetry image of the relaxed state: an end state of the same energy
+        image_hops = symmetry_image_hops(plan.perfect, defect.structure, candidate, *shape)
+        ends = [
+            (hop, [], end, defect.energy_eV, {}) for hop, end in image_hops[: migration.max_hops]
+        ]
+    logger.info("%s: %d symmetry-distinct hops of %s", label, len(ends), defect.name)
+    all_jobs = []
+    for hop, end_jobs, end_state, end_energy, end_check in ends:
+        images = neb_images(defect.structure, end_state, migration.images)
         path = calculation(
-            calculator, "neb", images.output, f"{label} {hop.name} NEB", makers=neb_makers
+            calculator,
+            "neb",
+            images.output,
+            f"{label} {hop.name} NEB",
+            makers=neb_makers,
+            endpoint_energies_eV=[defect.energy_eV, end_energy],
         )
-        assess = assess_hop(hop, path.output, end.output, index, end_cart.tolist())
-        all_jobs.append([end, images, path, assess])
+        all_jobs.append([*end_jobs, images, path, assess_hop(hop, path.output, **end_check)])
     return all_jobs
+
+
+def _relaxed_end(
+    label: str,
+    host: Structure,
+    plan: DefectPlan,
+    defect: DefectOutcome,
+    hop: Hop,
+    calculator: Calculator,
+    settings: DefectSettings,
+) -> tuple:
+    """The end of a site-to-site hop: the relaxed start with the moving atom put on the end
+    site, rattled and relaxed. Returns the hop, its jobs, the end state and energy, and what
+    :func:`assess_hop` checks of it."""
+    cell = plan.cells[[c.name for c in plan.selected].index(defect.name)]
+    if defect.kind == "vacancy":
+        index, end_cart = vacancy_filler(cell, host, hop), np.array(cell.site_cart)
+    else:
+        index = cell.host_indices.index(None)
+        end_cart = host.lattice.get_cartesian_coords(hop.end_frac)
+    start = rattle_near(
+        hop_end_state(defect.structure, index, end_cart),
+        end_cart,
+        settings.rattle_radius_A,
+        settings.rattle_amplitude_A,
+        seed=f"{label}/{hop.name}",
+    )
+    end = calculation(calculator, "ion_relax", start, f"{label} {hop.name} end")
+    check = {"end": end.output, "index": index, "end_site_cart": end_cart.tolist()}
+    return hop, [end], end.output.structure, end.output.energy_eV, check
 
 
 @job
@@ -174,21 +213,26 @@ def neb_images(start: Structure, end: Structure, images: int) -> list[Structure]
 
 @job
 def assess_hop(
-    hop: Hop, path: PathDoc, end: CalculationDoc, index: int, end_site_cart: list[float]
+    hop: Hop,
+    path: PathDoc,
+    end: CalculationDoc | None = None,
+    index: int | None = None,
+    end_site_cart: list[float] | None = None,
 ) -> HopOutcome:
-    """Barriers and flags of one hop, and whether atom ``index`` stayed at the end site when
-    the end state relaxed."""
+    """Barriers and flags of one hop and, for a relaxed end state, whether atom ``index``
+    stayed at the end site when it relaxed."""
     energies = [e - path.energies_eV[0] for e in path.energies_eV]
     forward, reverse = barriers(energies)
     flags = []
-    if not end.converged:
-        flags.append(f"end state not converged in {end.steps} steps")
-    final = end.structure
-    moved = final.lattice.get_distance_and_image(
-        final[index].frac_coords, final.lattice.get_fractional_coords(end_site_cart)
-    )[0]
-    if moved > END_SITE_TOLERANCE_A:
-        flags.append(f"{END_LEFT_SITE}: the moving atom relaxed {moved:.2f} A away from it")
+    if end is not None:
+        if not end.converged:
+            flags.append(f"end state not converged in {end.steps} steps")
+        final = end.structure
+        moved = final.lattice.get_distance_and_image(
+            final[index].frac_coords, final.lattice.get_fractional_coords(end_site_cart)
+        )[0]
+        if moved > END_SITE_TOLERANCE_A:
+            flags.append(f"{END_LEFT_SITE}: the moving atom relaxed {moved:.2f} A away from it")
     if not path.converged:
         flags.append("NEB not converged")
     flags += profile_flags(energies, hop.symmetric)
@@ -207,7 +251,9 @@ def assess_hop(
         converged=path.converged,
         counts=hop_counts(path.converged, flags),
         flags=flags,
-        provenance={"end": end.provenance(), "neb": path.provenance()},
+        mechanism=hop.mechanism,
+        moving_atoms=hop.moving_atoms,
+        provenance={"neb": path.provenance()} | ({"end": end.provenance()} if end else {}),
     )
 
 

@@ -8,7 +8,22 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 
-class CalculationDoc(BaseModel):
+class _CodeRecord(BaseModel):
+    """Who computed a result: the job, and what a DFT code reports of its runs."""
+
+    job_uuid: str | None = Field(None, description="the job that computed it (task id)")
+    code: dict = Field(
+        default_factory=dict,
+        description="what a DFT code reports: version, inputs, task directories, state",
+    )
+
+    def provenance(self) -> dict:
+        """The task id and, for DFT codes, each run's version, folder, k-points and state."""
+        runs = [{k: v for k, v in run.items() if k != "incar"} for run in self.code.get("runs", [])]
+        return {"job_uuid": self.job_uuid, **({"runs": runs} if runs else {})}
+
+
+class CalculationDoc(_CodeRecord):
     """One energy calculation (relaxation or single point)."""
 
     fingerprint: str = Field(description="hash of task, Maker settings and input structure")
@@ -24,19 +39,9 @@ class CalculationDoc(BaseModel):
     max_force_eV_A: float | None = None
     elapsed_s: float
     reused: bool = False
-    job_uuid: str | None = Field(None, description="the job that computed it (task id)")
-    code: dict = Field(
-        default_factory=dict,
-        description="what a DFT code reports: version, inputs, task directories, state",
-    )
-
-    def provenance(self) -> dict:
-        """The task id and, for DFT codes, each run's version, folder, k-points and state."""
-        runs = [{k: v for k, v in run.items() if k != "incar"} for run in self.code.get("runs", [])]
-        return {"job_uuid": self.job_uuid, **({"runs": runs} if runs else {})}
 
 
-class PathDoc(BaseModel):
+class PathDoc(_CodeRecord):
     """One nudged-elastic-band calculation: the relaxed images and their energies."""
 
     fingerprint: str = Field(description="hash of the Maker settings and the initial images")
@@ -49,10 +54,6 @@ class PathDoc(BaseModel):
     converged: bool
     elapsed_s: float
     reused: bool = False
-    job_uuid: str | None = None
-
-    def provenance(self) -> dict:
-        return {"job_uuid": self.job_uuid}
 
 
 class CalculationFailure(BaseModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from atomate2.vasp.jobs.core import RelaxMaker, StaticMaker
-from atomate2.vasp.sets.core import RelaxSetGenerator, StaticSetGenerator
+from atomate2.vasp.jobs.neb import NebFromImagesMaker
+from atomate2.vasp.run import JobType
+from atomate2.vasp.sets.core import NebSetGenerator, RelaxSetGenerator, StaticSetGenerator
 from pymatgen.io.vasp import Kpoints
 from pymatgen.io.vasp.sets import MPRelaxSet
 
@@ -66,6 +68,12 @@ class StudyRelaxSetGenerator(_StudyMesh, RelaxSetGenerator):
 @dataclass
 class StudyStaticSetGenerator(_StudyMesh, StaticSetGenerator):
     """atomate2's static inputs on the study's k-point rule."""
+
+
+@dataclass
+class StudyNebSetGenerator(_StudyMesh, NebSetGenerator):
+    """atomate2's climbing-image NEB inputs (VTST: IBRION = 3, IOPT = 1, LCLIMB) on the study's
+    k-point rule."""
 
 
 def _generator_kwargs(settings: DftSettings, fmax: float, incar: dict) -> dict:
@@ -134,6 +142,25 @@ class VaspMakers:
         last ionic step's energy is reliable and no static follows; custodian restarts a
         relaxation that ends unconverged."""
         return [self._relax("ion relax", isif=2)]
+
+    def neb(self, steps: int) -> NebFromImagesMaker:
+        """Climbing-image NEB of a path's images (ions only, EDIFFG = -fmax, NSW = ``steps``)
+        with VTST's optimizer, as atomate2 sets it up. VASP computes the intermediate images
+        only: the endpoint energies are those of their relaxations, at the same settings."""
+        return NebFromImagesMaker(
+            name="NEB",
+            input_set_generator=StudyNebSetGenerator(
+                **_generator_kwargs(self.settings, self.fmax, {"NSW": steps})
+            ),
+            write_input_set_kwargs={"potcar_spec": self.potcar_spec},
+            # an unconverged band is a result (flagged), not an error
+            stop_children_kwargs={"handle_unsuccessful": False},
+            run_vasp_kwargs={
+                **self._run_kwargs(),
+                "job_type": JobType.NEB,
+                "vasp_job_kwargs": {"output_file": "vasp.out", "stderr_file": "std_err.txt"},
+            },
+        )
 
     def static(self, name: str = "static") -> StaticMaker:
         """A single point (NSW = 0), with the same smearing as the relaxations."""

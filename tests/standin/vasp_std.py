@@ -6,6 +6,15 @@ and writes vasprun.xml, OUTCAR, OSZICAR and CONTCAR in the formats that pymatgen
 atomate2 parse. Every file it writes says it is synthetic. Energies are those of the ASE
 calculator; eigenvalues and the density of states are placeholders.
 
+NEB mode (IMAGES = N > 0), as VASP with VTST: the head folder holds INCAR, KPOINTS and POTCAR,
+and folders 00 ... N+1 hold the POSCARs of the path. ASE's NEB (improved tangent, climbing image
+when LCLIMB, spring constant |SPRING| eV/A^2) relaxes the N intermediate images with FIRE to
+max |F| <= -EDIFFG in at most NSW ionic steps; the fixed endpoints are evaluated for the tangent
+but, as in VASP, get no output files. Each of 01 ... 0N gets vasprun.xml, OUTCAR, OSZICAR and
+CONTCAR, whose forces are the NEB forces (VTST writes those to OUTCAR). A converged NEB writes
+fewer than NSW ionic steps and an unconverged one exactly NSW, so pymatgen's ``converged_ionic``
+reads the outcome as it does for VASP.
+
 Environment
 -----------
 STANDIN_VASP_CALCULATOR
@@ -13,11 +22,12 @@ STANDIN_VASP_CALCULATOR
 STANDIN_VASP_FAIL_FORMULA
     Fail, like a crashed VASP, for a POSCAR of this formula (e.g. ``Au8Cu23``).
 STANDIN_VASP_LOG
-    Append one line per run (formula, NSW, ISIF) to this file.
+    Append one line per run (formula, NSW, ISIF, and IMAGES in NEB mode) to this file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -27,7 +37,8 @@ from pathlib import Path
 import numpy as np
 from ase.constraints import FixSymmetry
 from ase.filters import FrechetCellFilter
-from ase.optimize import BFGS
+from ase.mep import NEB
+from ase.optimize import BFGS, FIRE
 from ase.units import GPa
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.vasp import Incar, Kpoints, Poscar, Potcar
@@ -56,19 +67,38 @@ def fail(message: str) -> None:
 
 
 def read_inputs():
-    for required in ("INCAR", "POSCAR", "KPOINTS"):
+    """INCAR, KPOINTS and POTCAR, and the POSCARs: the folder's, or in NEB mode (IMAGES = N)
+    those of the image folders 00 ... N+1."""
+    if not Path("INCAR").is_file():
+        fail("no INCAR")
+    incar = Incar.from_file("INCAR")
+    images = int(incar.get("IMAGES", 0))
+    folders = [Path(f"{i:02d}") for i in range(images + 2)] if images > 0 else [Path()]
+    for required in [*(str(folder / "POSCAR") for folder in folders), "KPOINTS"]:
         if not Path(required).is_file():
             fail(f"no {required}")
     if not Path("POTCAR").is_file():
         fail("no POTCAR (the stand-in, like VASP, needs one POTCAR per species)")
-    incar = Incar.from_file("INCAR")
-    poscar = Poscar.from_file("POSCAR", check_for_potcar=False)
     kpoints = Kpoints.from_file("KPOINTS")
     potcar = Potcar.from_file("POTCAR")
     elements = [symbol.split("_")[0] for symbol in potcar.symbols]
-    if elements != poscar.site_symbols:
-        fail(f"POTCAR species {elements} do not match POSCAR species {poscar.site_symbols}")
-    return incar, poscar, kpoints, potcar
+    poscars = [Poscar.from_file(f / "POSCAR", check_for_potcar=False) for f in folders]
+    for poscar in poscars:
+        if elements != poscar.site_symbols:
+            fail(f"POTCAR species {elements} do not match POSCAR species {poscar.site_symbols}")
+    return incar, poscars, kpoints, potcar
+
+
+def ionic_step(atoms, forces) -> dict:
+    """One ionic step of ``atoms`` as the writers take it."""
+    stress = atoms.get_stress(voigt=False, apply_constraint=False)
+    return {
+        "energy": float(atoms.get_potential_energy()),
+        "forces": forces,
+        "stress": -stress * EV_A3_TO_KBAR,
+        "cell": atoms.cell.array.copy(),
+        "frac": atoms.get_scaled_positions(wrap=False).copy(),
+    }
 
 
 def run(incar, poscar):
@@ -83,16 +113,7 @@ def run(incar, poscar):
     steps = []
 
     def record():
-        stress = atoms.get_stress(voigt=False, apply_constraint=False)
-        steps.append(
-            {
-                "energy": float(atoms.get_potential_energy()),
-                "forces": atoms.get_forces(),
-                "stress": -stress * EV_A3_TO_KBAR,
-                "cell": atoms.cell.array.copy(),
-                "frac": atoms.get_scaled_positions(wrap=False).copy(),
-            }
-        )
+        steps.append(ionic_step(atoms, atoms.get_forces()))
 
     if nsw == 0 or ibrion < 0:
         record()
@@ -109,6 +130,46 @@ def run(incar, poscar):
     optimizer.attach(record)
     converged = optimizer.run(fmax=fmax, steps=nsw - 1)
     return atoms, steps[:nsw], bool(converged)
+
+
+def run_neb(incar, poscars):
+    """The images of the path (endpoints included) after an NEB of the intermediate ones, the
+    ionic steps of each intermediate image, and whether the NEB converged within NSW steps."""
+    images = []
+    for poscar in poscars:
+        atoms = AseAtomsAdaptor.get_atoms(poscar.structure)
+        atoms.calc = calculator()  # the endpoints too: their energies shape the tangents
+        images.append(atoms)
+    nsw = int(incar.get("NSW", 0))
+    ibrion = int(incar.get("IBRION", -1 if nsw == 0 else 0))
+    ediffg = float(incar.get("EDIFFG", -0.05))
+    fmax = -ediffg if ediffg < 0 else 0.05
+    if int(incar.get("ISIF", 2)) != 2:
+        fail(f"the stand-in's NEB moves ions only (ISIF = 2), got {incar.get('ISIF')}")
+    neb = NEB(
+        images,
+        k=abs(float(incar.get("SPRING", -5.0))),
+        climb=bool(incar.get("LCLIMB", False)),
+        method="improvedtangent",
+    )
+    inner = images[1:-1]
+    steps = [[] for _ in inner]
+
+    def record():
+        forces = neb.get_forces().reshape(len(inner), -1, 3)
+        for atoms, image_steps, image_forces in zip(inner, steps, forces, strict=True):
+            image_steps.append(ionic_step(atoms, image_forces))
+
+    if nsw == 0 or ibrion < 0:
+        record()
+        return images, steps, True
+    if ibrion not in (1, 2, 3):
+        fail(f"the stand-in relaxes with IBRION = 1, 2 or 3, got {ibrion}")
+    optimizer = FIRE(neb, logfile=None)
+    optimizer.attach(record)
+    converged = optimizer.run(fmax=fmax, steps=nsw - 1)
+    # NSW steps count as unconverged, as pymatgen reads a VASP run that used them all
+    return images, steps, bool(converged) and len(steps[0]) < nsw
 
 
 def band_count(nelect: float, natoms: int) -> int:
@@ -353,19 +414,10 @@ def write_oszicar(steps):
     Path("OSZICAR").write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    started = time.perf_counter()
-    print(f" running SYNTHETIC vasp stand-in {VERSION}")
-    incar, poscar, kpoints, potcar = read_inputs()
+def write_outputs(incar, poscar, kpoints, potcar, atoms, steps, started: float) -> None:
+    """CONTCAR, vasprun.xml, OUTCAR and OSZICAR of one calculation, in the current folder."""
     formula = poscar.structure.composition.formula.replace(" ", "")
-    log = os.environ.get("STANDIN_VASP_LOG")
-    if log:
-        with open(log, "a") as handle:
-            handle.write(f"{formula} NSW={incar.get('NSW', 0)} ISIF={incar.get('ISIF', 2)}\n")
-    if formula == os.environ.get("STANDIN_VASP_FAIL_FORMULA"):
-        fail(f"synthetic failure requested for {formula}")
     selective = poscar.selective_dynamics
-    atoms, steps, _ = run(incar, poscar)
     structure = AseAtomsAdaptor.get_structure(atoms)
     final = Poscar(structure, comment=f"{formula} SYNTHETIC", selective_dynamics=selective)
     final.write_file("CONTCAR")
@@ -374,7 +426,40 @@ def main() -> None:
     nbands = band_count(nelect, len(poscar.structure))
     write_outcar(incar, poscar, steps, nbands, time.perf_counter() - started)
     write_oszicar(steps)
-    print(f" SYNTHETIC run finished: {len(steps)} ionic steps, E = {steps[-1]['energy']:.6f} eV")
+
+
+def main() -> None:
+    started = time.perf_counter()
+    print(f" running SYNTHETIC vasp stand-in {VERSION}")
+    incar, poscars, kpoints, potcar = read_inputs()
+    formula = poscars[0].structure.composition.formula.replace(" ", "")
+    images = int(incar.get("IMAGES", 0))
+    log = os.environ.get("STANDIN_VASP_LOG")
+    if log:
+        line = f"{formula} NSW={incar.get('NSW', 0)} ISIF={incar.get('ISIF', 2)}"
+        with open(log, "a") as handle:
+            handle.write(line + (f" IMAGES={images}\n" if images > 0 else "\n"))
+    if formula == os.environ.get("STANDIN_VASP_FAIL_FORMULA"):
+        fail(f"synthetic failure requested for {formula}")
+    if images <= 0:
+        [poscar] = poscars
+        atoms, steps, _ = run(incar, poscar)
+        write_outputs(incar, poscar, kpoints, potcar, atoms, steps, started)
+        energy = steps[-1]["energy"]
+        print(f" SYNTHETIC run finished: {len(steps)} ionic steps, E = {energy:.6f} eV")
+        return
+    path, steps, converged = run_neb(incar, poscars)
+    for number, (poscar, atoms, image_steps) in enumerate(
+        zip(poscars[1:-1], path[1:-1], steps, strict=True), start=1
+    ):
+        with contextlib.chdir(f"{number:02d}"):
+            write_outputs(incar, poscar, kpoints, potcar, atoms, image_steps, started)
+    start = path[0].get_potential_energy()
+    relative = ", ".join(f"{s[-1]['energy'] - start:.4f}" for s in steps)
+    print(
+        f" SYNTHETIC NEB finished: {images} images, {len(steps[0])} ionic steps, "
+        f"{'converged' if converged else 'not converged'}, E - E(00) = {relative} eV"
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -15,18 +14,22 @@ from carrierflow.analysis.transport import (
     diffusion_coefficient,
     profile_flags,
 )
-from carrierflow.structures.defects import build_defect_cell, find_defects
-from carrierflow.structures.hops import find_hops, hop_end_state, vacancy_filler
+from carrierflow.structures.defects import DefectCandidate, build_defect_cell, find_defects
+from carrierflow.structures.hops import (
+    find_hops,
+    hop_end_state,
+    symmetry_image_hops,
+    vacancy_filler,
+)
 from carrierflow.structures.supercells import choose_supercell, make_supercell
 from carrierflow.workflows.cli import main
 
-
-def _cubic(a: float, species: str, coords) -> Structure:
-    return Structure(Lattice.cubic(a), [species] * len(coords), coords).get_primitive_structure()
-
-
-FCC = _cubic(3.6, "Cu", [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
-BCC = _cubic(3.51, "Li", [[0, 0, 0], [0.5, 0.5, 0.5]])
+_CONVENTIONAL_FCC = Structure(
+    Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+)
+_CONVENTIONAL_BCC = Structure(Lattice.cubic(3.51), ["Li"] * 2, [[0, 0, 0], [0.5, 0.5, 0.5]])
+FCC = _CONVENTIONAL_FCC.get_primitive_structure()
+BCC = _CONVENTIONAL_BCC.get_primitive_structure()
 
 
 def _hops(host, name):
@@ -79,6 +82,71 @@ def test_a_hop_end_state_moves_one_atom_by_the_hop_length(defect):
     assert moved[index] == pytest.approx(hop.length_A, abs=1e-6)
 
 
+def _image_hops(structure, perfect, kind="vacancy"):
+    start = DefectCandidate(
+        name="d",
+        kind=kind,
+        species=perfect[0].specie.symbol,
+        frac_coords=[0, 0, 0],
+        multiplicity=1,
+        equivalent_frac_coords=[[0, 0, 0]],
+        nearest_host_distance_A=1.0,
+    )
+    return symmetry_image_hops(perfect, structure, start)
+
+
+def _rattled(structure, amplitude, seed=1):
+    noise = np.random.default_rng(seed).normal(0, amplitude, (len(structure), 3))
+    return Structure(
+        structure.lattice,
+        structure.species,
+        structure.cart_coords + noise,
+        coords_are_cartesian=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("conventional", "cells", "multiplicity", "length"),
+    [
+        (_CONVENTIONAL_FCC, 2, 12, 3.6 / math.sqrt(2)),
+        (_CONVENTIONAL_BCC, 3, 8, 3.51 * math.sqrt(3) / 2),
+    ],
+)
+@pytest.mark.parametrize("noise", [0.0, 0.03])
+def test_symmetry_images_of_a_vacancy_are_its_lattice_hops(
+    conventional, cells, multiplicity, length, noise
+):
+    perfect = conventional * cells
+    vacancy = perfect.copy()
+    vacancy.remove_sites([0])
+    hops = _image_hops(_rattled(vacancy, noise), perfect)
+    # relaxation noise breaks the symmetry of the start, not the hops' equivalence
+    [(hop, end)] = hops
+    assert hop.multiplicity == multiplicity and hop.mechanism == "direct"
+    assert hop.length_A == pytest.approx(length, abs=0.1 if noise else 1e-6)
+    assert hop.symmetric and hop.moving_atoms == 1
+    assert len(end) == len(vacancy)
+
+
+def test_a_split_interstitial_hops_by_interstitialcy():
+    """The <100> dumbbell of fcc: it jumps to 8 of its 12 nearest neighbour sites, with
+    several atoms moving and one lattice spacing a/sqrt(2) of net transport."""
+    perfect = _CONVENTIONAL_FCC * 2
+    dumbbell = perfect.copy()
+    dumbbell.remove_sites([0])
+    half = 0.3 * 3.6 / dumbbell.lattice.c  # atoms 0.6 a apart along z around the vacant site
+    dumbbell.append("Cu", [0, 0, half])
+    dumbbell.append("Cu", [0, 0, -half])
+    [(hop, end)] = _image_hops(dumbbell, perfect, kind="interstitial")
+    assert hop.mechanism == "interstitialcy" and hop.moving_atoms >= 2
+    assert hop.multiplicity == 8
+    assert hop.length_A == pytest.approx(3.6 / math.sqrt(2), abs=1e-6)
+    # the end state is the dumbbell on another site: the same set of distances
+    assert sorted(np.round(end.distance_matrix.ravel(), 4)) == pytest.approx(
+        sorted(np.round(dumbbell.distance_matrix.ravel(), 4)), abs=1e-3
+    )
+
+
 def test_profile_flags_name_what_is_wrong():
     assert profile_flags([0.0, 0.3, 0.6, 0.3, 0.0], symmetric=True) == []
     assert "path maximum at an endpoint" in profile_flags([0.0, -0.1, -0.2], symmetric=False)[0]
@@ -126,22 +194,12 @@ def test_hops_start_from_the_lowest_defect_that_can_start_them(defect_outcome):
     ]
     vacancy, notes = hop_start(defects, "vacancy")
     assert vacancy.name == "v_b" and "v_a left its site" in notes[0]
+    # i_a reconstructed the host; i_b split, and hops to the symmetry images of its state
     interstitial, notes = hop_start(defects, "interstitial")
-    assert interstitial.name == "i_c"  # i_a reconstructed the host, i_b split
+    assert interstitial.name == "i_b" and "i_a reconstructed the host" in notes[0]
+    assert "i_b left its site" in notes[1] and "symmetry images" in notes[1]
     none, notes = hop_start(defects[:1], "vacancy")
     assert none is None and "no vacancy stayed on its site" in notes[0]
-
-
-@pytest.fixture(scope="module")
-def emt_migration(emt_run, tmp_path_factory):
-    """The EMT analogue with migration barriers, on a copy of the EMT run's store (its defect
-    calculations are reused)."""
-    root = tmp_path_factory.mktemp("emt-migration")
-    store = root / "store"
-    shutil.copytree(emt_run["store"], store)
-    assert main(cu_au("run", str(store), str(root / "out"), "--migration")) == 0
-    results = json.loads((root / "out" / "results.json").read_text())
-    return {"results": results, "store": store, "root": root}
 
 
 def _phases(results):
@@ -238,8 +296,8 @@ def test_bad_migration_options_end_in_one_line(tmp_path, capsys, extra, message)
 def test_neb_with_a_dft_code_is_refused_by_name():
     from carrierflow.workflows.calculators import Calculator, CalculatorError
 
-    with pytest.raises(CalculatorError, match="NEB with 'vasp' is not available yet"):
-        Calculator("vasp", command="vasp_std").neb_makers(0.05, 100)
+    with pytest.raises(CalculatorError, match="NEB with 'gpaw' is not available yet"):
+        Calculator("gpaw", command="python3").neb_makers(0.05, 100)
 
 
 @pytest.mark.slow

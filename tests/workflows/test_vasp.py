@@ -274,3 +274,66 @@ def test_refining_with_the_stand_in_vasp_reproduces_the_screen(tmp_path, capsys,
             assert defect["screen"]["error_eV"] == pytest.approx(0, abs=2e-3)
             assert defect["provenance"]["runs"][0]["task_label"] == "ion relax"
     assert "stand-in error (eV)" in (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def vasp_migration(vasp_runs) -> dict:
+    """Migration barriers through the stand-in VASP's NEB mode (SYNTHETIC, EMT), on the VASP
+    run's store, then the same command again."""
+    root = vasp_runs["root"]
+    log = root / "standin-migration.log"
+    args = ["run", "--system", "Cu-Au", "--calculator", "vasp", "--migration"]
+    args += ["--vasp-cmd", f"{sys.executable} {STANDIN}", "--workdir", str(root / "calculations")]
+    args += ["--store", str(root / "store"), "--output", str(root / "migration")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(SETTINGS, "PMG_VASP_PSP_DIR", str(root / "potcars"))
+        patch.setattr("carrierflow.workflows.vasp_makers.CUSTODIAN_POLLING_S", 0.5)
+        patch.setenv("STANDIN_VASP_LOG", str(log))
+        assert main(args) == 0
+        first_log = log.read_text().splitlines()
+        log.unlink()
+        assert main(args) == 0
+    return {
+        "results": json.loads((root / "migration" / "results.json").read_text()),
+        "log": first_log,
+        "rerun_log": log.read_text().splitlines() if log.exists() else [],
+    }
+
+
+def _hops(results) -> dict:
+    return {
+        hop["name"]: hop
+        for phase in [results["reference"], *results["hosts"]]
+        for carrier in phase["transport"]["carriers"]
+        for hop in carrier["hops"]
+    }
+
+
+def test_vasp_neb_gets_the_study_inputs_and_is_reused(vasp_migration):
+    nebs = [line for line in vasp_migration["log"] if "IMAGES=" in line]
+    assert nebs and all(line.endswith("IMAGES=5") for line in nebs)
+    assert vasp_migration["rerun_log"] == []  # the rerun computes nothing
+    for hop in _hops(vasp_migration["results"]).values():
+        [run] = hop["provenance"]["neb"]["runs"]
+        assert run["task_label"] == "NEB" and "SYNTHETIC" in run["code_version"].upper()
+        assert len(run["kpoints"]) == 3
+        assert len(hop["energies_eV"]) == 7  # endpoints from their relaxations, 5 images
+        folder = Path(run["directory"].split(":", 1)[-1])
+        [written] = [f for f in folder.glob("INCAR*") if ".orig" not in f.name]  # custodian's copy
+        incar = Incar.from_file(written)
+        assert incar["IMAGES"] == 5 and incar["LCLIMB"] and incar["IBRION"] == 3
+        assert incar["ENCUT"] == 500 and incar["EDIFF"] == 1e-6 and incar["EDIFFG"] == -0.05
+
+
+def test_vasp_barriers_equal_the_direct_emt_barriers(vasp_migration, emt_migration):
+    # the same endpoints and the same calculator behind the stand-in: the VASP NEB path (inputs,
+    # custodian, parsing, endpoint energies from the relaxations) adds nothing
+    # (split interstitials may relax to slightly different states in the two relaxers, so
+    # their hops may differ; vacancy hops go between the same sites)
+    vasp, direct = _hops(vasp_migration["results"]), _hops(emt_migration["results"])
+    vacancy_hops = {name for name, hop in direct.items() if hop["kind"] == "vacancy"}
+    assert len(vacancy_hops) == 2 and vacancy_hops <= vasp.keys()
+    compared = [name for name in vasp.keys() & direct.keys() if direct[name]["counts"]]
+    assert vacancy_hops <= set(compared)
+    for name in compared:
+        assert vasp[name]["barrier_eV"] == pytest.approx(direct[name]["barrier_eV"], abs=0.03)
