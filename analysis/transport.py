@@ -14,7 +14,8 @@ PROFILE_TOLERANCE_EV = 0.02
 ENDPOINT_MAXIMUM = "path maximum at an endpoint: no saddle between the images"
 ANOTHER_MINIMUM = "relaxed into another minimum"
 END_LEFT_SITE = "end state left its site"
-DISQUALIFYING = (ENDPOINT_MAXIMUM, ANOTHER_MINIMUM, END_LEFT_SITE)
+DELOCALIZED = "delocalized defect"
+DISQUALIFYING = (ENDPOINT_MAXIMUM, ANOTHER_MINIMUM, END_LEFT_SITE, DELOCALIZED)
 
 
 def profile_flags(
@@ -84,7 +85,7 @@ def carrier_transport(
     flags = list(flags or [])
     usable = [h for h in hops if h.counts and h.barrier_eV is not None]
     if hops and not usable:
-        flags.append("no hop has a converged barrier between endpoints that stayed put")
+        flags.append("no hop counts: see the flags of each hop")
     if formation_energy_eV is None or not usable:
         return CarrierTransport(kind=kind, defect=defect, hops=hops, flags=flags)
     for hop in usable:

@@ -25,6 +25,9 @@ SAME_STATE_A = 0.3
 MOVING_ATOM_A = 0.5
 # a hop that carries the species less than this far is a reorientation
 NO_TRANSPORT_A = 0.5
+# in a hop between localized states some atom moves at least this far; below it, the defect
+# is spread over the supercell (a crowdion) and shifts rather than hops
+LOCALIZED_MOVE_A = 1.0
 
 
 class Hop(BaseModel):
@@ -49,6 +52,7 @@ class Hop(BaseModel):
         "direct", description="one atom moves, or several move together"
     )
     moving_atoms: int = 1
+    largest_move_A: float | None = Field(None, description="farthest any atom moves (images)")
 
 
 def find_hops(
@@ -237,9 +241,8 @@ def symmetry_image_hops(
     for first in dict.fromkeys(label):
         frac = ends[first][1]
         carried = _carried(lattice, symbols == start.species, origin, frac)
-        moving = int(
-            (np.linalg.norm(pbc_diff(frac, origin) @ lattice.matrix, axis=1) > MOVING_ATOM_A).sum()
-        )
+        moves = np.linalg.norm(pbc_diff(frac, origin) @ lattice.matrix, axis=1)
+        moving = int((moves > MOVING_ATOM_A).sum())
         mechanism = "interstitialcy" if moving > 1 else "direct"
         hop = Hop(
             name=f"{start.name}>{start.name} {mechanism} {carried:.2f}A",
@@ -252,6 +255,7 @@ def symmetry_image_hops(
             symmetric=True,
             mechanism=mechanism,
             moving_atoms=moving,
+            largest_move_A=float(moves.max()),
         )
         # unwrapped from the start, so that the path between them is the hop
         hops.append((hop, Structure(lattice, relaxed.species, origin + pbc_diff(frac, origin))))
@@ -281,10 +285,9 @@ def _difference(lattice, symbols: np.ndarray, origin: np.ndarray, op: SymmOp) ->
 
 
 def _carried(lattice, carriers: np.ndarray, origin: np.ndarray, frac: np.ndarray) -> float:
-    """The net displacement of the carrier species in a hop, A: the sum of its atoms' moves,
-    leaving out those below ``SAME_STATE_A`` (relaxation noise, which would add up)."""
-    delta = (pbc_diff(frac, origin) @ lattice.matrix)[carriers]
-    return float(np.linalg.norm(delta[np.linalg.norm(delta, axis=1) >= SAME_STATE_A].sum(axis=0)))
+    """The net displacement of the carrier species in a hop, A: the sum of its atoms' moves
+    (a crowdion's many small ones included)."""
+    return float(np.linalg.norm((pbc_diff(frac, origin) @ lattice.matrix)[carriers].sum(axis=0)))
 
 
 def _same_state(lattice, image: _Image, other: _Image) -> bool:

@@ -19,6 +19,7 @@ from carrierflow.analysis.schemas import (
     PhaseTransport,
 )
 from carrierflow.analysis.transport import (
+    DELOCALIZED,
     END_LEFT_SITE,
     barriers,
     carrier_transport,
@@ -28,6 +29,7 @@ from carrierflow.analysis.transport import (
 )
 from carrierflow.structures.defects import rattle_near
 from carrierflow.structures.hops import (
+    LOCALIZED_MOVE_A,
     Hop,
     find_hops,
     hop_end_state,
@@ -233,6 +235,11 @@ def assess_hop(
         )[0]
         if moved > END_SITE_TOLERANCE_A:
             flags.append(f"{END_LEFT_SITE}: the moving atom relaxed {moved:.2f} A away from it")
+    if hop.largest_move_A is not None and hop.largest_move_A < LOCALIZED_MOVE_A:
+        flags.append(
+            f"{DELOCALIZED}: no atom moves more than {hop.largest_move_A:.2f} A, the defect "
+            "shifts (a crowdion gliding) and has no hop length in this supercell"
+        )
     if not path.converged:
         flags.append("NEB not converged")
     flags += profile_flags(energies, hop.symmetric)

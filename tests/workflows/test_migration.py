@@ -16,6 +16,7 @@ from carrierflow.analysis.transport import (
 )
 from carrierflow.structures.defects import DefectCandidate, build_defect_cell, find_defects
 from carrierflow.structures.hops import (
+    LOCALIZED_MOVE_A,
     find_hops,
     hop_end_state,
     symmetry_image_hops,
@@ -112,7 +113,7 @@ def _rattled(structure, amplitude, seed=1):
         (_CONVENTIONAL_BCC, 3, 8, 3.51 * math.sqrt(3) / 2),
     ],
 )
-@pytest.mark.parametrize("noise", [0.0, 0.03])
+@pytest.mark.parametrize("noise", [0.0, 0.01])  # A, random: more than a relaxation leaves
 def test_symmetry_images_of_a_vacancy_are_its_lattice_hops(
     conventional, cells, multiplicity, length, noise
 ):
@@ -123,7 +124,7 @@ def test_symmetry_images_of_a_vacancy_are_its_lattice_hops(
     # relaxation noise breaks the symmetry of the start, not the hops' equivalence
     [(hop, end)] = hops
     assert hop.multiplicity == multiplicity and hop.mechanism == "direct"
-    assert hop.length_A == pytest.approx(length, abs=0.1 if noise else 1e-6)
+    assert hop.length_A == pytest.approx(length, abs=0.3 if noise else 1e-6)
     assert hop.symmetric and hop.moving_atoms == 1
     assert len(end) == len(vacancy)
 
@@ -141,10 +142,47 @@ def test_a_split_interstitial_hops_by_interstitialcy():
     assert hop.mechanism == "interstitialcy" and hop.moving_atoms >= 2
     assert hop.multiplicity == 8
     assert hop.length_A == pytest.approx(3.6 / math.sqrt(2), abs=1e-6)
+    assert hop.largest_move_A > LOCALIZED_MOVE_A
     # the end state is the dumbbell on another site: the same set of distances
     assert sorted(np.round(end.distance_matrix.ravel(), 4)) == pytest.approx(
         sorted(np.round(dumbbell.distance_matrix.ravel(), 4)), abs=1e-3
     )
+
+
+def test_a_defect_that_only_shifts_has_no_hop_length():
+    """A crowdion spread over a small supercell shifts by small moves of many atoms: its
+    barrier is kept, but it has no hop length and does not enter D."""
+    from carrierflow.structures.hops import Hop
+    from carrierflow.workflows.migration import assess_hop
+    from carrierflow.workflows.schemas import PathDoc
+
+    hop = Hop(
+        name="Li_i1>Li_i1 interstitialcy 6.25A",
+        kind="interstitial",
+        species="Li",
+        start="Li_i1",
+        end="Li_i1",
+        length_A=6.25,
+        multiplicity=1,
+        symmetric=True,
+        mechanism="interstitialcy",
+        moving_atoms=30,
+        largest_move_A=0.58,
+    )
+    band = [BCC] * 3
+    path = PathDoc(
+        fingerprint="x",
+        label="Li",
+        calculator={},
+        energies_eV=[-1.0, -0.9, -1.0],
+        path_A=[0, 1, 2],
+        images=band,
+        converged=True,
+        elapsed_s=1,
+    )
+    outcome = assess_hop.original(hop, path)
+    assert not outcome.counts and outcome.barrier_eV == pytest.approx(0.1)
+    assert "delocalized defect: no atom moves more than 0.58 A" in outcome.flags[0]
 
 
 def test_profile_flags_name_what_is_wrong():
@@ -219,6 +257,20 @@ def test_copper_vacancy_hop_is_symmetric_and_physical(emt_migration):
     assert 0.2 < hop["barrier_eV"] < 1.5  # metals: a few tenths of an eV to about one eV
     assert hop["energies_eV"][0] == 0.0
     assert max(hop["energies_eV"]) == pytest.approx(hop["barrier_eV"])
+
+
+def test_a_split_interstitial_hops_to_the_symmetry_images_of_its_state(emt_migration):
+    # EMT's Cu interstitial in Cu3Au leaves its site: no end state is relaxed, the end is the
+    # start moved by a symmetry operation, so both ends have the same energy
+    [host] = emt_migration["results"]["hosts"]
+    carrier = _carrier(host, "interstitial")
+    assert any("left its site" in note for note in carrier["flags"])
+    assert carrier["hops"]
+    for hop in carrier["hops"]:
+        assert hop["symmetric"] and hop["start"] == hop["end"] == carrier["defect"]
+        assert "end" not in hop["provenance"]
+        assert hop["energies_eV"][-1] == pytest.approx(0, abs=0.02)
+        assert hop["mechanism"] == ("interstitialcy" if hop["moving_atoms"] > 1 else "direct")
 
 
 def test_every_hop_has_a_converged_barrier_or_a_flag(emt_migration):
