@@ -142,8 +142,8 @@ def carrier_hops(
     migration: MigrationSettings,
 ) -> list[list[Job]]:
     """The jobs of each symmetry-distinct hop of one relaxed defect: the hop's end state
-    (relaxed after the moving atom is put on the end site), interpolation, NEB, assessment
-    (last)."""
+    (relaxed after the moving atom is put on the end site; none for a hop to a symmetry image
+    of a defect that left its site), interpolation, NEB, assessment (last)."""
     neb_makers = calculator.neb_makers(migration.fmax_eV_A, migration.max_steps)
     candidate = next(c for c in plan.candidates if c.name == defect.name)
     shape = (migration.shell_tolerance, migration.max_length_A)

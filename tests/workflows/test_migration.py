@@ -354,7 +354,7 @@ def test_neb_with_a_dft_code_is_refused_by_name():
 
 @pytest.mark.slow
 def test_li_in_migration_completes_with_a_barrier_or_a_flag_for_every_hop(tmp_path):
-    """Li-In with the cheap SevenNet-0 (about 35 min on 2 cores): the flow finishes, every
+    """Li-In with the cheap SevenNet-0 (about 20 min on 2 cores): the flow finishes, every
     carrier of every phase has hops or says why not, and every hop has a converged barrier or
     says why not (split interstitials hop by interstitialcy to the images of their state)."""
     args = [
