@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
+# the flag of a defect that relaxed into an earlier candidate's state
+SHARED_STATE_FLAG = "same relaxed energy as"
+
 
 def _min_image(lattice: Lattice, frac_delta: np.ndarray) -> np.ndarray:
     """Cartesian minimum-image vectors for fractional differences (n, 3)."""
@@ -160,7 +163,7 @@ def mark_shared_final_states(defects: list, tolerance_eV: float = 0.001) -> None
                 and abs(earlier.formation_energy_eV - defect.formation_energy_eV) < tolerance_eV
             ):
                 defect.flags.append(
-                    f"same relaxed energy as {earlier.name} (within {tolerance_eV * 1000:g} meV): "
+                    f"{SHARED_STATE_FLAG} {earlier.name} (within {tolerance_eV * 1000:g} meV): "
                     "one final state"
                 )
                 break

@@ -168,7 +168,8 @@ def _transport_lines(results: dict) -> list[str]:
         "",
         f"Climbing-image NEB ({migration['images']} images, forces to "
         f"{migration['fmax_eV_A']:g} eV/Å) of the nearest-neighbour hops of each phase's lowest "
-        "vacancy and interstitial, endpoints relaxed in the defect supercell. E_a = E_f + E_m; "
+        "vacancy and interstitial, endpoints relaxed in the defect supercell (a defect that left "
+        "its site hops to symmetry images of its relaxed state). E_a = E_f + E_m; "
         "D = (1/6) Σ z a² ν exp(−E_a/k_BT) over the hops that count (converged, a saddle "
         "between endpoints that stayed put), "
         f"ν = {migration['attempt_frequency_Hz']:.2g} Hz.",

@@ -108,11 +108,13 @@ def calculation_seconds(store_dir: Path) -> dict[str, tuple[float, int]]:
 def repeated_states(results: dict) -> list[str]:
     """Labels of the defect relaxations that ended in a state an earlier candidate had reached:
     the time a lever that drops duplicate candidates early could save at most."""
+    from carrierflow.analysis.relaxation import SHARED_STATE_FLAG
+
     return [
         f"{phase['label']} {defect['name']}"
         for phase in [results["reference"], *results["hosts"]]
         for defect in phase["defects"]
-        if any("same relaxed energy as" in flag for flag in defect["flags"])
+        if any(flag.startswith(SHARED_STATE_FLAG) for flag in defect["flags"])
     ]
 
 

@@ -244,13 +244,7 @@ def assess_hop(
         flags.append("NEB not converged")
     flags += profile_flags(energies, hop.symmetric)
     return HopOutcome(
-        name=hop.name,
-        kind=hop.kind,
-        start=hop.start,
-        end=hop.end,
-        length_A=hop.length_A,
-        multiplicity=hop.multiplicity,
-        symmetric=hop.symmetric,
+        **hop.model_dump(include=set(HopOutcome.model_fields)),  # what the hop is
         energies_eV=energies,
         path_A=path.path_A,
         barrier_eV=forward,
@@ -258,8 +252,6 @@ def assess_hop(
         converged=path.converged,
         counts=hop_counts(path.converged, flags),
         flags=flags,
-        mechanism=hop.mechanism,
-        moving_atoms=hop.moving_atoms,
         provenance={"neb": path.provenance()} | ({"end": end.provenance()} if end else {}),
     )
 

@@ -14,6 +14,7 @@ from jobflow import Flow, Response, job
 from pymatgen.core import Structure
 
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
+from carrierflow.analysis.relaxation import SHARED_STATE_FLAG
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
 from carrierflow.structures.defects import DefectCandidate, find_vacancies, interstitial_at
 from carrierflow.structures.sources import StructureError, StructureSource
@@ -29,8 +30,6 @@ from carrierflow.workflows.jobs import (
 from carrierflow.workflows.schemas import CalculationDoc, DefectSettings, RefineSettings
 
 logger = logging.getLogger("carrierflow")
-
-SHARED_STATE_FLAG = "same relaxed energy as"
 
 
 def lowest_defects(defects: list[DefectOutcome], k: int) -> list[DefectOutcome]:
