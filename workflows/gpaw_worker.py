@@ -3,8 +3,9 @@
 Standalone on purpose: it imports only numpy, ASE and GPAW, so any Python that has GPAW runs it
 (a virtual environment with PyPI's gpaw, or Debian's system python with its gpaw package), under
 ``mpirun`` too. carrierflow writes ``gpaw-input.json``, runs this file in the calculation's folder
-and reads ``gpaw-result.json``. Every ionic step is appended to ``gpaw-steps.jsonl``; a rerun in
-the same folder continues from the last step.
+and reads ``gpaw-result.json``. Every ionic step is appended to ``gpaw-steps.jsonl`` with its
+energies, forces and (when the cell relaxes) stress, so that each step is a training frame for the
+stand-in; a rerun in the same folder continues from the last step.
 
 Usage: ``python gpaw_worker.py gpaw-input.json``
 """
@@ -80,15 +81,24 @@ def count_steps():
     return len(STEPS.read_text().splitlines()) if STEPS.exists() else 0
 
 
-def record(atoms, started):
+def record(atoms, started, with_stress):
+    """Append one ionic step. The forces are derivatives of the smeared free energy, so a
+    frame for a potential pairs them with ``free_energy``; ``energy`` is GPAW's extrapolation to
+    zero smearing (the formation energies use it). The stress costs an extra step in GPAW, so it
+    is recorded where the optimizer needed it anyway: when the cell relaxes (eV/A^3, Voigt
+    order xx yy zz yz xz xy, ASE's sign)."""
     forces = atoms.get_forces()
     entry = {
         "energy": float(atoms.get_potential_energy()),
+        "free_energy": float(atoms.get_potential_energy(force_consistent=True)),
         "cell": atoms.cell.array.tolist(),
         "positions": atoms.positions.tolist(),
+        "forces": forces.tolist(),
         "fmax": float(np.linalg.norm(forces, axis=1).max()),
         "elapsed_s": time.time() - started,
     }
+    if with_stress:
+        entry["stress"] = atoms.get_stress(voigt=True).tolist()
     if world.rank == 0:
         with STEPS.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
@@ -111,11 +121,11 @@ def main(path):
             target = CellFilter(atoms)
         # a small step: BFGS overshoots on nearly converged DFT forces
         optimizer = BFGS(target, maxstep=spec["maxstep_A"], logfile=None)
-        optimizer.attach(lambda: record(atoms, started))
+        optimizer.attach(lambda: record(atoms, started, spec["relax_cell"]))
         remaining = max(spec["steps"] - count_steps(), 0)
         converged = bool(optimizer.run(fmax=spec["fmax"], steps=remaining))
     else:
-        record(atoms, started)
+        record(atoms, started, spec["relax_cell"])
     result = {
         "energy": float(atoms.get_potential_energy()),
         "forces": atoms.get_forces().tolist(),

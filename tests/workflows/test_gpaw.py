@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,26 @@ def test_a_rerun_reuses_every_stored_dft_job(gpaw_li):
 def test_bulk_relaxation_ends_with_a_single_point(gpaw_li):
     [bulk] = [d for d in gpaw_li["first"]["docs"] if d.task == "bulk_relax"]
     assert [r["task_label"] for r in bulk.code["runs"]] == ["bulk relax", "static"]
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_every_gpaw_ionic_step_is_kept_with_its_forces_and_the_cell_steps_with_stress(gpaw_li):
+    for doc in gpaw_li["first"]["docs"]:
+        for run in doc.code["runs"]:
+            lines = (Path(run["directory"]) / "gpaw-steps.jsonl").read_text().splitlines()
+            steps = [json.loads(line) for line in lines]
+            relaxes_cell = run["task_label"] == "bulk relax"
+            assert steps, run["directory"]
+            for step in steps:
+                forces = np.array(step["forces"])
+                assert forces.shape == (len(step["positions"]), 3)
+                assert np.isclose(np.linalg.norm(forces, axis=1).max(), step["fmax"])
+                # the smeared free energy and its zero-width extrapolation differ by a smearing term
+                assert abs(step["free_energy"] - step["energy"]) < 0.05 * len(forces)
+                assert ("stress" in step) == relaxes_cell
+                if relaxes_cell:
+                    assert len(step["stress"]) == 6
 
 
 def test_missing_gpaw_is_one_clear_line(monkeypatch, capsys, tmp_path):
