@@ -23,13 +23,14 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from carrierflow.structures.presets import SYSTEMS
 from carrierflow.structures.sources import load_structure
 from carrierflow.workflows.calculators import Calculator
-from carrierflow.workflows.jobs import plan_defects
+from carrierflow.workflows.jobs import load_calculator, plan_defects
 from carrierflow.workflows.schemas import DefectSettings
 
 
 def fresh_calculator(calculator: Calculator):
-    """The ASE calculator, its model loaded from scratch (the naive script's habit)."""
-    return calculator.makers("static")[0]._get_calculator()
+    """The ASE calculator, its model loaded from scratch (the naive script's habit), with the
+    workflow's deterministic torch (so that both compute the same numbers)."""
+    return load_calculator(calculator.makers("static")[0])
 
 
 def relax(structure, calculator: Calculator, relax_cell: bool) -> tuple[float, object, int]:
@@ -51,6 +52,18 @@ def single_point(structure, calculator: Calculator) -> float:
     return atoms.get_potential_energy()
 
 
+def plan_summary(plan) -> dict:
+    """What a run chose for one host: the supercell and every candidate's name, multiplicity and
+    representative (fractional coordinates of the host cell)."""
+    return {
+        "supercell": plan.choice.matrix,
+        "candidates": {
+            c.name: {"multiplicity": c.multiplicity, "frac_coords": c.frac_coords}
+            for c in plan.selected
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="Li-In")
@@ -69,7 +82,7 @@ def main() -> None:
         energy, bulk, _ = relax(structure, calculator, relax_cell=True)
         if mu is None:
             mu = energy / len(bulk)
-        plan = plan_defects(label, bulk, settings)
+        plan = plan_defects(label, bulk, settings, given=structure)
         perfect = single_point(plan.perfect, calculator)
         defects = {}
         for candidate, start in zip(plan.selected, plan.starts, strict=True):
@@ -80,7 +93,7 @@ def main() -> None:
                 "steps": steps,
             }
             print(f"{label} {candidate.name}: {defects[candidate.name]}", flush=True)
-        phases.append({"label": label, "defects": defects})
+        phases.append({"label": label, "plan": plan_summary(plan), "defects": defects})
     document = {"wall_s": time.perf_counter() - started, "mu_eV": mu, "phases": phases}
     args.output.write_text(json.dumps(document, indent=2) + "\n")
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
-from pymatgen.analysis.defects.generators import VacancyGenerator, VoronoiInterstitialGenerator
-from pymatgen.core import DummySpecies, Structure
+from pymatgen.analysis.defects.generators import VacancyGenerator
+from pymatgen.analysis.defects.utils import cluster_nodes, remove_collisions
+from pymatgen.core import DummySpecies, Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from scipy.spatial import Voronoi
 
 from carrierflow.structures.sources import StructureError
-
-SYMPREC = 0.01
+from carrierflow.structures.symmetry import (
+    SYMPREC,
+    canonical_frac,
+    space_group_operations,
+    tolerant_rank,
+)
 
 
 class DefectCandidate(BaseModel):
@@ -44,21 +51,28 @@ def check_species(host: Structure, species: str) -> None:
         raise StructureError(f"species {species} is not in host {host.composition.reduced_formula}")
 
 
-def equivalent_positions(host: Structure, frac_coords, tol: float = 1e-3) -> np.ndarray:
-    """All positions in the host cell equivalent by symmetry to ``frac_coords``."""
-    operations = SpacegroupAnalyzer(host, symprec=SYMPREC).get_symmetry_operations()
+def equivalent_positions(host: Structure, frac_coords, tol_A: float = 0.01) -> np.ndarray:
+    """All positions in the host cell equivalent by symmetry to ``frac_coords``, in a canonical
+    order (see :func:`canonical_order`): the first is the orbit's canonical representative."""
     positions: list[np.ndarray] = []
-    for op in operations:
-        image = np.mod(op.operate(frac_coords), 1.0)
-        image[np.isclose(image, 1.0, atol=tol)] = 0.0
-        if not any(_periodic_close(image, p, tol) for p in positions):
+    for op in space_group_operations(host):
+        image = canonical_frac(op.operate(frac_coords))
+        if not any(_periodic_distance(host, image, p) < tol_A for p in positions):
             positions.append(image)
-    return np.array(positions)
+    positions = np.array(positions)
+    return positions[canonical_order(positions)]
 
 
-def _periodic_close(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
-    delta = a - b
-    return bool(np.all(np.abs(delta - np.round(delta)) < tol))
+def canonical_order(frac_coords: np.ndarray, tol: float = 1e-4) -> list[int]:
+    """Positions sorted by their fractional coordinates (x, then y, then z), where coordinates
+    within ``tol`` count as equal, so that noise cannot reorder symmetry-equivalent positions."""
+    frac_coords = np.asarray(frac_coords)
+    ranks = np.stack([tolerant_rank(frac_coords[:, axis], tol) for axis in range(3)], axis=1)
+    return sorted(range(len(frac_coords)), key=lambda i: tuple(ranks[i]))
+
+
+def _periodic_distance(host: Structure, a, b) -> float:
+    return float(host.lattice.get_all_distances([a], [b])[0, 0])
 
 
 def _nearest_distance(host: Structure, frac_coords) -> float:
@@ -70,52 +84,130 @@ def _nearest_distance(host: Structure, frac_coords) -> float:
     return float(min(n.nn_distance for n in neighbours if n.nn_distance > 1e-3))
 
 
-def find_vacancies(host: Structure, species: str) -> list[DefectCandidate]:
-    """Symmetry-distinct vacancies of ``species`` (pymatgen-analysis-defects' generator)."""
+def find_vacancies(
+    host: Structure, species: str, given: Structure | None = None
+) -> list[DefectCandidate]:
+    """Symmetry-distinct vacancies of ``species`` (pymatgen-analysis-defects' generator), each
+    represented by the first atom of its orbit in the host's atom order.
+
+    The Wyckoff letters of the names are read from ``given`` (the structure as the user gave it,
+    same atom order; default: the host). spglib's letter depends on its choice among equivalent
+    origins (1a or 1b of P-3m1, 4a or 4b of Fm-3m), and a relaxed host carries noise that flips
+    that choice (30 hosts strained by 1e-5: Li5In4's 1a named 1b in 10); the input is the same
+    bytes in every run.
+    """
     check_species(host, species)
     symmetrized = SpacegroupAnalyzer(host, symprec=SYMPREC).get_symmetrized_structure()
+    named = SpacegroupAnalyzer(given or host, symprec=SYMPREC).get_symmetrized_structure()
+    letters = {
+        index: named.wyckoff_symbols[group]
+        for group, indices in enumerate(named.equivalent_indices)
+        for index in indices
+    }
     candidates = []
     for vacancy in VacancyGenerator(symprec=SYMPREC).get_defects(host, rm_species=[species]):
-        site = vacancy.site
-        wyckoff = next(
-            symmetrized.wyckoff_symbols[i]
-            for i, group in enumerate(symmetrized.equivalent_indices)
-            if any(np.allclose(host[j].frac_coords, site.frac_coords) for j in group)
+        indices = next(
+            indices
+            for indices in symmetrized.equivalent_indices
+            if any(np.allclose(host[j].frac_coords, vacancy.site.frac_coords) for j in indices)
         )
-        equivalent = equivalent_positions(host, site.frac_coords)
+        first = canonical_frac(host[min(indices)].frac_coords)
         candidates.append(
             DefectCandidate(
-                name=f"v_{species}_{wyckoff}",
+                name=f"v_{species}_{letters[min(indices)]}",
                 kind="vacancy",
                 species=species,
-                frac_coords=[float(x) for x in site.frac_coords],
-                multiplicity=len(equivalent),
-                equivalent_frac_coords=equivalent.tolist(),
-                nearest_host_distance_A=_nearest_distance(host, site.frac_coords),
+                frac_coords=[float(x) for x in first],
+                multiplicity=len(indices),
+                equivalent_frac_coords=equivalent_positions(host, first).tolist(),
+                nearest_host_distance_A=_nearest_distance(host, first),
             )
         )
     return _unique_names(candidates)
 
 
+def voronoi_nodes(host: Structure) -> np.ndarray:
+    """Fractional coordinates of the Voronoi vertices of the host's atoms inside the cell.
+
+    The tessellation runs on the cell in pymatgen's standard orientation, so a rotation of
+    the input changes nothing. Vertices of a symmetric crystal are degenerate (more than four
+    atoms on one sphere); qhull then returns several vertices at one place, which
+    :func:`find_interstitials` clusters. pymatgen-analysis-defects' ``TopographyAnalyzer``
+    filters vertices at the cell boundary with an absolute tolerance and lost every vertex of a
+    Cu3Au cell strained by 1e-5; here nothing is filtered but by distance.
+    """
+    lattice = Lattice.from_parameters(*host.lattice.parameters)
+    reach = 2 if len(host) < 5 else 1
+    shifts = np.array(list(itertools.product(range(-reach, reach + 1), repeat=3)))
+    frac = (host.frac_coords[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    vertices = lattice.get_fractional_coords(Voronoi(lattice.get_cartesian_coords(frac)).vertices)
+    inside = np.all((vertices > -0.05) & (vertices < 1.05), axis=1)
+    return canonical_frac(vertices[inside])
+
+
 def find_interstitials(
-    host: Structure, species: str, min_distance_A: float = 1.5
+    host: Structure, species: str, min_distance_A: float = 1.5, cluster_tol_A: float = 0.5
 ) -> list[DefectCandidate]:
-    """Symmetry-distinct interstitial candidates (Voronoi nodes) at least ``min_distance_A``
-    from every host atom."""
+    """Symmetry-distinct interstitial candidates at least ``min_distance_A`` from every host
+    atom: Voronoi vertices (:func:`voronoi_nodes`) outside the atoms, clustered within
+    ``cluster_tol_A`` (pymatgen-analysis-defects' ``remove_collisions`` and ``cluster_nodes``,
+    as its ``VoronoiInterstitialGenerator`` does), put exactly on their site symmetry and grouped
+    into orbits by the host's space group.
+
+    Nothing here depends on rounding: the host should be symmetrized first
+    (:func:`carrierflow.structures.symmetry.symmetrize`), each orbit is represented by its
+    canonical position (:func:`equivalent_positions`), and the candidates are named in a fixed
+    order: roomiest first (distances within 1e-3 A tie), then by multiplicity, then position.
+    """
     check_species(host, species)
-    generator = VoronoiInterstitialGenerator(min_dist=min_distance_A)
-    candidates = []
-    for interstitial in generator.get_defects(host, insert_species=[species]):
-        frac = np.mod(interstitial.site.frac_coords, 1.0)
-        candidates.append(interstitial_at(host, f"{species}_i", species, frac))
-    # roomiest first: the usual order of interest, and stable names across runs
-    candidates.sort(key=lambda c: (-round(c.nearest_host_distance_A, 3), c.multiplicity))
+    nodes = remove_collisions(voronoi_nodes(host), structure=host, min_dist=min_distance_A)
+    if len(nodes) > 1:
+        nodes = cluster_nodes(nodes, lattice=host.lattice, tol=cluster_tol_A)
+    operations = space_group_operations(host)
+    orbits: list[np.ndarray] = []
+    for node in nodes:
+        site = _on_site_symmetry(host, operations, node, cluster_tol_A)
+        if not any(
+            host.lattice.get_all_distances([site], orbit).min() < cluster_tol_A for orbit in orbits
+        ):
+            orbits.append(equivalent_positions(host, site))
+    candidates = [
+        interstitial_at(host, f"{species}_i", species, orbit[0])
+        for orbit in orbits
+        if _nearest_distance(host, orbit[0]) >= min_distance_A
+    ]
+    if not candidates:
+        return []
+    roomy = tolerant_rank([-c.nearest_host_distance_A for c in candidates])
+    position = {
+        i: rank for rank, i in enumerate(canonical_order([c.frac_coords for c in candidates]))
+    }
+    order = sorted(
+        range(len(candidates)), key=lambda i: (roomy[i], candidates[i].multiplicity, position[i])
+    )
+    candidates = [candidates[i] for i in order]
     return _unique_names(candidates)
+
+
+def _on_site_symmetry(host: Structure, operations, frac_coords, tol_A: float) -> np.ndarray:
+    """A point moved exactly onto the symmetry elements it lies within ``tol_A`` of: the mean of
+    its images under the operations that map it within ``tol_A`` of itself (its site group)."""
+    point = np.asarray(frac_coords, dtype=float)
+    for _ in range(5):
+        images = np.array([op.operate(point) for op in operations])
+        shifts = images - point
+        shifts -= np.round(shifts)
+        near = np.linalg.norm(host.lattice.get_cartesian_coords(shifts), axis=1) < tol_A
+        moved = point + shifts[near].mean(axis=0)
+        if np.allclose(moved, point, atol=1e-12):
+            break
+        point = moved
+    return canonical_frac(point)
 
 
 def interstitial_at(host: Structure, name: str, species: str, frac_coords) -> DefectCandidate:
     """An interstitial candidate of ``species`` at ``frac_coords`` of the host cell."""
-    frac = np.mod(np.asarray(frac_coords, dtype=float), 1.0)
+    frac = canonical_frac(frac_coords)
     equivalent = equivalent_positions(host, frac)
     return DefectCandidate(
         name=name,
@@ -129,10 +221,11 @@ def interstitial_at(host: Structure, name: str, species: str, frac_coords) -> De
 
 
 def find_defects(
-    host: Structure, species: str, min_distance_A: float = 1.5
+    host: Structure, species: str, min_distance_A: float = 1.5, given: Structure | None = None
 ) -> list[DefectCandidate]:
-    """All vacancies and interstitial candidates of ``species`` in ``host``."""
-    return find_vacancies(host, species) + find_interstitials(host, species, min_distance_A)
+    """All vacancies and interstitial candidates of ``species`` in ``host`` (vacancy names from
+    ``given``, see :func:`find_vacancies`)."""
+    return find_vacancies(host, species, given) + find_interstitials(host, species, min_distance_A)
 
 
 def _unique_names(candidates: list[DefectCandidate]) -> list[DefectCandidate]:

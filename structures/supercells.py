@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pymatgen.core import Lattice, Structure
 
 from carrierflow.structures.sources import StructureError
+from carrierflow.structures.symmetry import LENGTH_TOL_A, tolerant_rank
 
 _SHORT_VECTORS = np.array([n for n in itertools.product(range(-2, 3), repeat=3) if any(n)])
 
@@ -66,6 +67,12 @@ def choose_supercell(
     so the cell is the cheapest that reaches the distance; among equally small ones the one
     with the largest image distance wins. pymatgen-analysis-defects' ``get_sc_fromstruct``
     optimises cubicity instead, which can cost twice the atoms for the same distance.
+
+    The choice does not depend on rounding: distances within ``LENGTH_TOL_A`` count as equal
+    (symmetry-equivalent supercells have equal distances up to the host's noise), the tie goes
+    to the lexicographically smallest Hermite normal form, and the matrix is the canonical
+    reduced basis of that supercell (:func:`canonical_basis`). Two relaxations of one host
+    that differ in the 6th digit get the same matrix.
     """
     natoms = len(structure)
     target = min_image_distance_A - 1e-6
@@ -78,19 +85,24 @@ def choose_supercell(
         # any short combination of the basis rules a form out before the exact (LLL) check
         short = np.linalg.norm(np.einsum("kj,njx->nkx", _SHORT_VECTORS[:62], vectors), axis=2)
         bound = short.min(axis=1)
-        best = None
+        reaching: list[tuple[float, np.ndarray]] = []
+        best = -np.inf
         # the short combinations bound each form's image distance from above: check the most
-        # promising forms first and stop once no remaining bound can beat the best found
+        # promising forms first and stop once no remaining bound can reach the best found
         for index in np.argsort(-bound, kind="stable"):
-            if bound[index] < target or (best is not None and bound[index] <= best[1]):
+            if bound[index] < target or bound[index] < best - LENGTH_TOL_A:
                 break
             distance = min_image_distance(Lattice(vectors[index]))
-            if distance >= target and (best is None or distance > best[1]):
-                best = (forms[index], distance)
-        if best is not None:
-            matrix = _reduce_matrix(best[0], structure.lattice)
+            if distance >= target:
+                reaching.append((distance, forms[index]))
+                best = max(best, distance)
+        if reaching:
+            tied = [form for distance, form in reaching if distance >= best - LENGTH_TOL_A]
+            hnf = min(tied, key=lambda f: tuple(f[np.tril_indices(3)]))
             return SupercellChoice(
-                matrix=matrix.tolist(), natoms=det * natoms, min_image_distance_A=round(best[1], 4)
+                matrix=canonical_basis(hnf, structure.lattice).tolist(),
+                natoms=det * natoms,
+                min_image_distance_A=round(best, 4),
             )
     raise StructureError(
         f"{structure.composition.reduced_formula}: no supercell of at most {max_atoms} atoms "
@@ -99,14 +111,28 @@ def choose_supercell(
     )
 
 
-def _reduce_matrix(hnf: np.ndarray, lattice: Lattice) -> np.ndarray:
-    """An equivalent supercell matrix whose lattice vectors are LLL-reduced (compact cells)."""
-    super_lattice = Lattice(hnf @ lattice.matrix)
-    reduced = super_lattice.get_lll_reduced_lattice().matrix
-    matrix = np.rint(reduced @ np.linalg.inv(lattice.matrix)).astype(int)
-    if np.linalg.det(matrix) < 0:
-        matrix = -matrix
-    return matrix
+def canonical_basis(hnf: np.ndarray, lattice: Lattice) -> np.ndarray:
+    """The supercell matrix of the superlattice ``hnf`` with the shortest basis vectors (compact
+    cells), chosen without rounding noise: candidate vectors are ranked by length with ties
+    within ``LENGTH_TOL_A`` broken by their integer coordinates, each with its first non-zero
+    coordinate positive, and the first three in that order that span the superlattice form
+    the basis (right-handed: the last one is negated if needed)."""
+    det = round(abs(np.linalg.det(hnf)))
+    reduced = Lattice(hnf @ lattice.matrix).get_lll_reduced_lattice().matrix
+    start = np.rint(reduced @ np.linalg.inv(lattice.matrix)).astype(int)
+    # every vector up to the third successive minimum has coordinates -2..2 in a reduced basis
+    integer = np.unique(_SHORT_VECTORS @ start, axis=0)
+    first = integer[np.arange(len(integer)), np.argmax(integer != 0, axis=1)]
+    integer = integer[first > 0]
+    ranks = tolerant_rank(np.linalg.norm(integer @ lattice.matrix, axis=1))
+    order = sorted(range(len(integer)), key=lambda i: (ranks[i], *integer[i]))
+    for i, j, k in itertools.combinations(order, 3):
+        matrix = integer[[i, j, k]]
+        if round(abs(np.linalg.det(matrix))) == det:
+            if np.linalg.det(matrix) < 0:
+                matrix[2] = -matrix[2]
+            return matrix
+    raise AssertionError("a reduced basis spans its lattice")  # pragma: no cover
 
 
 def make_supercell(structure: Structure, choice: SupercellChoice) -> Structure:

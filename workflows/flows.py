@@ -103,6 +103,7 @@ class CarrierFlowMaker(Maker):
             calculator,
             self.settings,
             is_reference=True,
+            given=reference.structure,
         )
         jobs = [reference_bulk, reference_defects]
         host_outputs, host_bulks = [], []
@@ -115,6 +116,7 @@ class CarrierFlowMaker(Maker):
                 host.source,
                 calculator,
                 self.settings,
+                given=host.structure,
             )
             jobs += [bulk, defects]
             host_outputs.append(defects.output)
@@ -130,7 +132,13 @@ class CarrierFlowMaker(Maker):
         if self.migration is not None:
             transports = [
                 migration_calculations(
-                    phase.label, bulk, outcome, calculator, self.settings, self.migration
+                    phase.label,
+                    bulk,
+                    outcome,
+                    calculator,
+                    self.settings,
+                    self.migration,
+                    given=phase.structure,
                 )
                 for phase, bulk, outcome in zip(
                     [reference, *hosts],
@@ -175,6 +183,7 @@ class CarrierFlowMaker(Maker):
                 self.settings,
                 self.refine_settings,
                 is_reference=index == 0,
+                given=phase.structure,
             )
             jobs += [bulk, refined]
             outputs.append(refined.output)

@@ -22,7 +22,7 @@ def planned_calculations(
     for phase in [reference, *hosts]:
         task, name = bulk_task(settings, is_reference=phase is reference)
         planned.append((f"{phase.label} {name}", task, phase.structure))
-        plan = plan_defects(phase.label, phase.structure, settings)
+        plan = plan_defects(phase.label, phase.structure, settings, phase.structure)
         planned.append((f"{phase.label} perfect supercell", "static", plan.perfect))
         for candidate, start in zip(plan.selected, plan.starts, strict=True):
             planned.append((f"{phase.label} {candidate.name}", "ion_relax", start))

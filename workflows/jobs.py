@@ -42,6 +42,7 @@ from carrierflow.structures.defects import (
 )
 from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice, choose_supercell, make_supercell
+from carrierflow.structures.symmetry import symmetrize
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.schemas import (
     CalculationDoc,
@@ -91,6 +92,24 @@ def fingerprint(task: str, makers: list[Maker], structure: Structure | list[Stru
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def load_calculator(maker: Maker):
+    """The ASE calculator of a force-field Maker; a torch model runs deterministically.
+
+    With 2 torch threads, SevenNet's forces and stress on one structure differed in the last
+    float32 digits from call to call (the energy did not): the backward pass sums per-edge
+    terms in parallel, in whatever order the threads finish. A cell relaxation of Li5In4 then
+    ended at a = 4.789690 or 4.789696 A in two runs of one command. torch's deterministic
+    algorithms remove it (same bits as 1 thread) at no measurable cost here (81 atoms, 0.77
+    against 0.82 s per force call); ``warn_only`` keeps GPU kernels without a deterministic
+    variant running.
+    """
+    calculator = maker._get_calculator()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return calculator
+
+
 def _share_calculator(maker: Maker) -> Maker:
     """Load each model once per process: Makers built from the same settings share it."""
     if not hasattr(maker, "_get_calculator"):
@@ -107,7 +126,7 @@ def _share_calculator(maker: Maker) -> Maker:
         sort_keys=True,
     )
     if key not in _SHARED_CALCULATORS:
-        _SHARED_CALCULATORS[key] = maker._get_calculator()
+        _SHARED_CALCULATORS[key] = load_calculator(maker)
     maker._calculator = _SHARED_CALCULATORS[key]
     return maker
 
@@ -411,6 +430,7 @@ class DefectPlan(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    host: Structure = Field(description="the symmetrized host every choice was made on")
     choice: SupercellChoice
     perfect: Structure
     candidates: list[DefectCandidate]
@@ -443,14 +463,26 @@ def place_defects(
     return cells, starts
 
 
-def plan_defects(label: str, host: Structure, settings: DefectSettings) -> DefectPlan:
-    """The supercell, the perfect supercell and every selected defect cell of one host."""
+def plan_defects(
+    label: str, host: Structure, settings: DefectSettings, given: Structure | None = None
+) -> DefectPlan:
+    """The supercell, the perfect supercell and every selected defect cell of one host.
+
+    Every choice is made on the host symmetrized at ``SYMPREC`` with rounding-proof tie-breaks
+    (:mod:`carrierflow.structures.symmetry`), so that two relaxations of one host that differ in
+    the last digits (another run, another CPU's kernels) give the same supercell, candidates,
+    names and representatives; vacancy names come from ``given``, the structure as given.
+    """
+    host = symmetrize(host)
     choice = choose_supercell(host, settings.min_image_distance_A, settings.max_atoms)
     perfect = make_supercell(host, choice)
-    candidates = find_defects(host, settings.species, settings.interstitial_min_distance_A)
+    candidates = find_defects(
+        host, settings.species, settings.interstitial_min_distance_A, given=given
+    )
     selected = [c for c in candidates if c.kind in settings.defect_kinds]
     cells, starts = place_defects(label, host, choice, perfect, selected, settings)
     return DefectPlan(
+        host=host,
         choice=choice,
         perfect=perfect,
         candidates=candidates,
@@ -469,13 +501,15 @@ def defect_calculations(
     calculator: Calculator,
     settings: DefectSettings,
     is_reference: bool = False,
+    given: Structure | None = None,
 ) -> Response:
     """Place every defect of the mobile species in one supercell of the relaxed host and
-    replace this job by their calculations."""
+    replace this job by their calculations (vacancy names from ``given``, the structure as
+    given: see :func:`plan_defects`)."""
     check_same_calculator([bulk.calculator, reference_bulk.calculator])
-    host = bulk.structure
     mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
-    plan = plan_defects(label, host, settings)
+    plan = plan_defects(label, bulk.structure, settings, given)
+    host = plan.host
     kinds = [c.kind for c in plan.selected]
     logger.info(
         "%s: %d vacancies and %d interstitial candidates in a %d-atom supercell "

@@ -97,11 +97,13 @@ def migration_calculations(
     calculator: Calculator,
     settings: DefectSettings,
     migration: MigrationSettings,
+    given: Structure | None = None,
 ) -> Response:
     """Replace this job by the hops of the phase's lowest vacancy and interstitial: the end
-    state of each hop relaxed, NEB between the two, and the phase's transport."""
-    host = bulk.structure
-    plan = plan_defects(label, host, settings)
+    state of each hop relaxed, NEB between the two, and the phase's transport (the defects
+    planned as the flow planned them: :func:`plan_defects`)."""
+    plan = plan_defects(label, bulk.structure, settings, given)
+    host = plan.host
     jobs: list[Job] = []
     starts, hop_outputs = [], []
     for kind in KINDS:

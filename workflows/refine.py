@@ -19,6 +19,7 @@ from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenCompa
 from carrierflow.structures.defects import DefectCandidate, find_vacancies, interstitial_at
 from carrierflow.structures.sources import StructureError, StructureSource
 from carrierflow.structures.supercells import choose_supercell, make_supercell
+from carrierflow.structures.symmetry import symmetrize
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.jobs import (
     assess_defect,
@@ -47,11 +48,12 @@ def lowest_defects(defects: list[DefectOutcome], k: int) -> list[DefectOutcome]:
 
 
 def transfer_candidates(
-    defects: list[DefectOutcome], host: Structure, species: str
+    defects: list[DefectOutcome], host: Structure, species: str, given: Structure | None = None
 ) -> list[DefectCandidate]:
     """The screened defects as candidates of another relaxation of the same host: vacancies by
-    their Wyckoff name, interstitials at the same fractional position."""
-    vacancies = {c.name: c for c in find_vacancies(host, species)}
+    their Wyckoff name (read from ``given``, as the screen did), interstitials at the same
+    fractional position."""
+    vacancies = {c.name: c for c in find_vacancies(host, species, given)}
     candidates = []
     for defect in defects:
         if defect.kind == "interstitial":
@@ -79,16 +81,18 @@ def refine_defects(
     settings: DefectSettings,
     refine: RefineSettings,
     is_reference: bool = False,
+    given: Structure | None = None,
 ) -> Response:
     """Recompute the stand-in's lowest defects of one phase with DFT, and replace this job by
-    the calculations."""
+    the calculations (choices made on the symmetrized host, as the screen's:
+    :func:`carrierflow.workflows.jobs.plan_defects`)."""
     check_same_calculator([bulk.calculator, reference_bulk.calculator])
-    host = bulk.structure
+    host = symmetrize(bulk.structure)
     mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
     screen_mu = chemical_potential(screen_reference_bulk.energy_eV, screen_reference_bulk.natoms)
     choice = choose_supercell(host, refine.min_image_distance_A, refine.max_atoms)
     perfect = make_supercell(host, choice)
-    candidates = transfer_candidates(screen.defects, host, settings.species)
+    candidates = transfer_candidates(screen.defects, host, settings.species, given)
     chosen = {d.name for d in lowest_defects(screen.defects, refine.k)}
     logger.info(
         "%s: refining %s with %s in a %d-atom supercell (images %.2f A apart)",

@@ -1,8 +1,11 @@
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
 
+from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.calculators import Calculator, CalculatorError
-from carrierflow.workflows.jobs import check_same_calculator, fingerprint
+from carrierflow.workflows.jobs import check_same_calculator, fingerprint, load_calculator
 
 
 def test_makers_follow_the_flow_roles():
@@ -66,3 +69,25 @@ def test_energies_from_different_calculators_are_never_mixed():
     check_same_calculator([same, dict(same)])
     with pytest.raises(ValueError, match="refusing to mix calculators"):
         check_same_calculator([same, Calculator("sevennet", model="7net-0").describe()])
+
+
+def test_a_torch_potential_gives_the_same_bits_for_the_same_structure_every_call():
+    # with 2 threads SevenNet's forces differed in the last float32 digits from call to call
+    # (parallel sums in the backward pass) until torch's deterministic algorithms were on
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calculator = load_calculator(Calculator("sevennet", model="7net-0").makers("static")[0])
+        atoms = AseAtomsAdaptor.get_atoms(load_fixture("Li5In4")[0] * (2, 2, 1))
+        atoms.rattle(0.05, seed=1)
+        forces, stresses = [], []
+        for _ in range(4):
+            calculator.results = {}
+            atoms.calc = calculator
+            forces.append(atoms.get_forces().copy())
+            stresses.append(atoms.get_stress().copy())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(f, forces[0]) for f in forces)
+    assert all(np.array_equal(s, stresses[0]) for s in stresses)
