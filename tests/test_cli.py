@@ -141,3 +141,15 @@ def test_report_without_results_says_so(capsys, tmp_path):
         str(tmp_path / "out"),
     )
     assert "no stored results for Cu-Au with emt" in line
+
+
+def test_dataset_of_a_store_without_dft_is_one_line_and_exit_2(tmp_path, capsys):
+    out = tmp_path / "frames.extxyz"
+    assert main(["dataset", str(out), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "carrierflow: error: no DFT frames to export (no DFT calculation, or its folders are gone)"
+    )
+    assert not out.exists()
+    assert main(["dataset", str(tmp_path / "frames.xyz"), "--store", str(tmp_path / "s")]) == 2
+    assert "must end in .extxyz" in capsys.readouterr().err

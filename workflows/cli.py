@@ -14,11 +14,12 @@ from carrierflow.structures.presets import SYSTEMS
 from carrierflow.structures.sources import StructureError
 from carrierflow.workflows.calculators import DFT_CALCULATORS, CalculatorError
 from carrierflow.workflows.cluster import ClusterError
+from carrierflow.workflows.dataset import DatasetError
 from carrierflow.workflows.store import StoreError, check_writable_directory
 
 logger = logging.getLogger("carrierflow")
 
-EXPECTED_ERRORS = (StructureError, CalculatorError, StoreError, ClusterError)
+EXPECTED_ERRORS = (StructureError, CalculatorError, StoreError, ClusterError, DatasetError)
 
 
 class UsageError(ValueError):
@@ -92,12 +93,17 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         help="where DFT calculations run, one folder each (./carrierflow-calculations)",
     )
     parser.add_argument(
+        "--output", help="output directory (default: carrierflow-results/<system>-<calculator>)"
+    )
+    _add_store(parser)
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    """The store and the options every command has."""
+    parser.add_argument(
         "--store",
         help="store directory or JobStore file "
         "(default: $CARRIERFLOW_STORE or ./carrierflow-store)",
-    )
-    parser.add_argument(
-        "--output", help="output directory (default: carrierflow-results/<system>-<calculator>)"
     )
     parser.add_argument("--verbose", action="store_true", help="show library warnings and logs")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -240,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("directory", help="where to write the folders")
     _add_selection(inputs)
     _add_cell_options(inputs)
+    dataset = sub.add_parser(
+        "dataset",
+        help="export every ionic step of the store's DFT calculations (GPAW) as extended XYZ",
+        description="Write every ionic step of every DFT calculation in the store (energy, "
+        "forces, stress where the cell relaxed, and where it came from) as extended XYZ, with a "
+        "JSON card beside it; SevenNet's trainer and ase.io.read read it.",
+    )
+    dataset.add_argument("path", type=Path, help="the .extxyz file to write")
+    _add_store(dataset)
     return parser
 
 
@@ -593,6 +608,22 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger("jobflow").setLevel(logging.ERROR)
 
 
+def command_dataset(args: argparse.Namespace) -> int:
+    """carrierflow dataset: the store's DFT frames as extended XYZ, with a card."""
+    from carrierflow.workflows.dataset import dft_frames, write_dataset
+    from carrierflow.workflows.store import open_store
+
+    if args.path.suffix != ".extxyz":
+        raise UsageError(f"dataset: the file must end in .extxyz, got '{args.path.name}'")
+    frames = dft_frames(open_store(args.store))
+    card = write_dataset(frames, args.path, made_by=f"carrierflow dataset {args.path.name}")
+    print(
+        f"{card['frames']} frames ({card['atoms']} atoms, {card['with_stress']} with stress) "
+        f"from {len(card['frames_per_calculation'])} calculations: {args.path}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``carrierflow`` console script."""
     args = build_parser().parse_args(argv)
@@ -603,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": command_report,
         "results": command_report,
         "write-inputs": command_write_inputs,
+        "dataset": command_dataset,
     }
     try:
         return commands[args.command](args)

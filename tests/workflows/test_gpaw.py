@@ -3,6 +3,7 @@ supercell, at a low cut-off and a coarse mesh (seconds per SCF)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.io import read
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 
@@ -18,6 +20,7 @@ from carrierflow.structures.defects import find_defects
 from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.cli import main
+from carrierflow.workflows.dataset import dft_frames, write_dataset
 from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
 from carrierflow.workflows.gpaw_makers import _imports_gpaw, python_with_gpaw
@@ -59,7 +62,7 @@ def gpaw_li(tmp_path_factory) -> dict:
     store = JobStore(MemoryStore())
     first = _run(calculator, store, root)
     second = _run(calculator, store, root)
-    return {"calculator": calculator, "first": first, "second": second}
+    return {"calculator": calculator, "first": first, "second": second, "store": store}
 
 
 @pytest.mark.gpaw
@@ -119,6 +122,35 @@ def test_every_gpaw_ionic_step_is_kept_with_its_forces_and_the_cell_steps_with_s
                 assert ("stress" in step) == relaxes_cell
                 if relaxes_cell:
                     assert len(step["stress"]) == 6
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_the_dft_frames_export_as_extended_xyz_that_ase_reads_back(gpaw_li, tmp_path):
+    frames = dft_frames(gpaw_li["store"])
+    steps = {
+        Path(run["directory"]): (Path(run["directory"]) / "gpaw-steps.jsonl").read_text()
+        for doc in gpaw_li["first"]["docs"]
+        for run in doc.code["runs"]
+    }
+    # every ionic step of every run once, though the rerun reused (and stored) each calculation
+    assert len(frames) == sum(len(text.splitlines()) for text in steps.values())
+    card = write_dataset(frames, tmp_path / "li.extxyz", made_by="test")
+    assert card["sha256"] == hashlib.sha256((tmp_path / "li.extxyz").read_bytes()).hexdigest()
+    assert card["codes"] == [f"GPAW {gpaw_li['first']['results']['code_versions'][0][5:]}"]
+    back = read(tmp_path / "li.extxyz", ":")
+    assert len(back) == card["frames"] == len(frames)
+    # the energy of a frame is the free energy its forces belong to, in eV
+    free_energies = sorted(
+        json.loads(line)["free_energy"] for text in steps.values() for line in text.splitlines()
+    )
+    assert sorted(f.get_potential_energy() for f in back) == pytest.approx(free_energies)
+    for original, frame in zip(frames, back, strict=True):
+        assert frame.get_potential_energy() == pytest.approx(original.get_potential_energy())
+        assert np.allclose(frame.get_forces(), original.get_forces())
+        assert frame.info["label"] == original.info["label"]
+    relaxed = [f for f in back if f.info["task"] == "bulk_relax" and f.info["run"] == "bulk relax"]
+    assert relaxed and all(f.get_stress().shape == (6,) for f in relaxed)
 
 
 def test_missing_gpaw_is_one_clear_line(monkeypatch, capsys, tmp_path):

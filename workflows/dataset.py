@@ -1,0 +1,131 @@
+"""DFT training data: every ionic step of every DFT calculation in a store, as extended XYZ.
+
+A refinement pays hours of DFT for a handful of formation energies; its trajectories are the data
+that fine-tuning a stand-in needs (Deng et al., npj Comput. Mater. 11, 9 (2025): universal
+potentials soften away from equilibrium, a few DFT points largely fix it). Each frame is one
+ionic step with the energy the forces belong to (GPAW: the smeared free energy; the
+extrapolated zero-width energy rides along as ``energy_zero_width``), forces, and stress where
+the cell relaxed, plus where it came from: the calculation's label, task, fingerprint, job, the
+code and its settings. ``ase.io.read`` and SevenNet's trainer read the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from jobflow import JobStore
+
+# the formats of the worker's files, read here and written by gpaw_worker.py
+GPAW_INPUT, GPAW_STEPS = "gpaw-input.json", "gpaw-steps.jsonl"
+CARD_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """No frames to export, or frames that cannot be read."""
+
+
+def gpaw_frames(directory: Path) -> list[Atoms]:
+    """The ionic steps of one GPAW run folder (its input and its step log), oldest first.
+
+    Steps recorded before the worker kept forces (no ``forces`` in the line) are skipped:
+    an energy without forces is no training frame.
+    """
+    spec = json.loads((directory / GPAW_INPUT).read_text())
+    steps_file = directory / GPAW_STEPS
+    lines = steps_file.read_text().splitlines() if steps_file.exists() else []
+    frames = []
+    for number, line in enumerate(lines, start=1):
+        step = json.loads(line)
+        if "forces" not in step:
+            continue
+        atoms = Atoms(
+            numbers=spec["numbers"], cell=step["cell"], positions=step["positions"], pbc=True
+        )
+        results = {"energy": step["free_energy"], "forces": np.array(step["forces"])}
+        if "stress" in step:
+            results["stress"] = np.array(step["stress"])
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        atoms.info.update(
+            {
+                "energy_zero_width": step["energy"],
+                "step": number,
+                "kpts": "x".join(str(k) for k in spec["kpts"]),
+                "dft_settings": json.dumps(spec["settings"], sort_keys=True),
+            }
+        )
+        frames.append(atoms)
+    return frames
+
+
+def dft_frames(store: JobStore) -> list[Atoms]:
+    """Every ionic step of every DFT calculation in the store whose run folder is still there,
+    each once (a reused calculation points to the same folders), in a stable order."""
+    documents = store.query(
+        {"output.calculator.name": {"$in": ["gpaw"]}, "output.task": {"$exists": True}},
+        properties=[
+            "output.label",
+            "output.task",
+            "output.fingerprint",
+            "output.job_uuid",
+            "output.calculator",
+            "output.code",
+        ],
+    )
+    seen: set[str] = set()
+    frames = []
+    for document in sorted(documents, key=lambda d: d["output"]["fingerprint"]):
+        output = document["output"]
+        for run in output.get("code", {}).get("runs", []):
+            directory = Path(run.get("directory") or "")
+            if str(directory) in seen or not (directory / GPAW_INPUT).is_file():
+                continue
+            seen.add(str(directory))
+            for atoms in gpaw_frames(directory):
+                atoms.info.update(
+                    {
+                        "label": output["label"],
+                        "task": output["task"],
+                        "run": run.get("task_label", ""),
+                        "fingerprint": output["fingerprint"],
+                        "job_uuid": output.get("job_uuid") or "",
+                        "code": run.get("code_version", output["calculator"]["name"]),
+                    }
+                )
+                frames.append(atoms)
+    return frames
+
+
+def write_dataset(frames: list[Atoms], path: Path, made_by: str) -> dict:
+    """Write the frames as extended XYZ and a JSON card beside it (``<name>.card.json``): frames,
+    atoms, elements, codes, settings, labels and the file's SHA-256."""
+    if not frames:
+        raise DatasetError("no DFT frames to export (no DFT calculation, or its folders are gone)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, frames, format="extxyz")
+    labels: dict[str, int] = {}
+    for atoms in frames:
+        labels[atoms.info["label"]] = labels.get(atoms.info["label"], 0) + 1
+    card = {
+        "card_version": CARD_VERSION,
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "frames": len(frames),
+        "atoms": int(sum(len(a) for a in frames)),
+        "with_stress": sum("stress" in a.calc.results for a in frames),
+        "elements": sorted({s for a in frames for s in a.get_chemical_symbols()}),
+        "codes": sorted({a.info["code"] for a in frames}),
+        "dft_settings": sorted({a.info["dft_settings"] for a in frames}),
+        "energy": "free energy of the smearing the forces belong to (eV); energy_zero_width "
+        "in each frame's info",
+        "frames_per_calculation": dict(sorted(labels.items())),
+        "made_by": made_by,
+    }
+    card_path = path.with_suffix(".card.json")
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card
