@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -91,6 +92,7 @@ class Calculator(MSONable):
     command: str | None = None
     cores: int = 1
     workdir: str = "carrierflow-calculations"
+    model_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in DEFAULT_UNCERTAINTY_EV:
@@ -132,6 +134,7 @@ class Calculator(MSONable):
                 raise CalculatorError(f"MACE model file '{self.model}' does not exist")
         elif self.model:
             raise CalculatorError(f"calculator '{self.name}' takes no --model (got '{self.model}')")
+        self._identify_model_file()
         if self.name in DFT_CALCULATORS:
             try:
                 self.dft_settings  # noqa: B018 - validates preset and overrides
@@ -155,6 +158,20 @@ class Calculator(MSONable):
             raise CalculatorError(f"calculator '{self.name}' runs in-process: it takes no command")
         if self.cores > 1 and self.name != "gpaw":
             raise CalculatorError("--cores sets the MPI ranks of GPAW; other calculators take none")
+
+    def _identify_model_file(self) -> None:
+        """A model file is identified by its content, not its path: overwrite the file and no
+        result of the old model is reused. A calculator rebuilt from a flow (a queued job)
+        refuses a file that changed since the flow was built."""
+        if not self.model or not Path(self.model).is_file():
+            return
+        digest = file_sha256(self.model)
+        if self.model_sha256 is not None and self.model_sha256 != digest:
+            raise CalculatorError(
+                f"model file '{self.model}' changed since the flow was built "
+                f"(SHA-256 {self.model_sha256[:12]}... then, {digest[:12]}... now)"
+            )
+        self.model_sha256 = digest
 
     @property
     def dft_settings(self) -> DftSettings | None:
@@ -253,6 +270,7 @@ class Calculator(MSONable):
         described = {
             "name": self.name,
             "model": self.model,
+            "model_sha256": self.model_sha256,
             "version": package_version,
             "fmax_eV_A": self.fmax,
             "uncertainty_eV": self.uncertainty_eV,
@@ -272,8 +290,10 @@ class Calculator(MSONable):
     @property
     def label(self) -> str:
         """A short label such as ``sevennet-7net-l3i5`` or ``gpaw-fast``."""
+        if self.model_sha256:
+            return f"{self.name}-{Path(self.model).stem}-{self.model_sha256[:8]}"
         if self.model:
-            return f"{self.name}-{Path(self.model).stem}"
+            return f"{self.name}-{self.model}"
         return self.name if self.preset == "study" else f"{self.name}-{self.preset}"
 
     def makers(self, task: str) -> list[Maker]:
@@ -375,6 +395,15 @@ class Calculator(MSONable):
 
         name, kwargs = self._force_field()
         return ForceFieldRelaxMaker(force_field_name=name, calculator_kwargs=kwargs, **common)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _default_vasp_command() -> str:

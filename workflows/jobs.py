@@ -63,9 +63,15 @@ _SHARED_CALCULATORS: dict[str, object] = {}
 _RUN_ONLY_SETTINGS = ("name", "run_vasp_kwargs", "write_input_set_kwargs", "python", "cores")
 
 
-def fingerprint(task: str, makers: list[Maker], structure: Structure | list[Structure]) -> str:
+def fingerprint(
+    task: str,
+    makers: list[Maker],
+    structure: Structure | list[Structure],
+    model_sha256: str | None = None,
+) -> str:
     """Hash of everything that determines a calculation's result (of one structure, or of a
-    path's images)."""
+    path's images): the Makers' settings, the structure and, for a model file, its content
+    (the Makers know only its path)."""
     settings = [
         {
             k: v
@@ -75,20 +81,21 @@ def fingerprint(task: str, makers: list[Maker], structure: Structure | list[Stru
         for maker in makers
     ]
     # a one-Maker task hashes as before Makers came in lists, so stores stay valid
-    payload = json.dumps(
-        [
-            CACHE_VERSION,
-            task,
-            settings[0] if len(settings) == 1 else settings,
-            jsanitize(
-                [s.as_dict() for s in structure]
-                if isinstance(structure, list)
-                else structure.as_dict(),
-                strict=True,
-            ),
-        ],
-        sort_keys=True,
-    )
+    payload = [
+        CACHE_VERSION,
+        task,
+        settings[0] if len(settings) == 1 else settings,
+        jsanitize(
+            [s.as_dict() for s in structure]
+            if isinstance(structure, list)
+            else structure.as_dict(),
+            strict=True,
+        ),
+    ]
+    # appended only for model files, so that stored calculations of shipped models stay valid
+    if model_sha256 is not None:
+        payload.append({"model_sha256": model_sha256})
+    payload = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -256,7 +263,7 @@ def calculate(
     :class:`CalculationFailure` and stops only the jobs that need it; under jobflow-remote it
     fails the job instead. ``endpoint_energies_eV`` completes a path whose code computes the
     intermediate images only (VASP)."""
-    fp = fingerprint(task, makers, structure)
+    fp = fingerprint(task, makers, structure, calculator.model_sha256)
     stored = _find_stored(fp)
     if stored is not None:
         energy = stored.energy_eV if isinstance(stored, CalculationDoc) else stored.energies_eV[0]
@@ -705,7 +712,8 @@ def collect_host(
 def check_same_calculator(descriptions: list[dict]) -> None:
     keys = {
         json.dumps(
-            {k: d.get(k) for k in ("name", "model", "fmax_eV_A", "settings")}, sort_keys=True
+            {k: d.get(k) for k in ("name", "model", "model_sha256", "fmax_eV_A", "settings")},
+            sort_keys=True,
         )
         for d in descriptions
     }

@@ -64,6 +64,39 @@ def test_fingerprint_changes_with_every_input_that_matters():
     assert a != b
 
 
+def test_a_model_file_is_identified_by_its_content_not_its_path(tmp_path):
+    structure = Structure(Lattice.cubic(3.6), ["Li"], [[0, 0, 0]])
+    model = tmp_path / "model.pth"
+    model.write_bytes(b"first model")
+    first = Calculator("sevennet", model=str(model))
+    before = fingerprint("static", first.makers("static"), structure, first.model_sha256)
+    model.write_bytes(b"second model")  # overwritten in place: same path, another model
+    second = Calculator("sevennet", model=str(model))
+    after = fingerprint("static", second.makers("static"), structure, second.model_sha256)
+    assert before != after and first.label != second.label
+    assert second.label == f"sevennet-model-{second.model_sha256[:8]}"
+    with pytest.raises(ValueError, match="refusing to mix calculators"):
+        check_same_calculator([first.describe(), second.describe()])
+    # a queued job rebuilt after the file changed refuses to run with another model
+    with pytest.raises(CalculatorError, match="changed since the flow was built"):
+        Calculator.from_dict(first.as_dict())
+    # the same content elsewhere is the same model
+    copy = tmp_path / "copy" / "model.pth"
+    copy.parent.mkdir()
+    copy.write_bytes(b"second model")
+    assert Calculator("sevennet", model=str(copy)).model_sha256 == second.model_sha256
+
+
+def test_shipped_models_keep_the_fingerprints_of_stored_calculations():
+    structure = Structure(Lattice.cubic(3.6), ["Li"], [[0, 0, 0]])
+    calculator = Calculator("sevennet")
+    assert calculator.model_sha256 is None and calculator.label == "sevennet-7net-l3i5"
+    makers = calculator.makers("static")
+    assert fingerprint("static", makers, structure) == fingerprint(
+        "static", makers, structure, calculator.model_sha256
+    )
+
+
 def test_energies_from_different_calculators_are_never_mixed():
     same = Calculator("sevennet").describe()
     check_same_calculator([same, dict(same)])
