@@ -144,6 +144,16 @@ def vacancy_filler(cell: DefectCell, host: Structure, hop: Hop) -> int:
     return index
 
 
+def moving_atom_and_end(cell: DefectCell, host: Structure, hop: Hop) -> tuple[int, np.ndarray]:
+    """The index of the atom that moves in a site-to-site hop, and its Cartesian end site in the
+    defect cell: a vacancy is filled by a neighbour; an interstitial moves by the hop vector from
+    its site's image in the supercell (the host cell's Cartesian end site is another site
+    whenever that image is not the host-cell one)."""
+    if hop.kind == "vacancy":
+        return vacancy_filler(cell, host, hop), np.array(cell.site_cart)
+    return cell.host_indices.index(None), np.array(cell.site_cart) + hop_vector(host, hop)
+
+
 def hop_end_state(relaxed_start: Structure, index: int, end_cart) -> Structure:
     """The relaxed start state with atom ``index`` put at ``end_cart``: the other end of a
     hop, with the atoms in the same order (as NEB needs)."""

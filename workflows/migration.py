@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 from ase.mep import NEB
 from jobflow import Flow, Job, Response, job
 from pymatgen.core import Structure
@@ -33,8 +32,8 @@ from carrierflow.structures.hops import (
     Hop,
     find_hops,
     hop_end_state,
+    moving_atom_and_end,
     symmetry_image_hops,
-    vacancy_filler,
 )
 from carrierflow.structures.sources import StructureError
 from carrierflow.workflows.calculators import Calculator
@@ -188,11 +187,7 @@ def _relaxed_end(
     site, rattled and relaxed. Returns the hop, its jobs, the end state and energy, and what
     :func:`assess_hop` checks of it."""
     cell = plan.cells[[c.name for c in plan.selected].index(defect.name)]
-    if defect.kind == "vacancy":
-        index, end_cart = vacancy_filler(cell, host, hop), np.array(cell.site_cart)
-    else:
-        index = cell.host_indices.index(None)
-        end_cart = host.lattice.get_cartesian_coords(hop.end_frac)
+    index, end_cart = moving_atom_and_end(cell, host, hop)
     start = rattle_near(
         hop_end_state(defect.structure, index, end_cart),
         end_cart,

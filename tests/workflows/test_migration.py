@@ -19,8 +19,8 @@ from carrierflow.structures.hops import (
     LOCALIZED_MOVE_A,
     find_hops,
     hop_end_state,
+    moving_atom_and_end,
     symmetry_image_hops,
-    vacancy_filler,
 )
 from carrierflow.structures.supercells import choose_supercell, make_supercell
 from carrierflow.workflows.cli import main
@@ -72,11 +72,7 @@ def test_a_hop_end_state_moves_one_atom_by_the_hop_length(defect):
     start, _ = _start_and_targets(FCC, defect)
     cell = build_defect_cell(FCC, choice.matrix, perfect, start)
     [hop] = _hops(FCC, defect)
-    if hop.kind == "vacancy":
-        index, end_cart = vacancy_filler(cell, FCC, hop), cell.site_cart
-    else:
-        index = len(cell.structure) - 1
-        end_cart = FCC.lattice.get_cartesian_coords(hop.end_frac)
+    index, end_cart = moving_atom_and_end(cell, FCC, hop)
     end = hop_end_state(cell.structure, index, end_cart)
     moved = [cell.structure[i].distance(end[i]) for i in range(len(end))]  # periodic distances
     assert np.count_nonzero(np.array(moved) > 1e-6) == 1
