@@ -15,11 +15,19 @@ from carrierflow.structures.sources import StructureError
 from carrierflow.workflows.calculators import DFT_CALCULATORS, CalculatorError
 from carrierflow.workflows.cluster import ClusterError
 from carrierflow.workflows.dataset import DatasetError
+from carrierflow.workflows.finetune import FineTuneError, FineTuneSettings
 from carrierflow.workflows.store import StoreError, check_writable_directory
 
 logger = logging.getLogger("carrierflow")
 
-EXPECTED_ERRORS = (StructureError, CalculatorError, StoreError, ClusterError, DatasetError)
+EXPECTED_ERRORS = (
+    StructureError,
+    CalculatorError,
+    StoreError,
+    ClusterError,
+    DatasetError,
+    FineTuneError,
+)
 
 
 class UsageError(ValueError):
@@ -99,12 +107,17 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
-    """The store and the options every command has."""
+    """The store, and the options every command has."""
     parser.add_argument(
         "--store",
         help="store directory or JobStore file "
         "(default: $CARRIERFLOW_STORE or ./carrierflow-store)",
     )
+    _add_flags(parser)
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    """The options every command has."""
     parser.add_argument("--verbose", action="store_true", help="show library warnings and logs")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -255,6 +268,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dataset.add_argument("path", type=Path, help="the .extxyz file to write")
     _add_store(dataset)
+    finetune = sub.add_parser(
+        "finetune",
+        help="fine-tune a SevenNet model on DFT frames with SevenNet's own trainer",
+        description="Fine-tune a shipped SevenNet model on the frames of a data set with "
+        "SevenNet's own trainer and fine-tuning preset, validating on the frames of held-out "
+        "phases (never trained on). Writes the best checkpoint and finetune.json (hashes, "
+        "settings, errors before and after on the held-out frames).",
+    )
+    finetune.add_argument("data", type=Path, help="an .extxyz data set (carrierflow dataset)")
+    finetune.add_argument(
+        "--hold-out",
+        nargs="+",
+        required=True,
+        metavar="PHASE",
+        help="phases whose frames validate and are never trained on (e.g. Li3In2)",
+    )
+    finetune.add_argument("--output", type=Path, required=True, help="the training folder")
+    for name, info in FineTuneSettings.model_fields.items():
+        finetune.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=info.annotation,
+            default=info.default,
+            help=f"{info.description} (default: {info.default})",
+        )
+    _add_flags(finetune)
     return parser
 
 
@@ -624,6 +662,43 @@ def command_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_finetune(args: argparse.Namespace) -> int:
+    """carrierflow finetune: SevenNet's trainer on DFT frames, validated on held-out phases."""
+    from ase.io import read
+    from pydantic import ValidationError
+
+    from carrierflow.workflows.calculators import file_sha256
+    from carrierflow.workflows.finetune import fine_tune, split_by_phase
+
+    try:
+        settings = FineTuneSettings(
+            **{name: getattr(args, name) for name in FineTuneSettings.model_fields}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
+    if not args.data.is_file():
+        raise UsageError(f"data set '{args.data}' not found")
+    frames = read(args.data, ":")
+    train, valid = split_by_phase(frames, args.hold_out)
+    if not valid or not train:
+        phases = sorted({atoms.info.get("label", "").split(" ")[0] for atoms in frames})
+        raise UsageError(
+            f"--hold-out {' '.join(args.hold_out)}: "
+            f"{'no frame of these phases' if not valid else 'every frame'} in {args.data} "
+            f"(phases: {', '.join(phases)}); hold out some phases, not all"
+        )
+    result = fine_tune(train, valid, settings, args.output, file_sha256(args.data))
+    base, tuned = result.held_out["base"], result.held_out["fine_tuned"]
+    print(
+        f"{result.checkpoint} (SHA-256 {result.checkpoint_sha256[:12]}...): held-out "
+        f"{', '.join(args.hold_out)} energy RMSE {base['energy_rmse_eV_atom']:.4f} -> "
+        f"{tuned['energy_rmse_eV_atom']:.4f} eV/atom, force RMSE {base['force_rmse_eV_A']:.3f} "
+        f"-> {tuned['force_rmse_eV_A']:.3f} eV/A; use it with --model {result.checkpoint}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``carrierflow`` console script."""
     args = build_parser().parse_args(argv)
@@ -635,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": command_report,
         "write-inputs": command_write_inputs,
         "dataset": command_dataset,
+        "finetune": command_finetune,
     }
     try:
         return commands[args.command](args)

@@ -1,0 +1,270 @@
+"""Fine-tuning the stand-in on DFT frames with SevenNet's own trainer.
+
+Universal potentials soften away from equilibrium (Deng et al., npj Comput. Mater. 11, 9 (2025)):
+7net-l3i5 put Li interstitials in Li-In 0.17-0.60 eV too low against GPAW in the same cells,
+its vacancies within 0.03-0.14 eV. A few DFT points in fine-tuning largely remove that. Nothing
+here trains by itself: the input is SevenNet's fine-tuning preset (``sevenn/presets/
+fine_tune.yaml``: Huber loss, Adam, exponential decay, optimizer, scheduler and epoch reset)
+on the architecture of the base checkpoint (``SevenNetCheckpoint.yaml_dict('continue')``), run
+with ``sevenn train`` in its own process.
+
+The DFT energies are first put on the base model's energy scale by one constant per element,
+fitted by least squares over the training frames (what MACE calls E0s): GPAW's PAW references
+differ from the VASP ones the model learnt by a fixed amount per atom of each element, which
+would otherwise be the first thing the network spends its few epochs on. A constant per element
+cancels exactly in every formation energy (E_def - E_perf - n mu), so nothing physical changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import yaml
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from pydantic import BaseModel, Field
+
+from carrierflow.workflows.calculators import file_sha256
+
+logger = logging.getLogger("carrierflow")
+
+# the base models SevenNet ships, by carrierflow's name
+BASE_MODELS = ("7net-l3i5", "7net-0")
+
+
+class FineTuneError(ValueError):
+    """Fine-tuning that cannot start or did not finish."""
+
+
+class FineTuneSettings(BaseModel):
+    """What a fine-tuning run does; every field is recorded with the checkpoint."""
+
+    base_model: str = Field("7net-l3i5", description="the shipped SevenNet model to start from")
+    epochs: int = Field(30, ge=1, le=10000, description="training epochs")
+    batch_size: int = Field(4, ge=1, le=1024, description="frames per batch")
+    seed: int = Field(1, ge=0, description="random seed of SevenNet's trainer")
+    device: str = Field("cpu", description="torch device of the trainer (cpu, cuda)")
+
+
+class FineTuneResult(BaseModel):
+    """A fine-tuned checkpoint and everything needed to trust it."""
+
+    checkpoint: str
+    checkpoint_sha256: str
+    base_model: str
+    base_sha256: str
+    settings: FineTuneSettings
+    train_frames: int
+    valid_frames: int
+    train_sha256: str = Field(description="SHA-256 of the training set as written for SevenNet")
+    valid_sha256: str
+    element_offsets_eV: dict[str, float] = Field(
+        description="per-atom constants subtracted from the DFT energies (cancel in every E_f)"
+    )
+    errors: dict[str, dict[str, float]] = Field(
+        description="SevenNet's energy (eV/atom), force (eV/A), stress (kbar) RMSE and loss of "
+        "the checkpoint's epoch: 'train' is in-sample, 'valid' the frames held out of training"
+    )
+    held_out: dict[str, dict[str, float]] = Field(
+        description="energy and force RMSE on the held-out frames of the base model ('base') "
+        "and of the fine-tuned one ('fine_tuned'), computed here with the ASE calculator"
+    )
+    dataset_sha256: str | None = Field(None, description="SHA-256 of the data set file given")
+    epoch: int = Field(description="the epoch of the best validation loss (the checkpoint)")
+    first_epoch_errors: dict[str, dict[str, float]]
+    sevenn_version: str
+    elapsed_s: float
+
+
+def base_checkpoint(name: str) -> str:
+    """The file of a shipped SevenNet model."""
+    from sevenn.util import pretrained_name_to_path
+
+    if name not in BASE_MODELS:
+        raise FineTuneError(f"unknown base model '{name}' (fine-tunable: {', '.join(BASE_MODELS)})")
+    return str(pretrained_name_to_path(name))
+
+
+def predictions(frames: list[Atoms], checkpoint: str) -> list[tuple[float, np.ndarray]]:
+    """A SevenNet checkpoint's energy and forces of every frame."""
+    from sevenn.calculator import SevenNetCalculator
+
+    calculator = SevenNetCalculator(checkpoint, device="cpu")
+    out = []
+    for atoms in frames:
+        copy = atoms.copy()
+        copy.calc = calculator
+        out.append((copy.get_potential_energy(), copy.get_forces()))
+    return out
+
+
+def evaluate(frames: list[Atoms], checkpoint: str, offsets: dict[str, float]) -> dict:
+    """Energy (eV/atom) and force (eV/A) RMSE of a checkpoint against DFT frames on the model's
+    energy scale (the element offsets taken off)."""
+    predicted = predictions(frames, checkpoint)
+    reference = shifted(frames, offsets)
+    energy = [
+        (e - ref.get_potential_energy()) / len(ref)
+        for (e, _), ref in zip(predicted, reference, strict=True)
+    ]
+    forces = np.concatenate(
+        [(f - ref.get_forces()).ravel() for (_, f), ref in zip(predicted, reference, strict=True)]
+    )
+    return {
+        "energy_rmse_eV_atom": float(np.sqrt(np.mean(np.square(energy)))),
+        "force_rmse_eV_A": float(np.sqrt(np.mean(np.square(forces)))),
+    }
+
+
+def element_offsets(frames: list[Atoms], reference: np.ndarray) -> dict[str, float]:
+    """Per-element constants c_el minimising sum (E_DFT - E_ref - sum_el n_el c_el)^2."""
+    elements = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()})
+    counts = np.array([[a.get_chemical_symbols().count(e) for e in elements] for a in frames])
+    dft = np.array([a.get_potential_energy() for a in frames])
+    constants, *_ = np.linalg.lstsq(counts.astype(float), dft - reference, rcond=None)
+    return {e: float(c) for e, c in zip(elements, constants, strict=True)}
+
+
+def shifted(frames: list[Atoms], offsets: dict[str, float]) -> list[Atoms]:
+    """Copies of the frames with the element offsets taken off their energies."""
+    out = []
+    for atoms in frames:
+        copy = atoms.copy()
+        results = dict(atoms.calc.results)
+        shift = sum(offsets[s] for s in atoms.get_chemical_symbols())
+        results["energy"] = results["energy"] - shift
+        copy.calc = SinglePointCalculator(copy, **results)
+        out.append(copy)
+    return out
+
+
+def sevenn_input(settings: FineTuneSettings, checkpoint: str, train: str, valid: str) -> dict:
+    """SevenNet's fine-tuning preset on the base checkpoint's architecture."""
+    from sevenn.checkpoint import SevenNetCheckpoint
+
+    preset = yaml.safe_load(files("sevenn.presets").joinpath("fine_tune.yaml").read_text())
+    model = SevenNetCheckpoint(checkpoint).yaml_dict("continue")["model"]
+    for key in ("train_shift_scale", "train_denominator"):
+        model[key] = preset["model"][key]
+    train_config = {
+        **preset["train"],
+        "random_seed": settings.seed,
+        "epoch": settings.epochs,
+        "per_epoch": settings.epochs,
+        "device": settings.device,
+        "continue": {**preset["train"]["continue"], "checkpoint": checkpoint},
+    }
+    data = {
+        "batch_size": settings.batch_size,
+        "data_format_args": preset["data"]["data_format_args"],
+        "load_trainset_path": [train],
+        "load_validset_path": [valid],
+    }
+    return {"model": model, "train": train_config, "data": data}
+
+
+def _learning_curve(path: Path) -> list[dict[str, float]]:
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    return [dict(zip(header, map(float, line.split(",")), strict=True)) for line in lines[1:]]
+
+
+def _errors(row: dict[str, float]) -> dict[str, dict[str, float]]:
+    names = {
+        "Energy_RMSE": "energy_rmse_eV_atom",
+        "Force_RMSE": "force_rmse_eV_A",
+        "Stress_RMSE": "stress_rmse_kbar",
+        "TotalLoss": "loss",
+    }
+    return {
+        split: {names[k]: row[f"{prefix}_{k}"] for k in names if f"{prefix}_{k}" in row}
+        for split, prefix in (("train", "trainset"), ("valid", "validset"))
+    }
+
+
+def fine_tune(
+    train: list[Atoms],
+    valid: list[Atoms],
+    settings: FineTuneSettings,
+    workdir: Path,
+    dataset_sha256: str | None = None,
+) -> FineTuneResult:
+    """Fine-tune the base model on ``train``, validate on ``valid`` (frames it never sees),
+    and return the best checkpoint (lowest validation loss) with its record."""
+    if not train or not valid:
+        raise FineTuneError(
+            f"fine-tuning needs training and validation frames (got {len(train)} and {len(valid)})"
+        )
+    started = time.perf_counter()
+    checkpoint = base_checkpoint(settings.base_model)
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = np.array([e for e, _ in predictions(train, checkpoint)])
+    offsets = element_offsets(train, base)
+    paths = {"train": workdir / "train.extxyz", "valid": workdir / "valid.extxyz"}
+    for split, frames in (("train", train), ("valid", valid)):
+        write(paths[split], shifted(frames, offsets), format="extxyz")
+    config = sevenn_input(settings, checkpoint, str(paths["train"]), str(paths["valid"]))
+    (workdir / "input.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "sevenn.main.sevenn", "train", "input.yaml", "-w", "."]
+    logger.info(
+        "fine-tuning %s on %d frames (%d held out), %d epochs in %s",
+        settings.base_model,
+        len(train),
+        len(valid),
+        settings.epochs,
+        workdir,
+    )
+    with open(workdir / "sevenn-train.log", "w") as log:
+        finished = subprocess.run(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    best = workdir / "checkpoint_best.pth"
+    if finished.returncode != 0 or not best.is_file():
+        tail = (workdir / "sevenn-train.log").read_text(errors="replace").strip().splitlines()
+        raise FineTuneError(
+            f"SevenNet's trainer failed (exit {finished.returncode}): "
+            f"{tail[-1] if tail else 'no output'}"
+        )
+    curve = _learning_curve(workdir / "lc.csv")
+    chosen = min(curve, key=lambda row: row["validset_TotalLoss"])
+    from sevenn import __version__
+
+    result = FineTuneResult(
+        checkpoint=str(best),
+        checkpoint_sha256=file_sha256(best),
+        base_model=settings.base_model,
+        base_sha256=file_sha256(checkpoint),
+        settings=settings,
+        train_frames=len(train),
+        valid_frames=len(valid),
+        train_sha256=file_sha256(paths["train"]),
+        valid_sha256=file_sha256(paths["valid"]),
+        element_offsets_eV=offsets,
+        errors=_errors(chosen),
+        epoch=int(chosen["epoch"]),
+        first_epoch_errors=_errors(curve[0]),
+        held_out={
+            "base": evaluate(valid, checkpoint, offsets),
+            "fine_tuned": evaluate(valid, str(best), offsets),
+        },
+        dataset_sha256=dataset_sha256,
+        sevenn_version=__version__,
+        elapsed_s=time.perf_counter() - started,
+    )
+    (workdir / "finetune.json").write_text(result.model_dump_json(indent=2) + "\n")
+    return result
+
+
+def split_by_phase(frames: list[Atoms], held_out: list[str]) -> tuple[list[Atoms], list[Atoms]]:
+    """Training and validation frames: a frame of a ``held_out`` phase (the first word of its
+    calculation's label: ``Li3In2`` of ``Li3In2 v_Li_2c [DFT]``) is held out, so that
+    validation sees a host the model did not train on."""
+    phase = [atoms.info.get("label", "").split(" ")[0] for atoms in frames]
+    train = [a for a, p in zip(frames, phase, strict=True) if p not in held_out]
+    valid = [a for a, p in zip(frames, phase, strict=True) if p in held_out]
+    return train, valid
