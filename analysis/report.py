@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 CSV_COLUMNS = [
@@ -364,6 +365,22 @@ def plot_barriers(results: dict, path: Path) -> bool:
     return True
 
 
+def strict_json(document) -> str:
+    """JSON that strict parsers accept: a non-finite number (which no calculation should give)
+    is written as null, never as NaN or Infinity."""
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(document), indent=2, allow_nan=False) + "\n"
+
+
 def write_report(results: dict, output: Path) -> dict[str, Path]:
     """Write results.json, results.md, results.csv, formation_energies.png and, with
     migration barriers, barriers.png."""
@@ -374,7 +391,7 @@ def write_report(results: dict, output: Path) -> dict[str, Path]:
         "csv": output / "results.csv",
         "plot": output / "formation_energies.png",
     }
-    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    paths["json"].write_text(strict_json(results))
     paths["markdown"].write_text(markdown_table(results))
     paths["csv"].write_text(csv_table(results))
     plot_formation_energies(results, paths["plot"])

@@ -48,7 +48,7 @@ def paths(tmp_path):
         ),
         (
             ["--system", "Li-In", "--calculator", "chgnet", "--refine", "gpaw", "--refine-k", "0"],
-            "invalid setting: k",
+            "--refine-k: input should be greater than or equal to 1",
         ),
         (
             ["--system", "Li-In", "--calculator", "gpaw", "--refine", "gpaw"],
@@ -70,7 +70,37 @@ def paths(tmp_path):
         ),
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--temperature", "-5"],
-            "invalid setting: temperature_K",
+            "--temperature: input should be greater than 0",
+        ),
+        # non-finite numbers never reach a calculation (--fmax inf relaxed nothing and called
+        # it converged, nan ran every relaxation to its step limit)
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--fmax", "inf"],
+            "--fmax must be a finite number > 0, got inf",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--fmax", "nan"],
+            "--fmax must be a finite number > 0, got nan",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--uncertainty", "-0.1"],
+            "--uncertainty must be a finite number >= 0, got -0.1",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--uncertainty", "inf"],
+            "--uncertainty must be a finite number >= 0, got inf",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--min-image-distance", "inf"],
+            "--min-image-distance: input should be a finite number",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--min-image-distance", "0.1"],
+            "--min-image-distance: input should be greater than or equal to 3",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--migration", "--max-hop", "nan"],
+            "--max-hop: input should be a finite number",
         ),
         (["--system", "Xx-Yy"], "unknown system 'Xx-Yy'"),
         (

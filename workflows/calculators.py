@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shlex
 import shutil
@@ -105,14 +106,21 @@ class Calculator(MSONable):
         fast = self.preset == "fast"
         if self.fmax is None:
             self.fmax = 0.05 if fast else 0.01
-        if self.fmax <= 0:
-            raise CalculatorError(f"fmax must be positive, got {self.fmax}")
+        # inf relaxed nothing and called it converged; nan ran every relaxation to its limit
+        if not (math.isfinite(self.fmax) and self.fmax > 0):
+            raise CalculatorError(f"--fmax must be a finite number > 0, got {self.fmax}")
         if self.optimizer not in ASE_OPTIMIZERS:
             raise CalculatorError(
                 f"unknown optimizer '{self.optimizer}' (known: {', '.join(ASE_OPTIMIZERS)})"
             )
         if self.cores < 1:
             raise CalculatorError(f"cores must be at least 1, got {self.cores}")
+        if self.uncertainty_eV is not None and not (
+            math.isfinite(self.uncertainty_eV) and self.uncertainty_eV >= 0
+        ):
+            raise CalculatorError(
+                f"--uncertainty must be a finite number >= 0, got {self.uncertainty_eV}"
+            )
         if self.uncertainty_eV is None:
             self.uncertainty_eV = (
                 FAST_PRESET_UNCERTAINTY_EV if fast else DEFAULT_UNCERTAINTY_EV[self.name]
@@ -140,8 +148,11 @@ class Calculator(MSONable):
                 self.dft_settings  # noqa: B018 - validates preset and overrides
             except ValidationError as exc:
                 first = exc.errors()[0]
+                field = DftSettings.model_fields.get(str(first["loc"][0]))
+                name = (field.json_schema_extra or {}).get("option") if field else None
                 raise CalculatorError(
-                    f"invalid DFT setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+                    f"invalid DFT setting {name or '.'.join(map(str, first['loc']))}: "
+                    f"{first['msg'].lower()}"
                 ) from exc
             vasp_only = [k for k in VASP_ONLY_SETTINGS if self.dft.get(k)]
             if self.name != "vasp" and vasp_only:

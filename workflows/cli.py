@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Literal, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
 
 from carrierflow.structures.presets import SYSTEMS
 from carrierflow.structures.sources import StructureError
@@ -122,67 +124,55 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _add_settings(group, model: type[BaseModel]) -> None:
+    """One option per setting of ``model`` that names one (``schemas.option``): its flag, help,
+    default and choices come from the model's ``Field``, so they exist once."""
+    for info in model.model_fields.values():
+        extra = info.json_schema_extra or {}
+        if "option" not in extra:
+            continue
+        default = info.get_default(call_default_factory=True)
+        flag, shown = extra["option"], f"{default:g}" if isinstance(default, float) else default
+        if info.annotation is bool:
+            group.add_argument(flag, action="store_false" if default else "store_true")
+            group._group_actions[-1].help = info.description
+            continue
+        kinds = get_args(info.annotation)
+        kwargs: dict = {"default": default}
+        if get_origin(info.annotation) is list:
+            kwargs |= {"nargs": "+", "choices": get_args(kinds[0])}
+            shown = " ".join(default)
+        elif get_origin(info.annotation) is Literal:
+            kwargs["choices"] = kinds
+        else:
+            kwargs["type"] = next((k for k in kinds if k is not type(None)), info.annotation)
+        # a setting without a default says in its description what none means
+        shown = "" if default is None else f" ({shown})"
+        group.add_argument(flag, help=f"{info.description}{shown}", **kwargs)
+
+
+def _settings(model: type[BaseModel], args: argparse.Namespace, **given):
+    """The settings of ``model`` from the command line; an invalid one is a one-line error
+    that names its option (``--fmax: input should be a finite number``)."""
+    values = dict(given)
+    for name, info in model.model_fields.items():
+        flag = (info.json_schema_extra or {}).get("option")
+        if flag is not None:
+            values[name] = getattr(args, flag.lstrip("-").replace("-", "_"))
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        info = model.model_fields.get(str(first["loc"][0]))
+        flag = (info.json_schema_extra or {}).get("option") if info else None
+        raise UsageError(f"{flag or first['loc'][0]}: {first['msg'].lower()}") from exc
+
+
 def _add_cell_options(parser: argparse.ArgumentParser) -> None:
-    cells = parser.add_argument_group("defects and supercells")
-    cells.add_argument(
-        "--min-image-distance",
-        type=float,
-        default=10.0,
-        help="minimum distance between periodic images of a defect, A (10)",
-    )
-    cells.add_argument("--max-atoms", type=int, default=250, help="supercell atom cap (250)")
-    cells.add_argument(
-        "--interstitial-min-distance",
-        type=float,
-        default=1.5,
-        help="closest an interstitial candidate may sit to a host atom, A (1.5)",
-    )
-    cells.add_argument(
-        "--defects",
-        nargs="+",
-        choices=["vacancy", "interstitial"],
-        default=["vacancy", "interstitial"],
-        help="defect kinds to compute (both)",
-    )
-    cells.add_argument(
-        "--no-host-relaxation",
-        action="store_true",
-        help="keep each host's cell and positions as given (e.g. DFT-relaxed); "
-        "the reference phase is always relaxed",
-    )
-    cells.add_argument(
-        "--reconstruction-radius",
-        type=float,
-        default=6.0,
-        help="atoms beyond this distance from a defect are far field, A (6)",
-    )
-    cells.add_argument(
-        "--reconstruction-threshold",
-        type=float,
-        default=0.5,
-        help="far-field move that signals a host reconstruction, A (0.5)",
-    )
-    cells.add_argument(
-        "--refine-k",
-        type=int,
-        default=1,
-        help="with --refine: lowest vacancies and interstitials per phase to refine (1)",
-    )
-    cells.add_argument(
-        "--dft-min-image-distance",
-        type=float,
-        default=8.0,
-        help="with --refine: image distance of the DFT supercells, A (8)",
-    )
-    cells.add_argument(
-        "--dft-max-atoms", type=int, default=64, help="with --refine: DFT supercell cap (64)"
-    )
-    cells.add_argument(
-        "--temperature",
-        type=float,
-        default=300.0,
-        help="temperature of the site fractions and diffusion coefficients, K (300)",
-    )
+    from carrierflow.workflows.schemas import DefectSettings, MigrationSettings, RefineSettings
+
+    _add_settings(parser.add_argument_group("defects and supercells"), DefectSettings)
+    _add_settings(parser.add_argument_group("DFT refinement (--refine)"), RefineSettings)
     hops = parser.add_argument_group("migration barriers and diffusion (--migration)")
     hops.add_argument(
         "--migration",
@@ -190,25 +180,7 @@ def _add_cell_options(parser: argparse.ArgumentParser) -> None:
         help="climbing-image NEB of the nearest-neighbour hops of each phase's lowest vacancy "
         "and interstitial, activation energies and diffusion coefficients",
     )
-    hops.add_argument("--images", type=int, default=5, help="intermediate NEB images (5)")
-    hops.add_argument(
-        "--neb-fmax", type=float, default=0.05, help="NEB force convergence, eV/A (0.05)"
-    )
-    hops.add_argument("--neb-steps", type=int, default=300, help="NEB step limit (300)")
-    hops.add_argument(
-        "--max-hop",
-        type=float,
-        help="hop to every site this close, A (default: the nearest-neighbour shell)",
-    )
-    hops.add_argument(
-        "--max-hops", type=int, help="the shortest symmetry-distinct hops per carrier (all)"
-    )
-    hops.add_argument(
-        "--attempt-frequency",
-        type=float,
-        default=1e13,
-        help="attempt frequency nu of the diffusion coefficient, Hz (1e13)",
-    )
+    _add_settings(hops, MigrationSettings)
 
 
 def _add_project(parser: argparse.ArgumentParser) -> None:
@@ -285,13 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="phases whose frames validate and are never trained on (e.g. Li3In2)",
     )
     finetune.add_argument("--output", type=Path, required=True, help="the training folder")
-    for name, info in FineTuneSettings.model_fields.items():
-        finetune.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=info.annotation,
-            default=info.default,
-            help=f"{info.description} (default: {info.default})",
-        )
+    _add_settings(finetune, FineTuneSettings)
     _add_flags(finetune)
     return parser
 
@@ -409,20 +375,7 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
 def _defect_settings(args: argparse.Namespace, species: str):
     from carrierflow.workflows.schemas import DefectSettings
 
-    try:
-        return DefectSettings(
-            species=species,
-            min_image_distance_A=args.min_image_distance,
-            max_atoms=args.max_atoms,
-            interstitial_min_distance_A=args.interstitial_min_distance,
-            reconstruction_radius_A=args.reconstruction_radius,
-            reconstruction_threshold_A=args.reconstruction_threshold,
-            temperature_K=args.temperature,
-            defect_kinds=args.defects,
-            relax_hosts=not args.no_host_relaxation,
-        )
-    except ValueError as exc:
-        raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
+    return _settings(DefectSettings, args, species=species)
 
 
 def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
@@ -433,26 +386,8 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
 
     system, species, reference_spec, host_specs = _selection(args)
     calculator, refine = _calculators(args)
-    try:
-        refine_settings = RefineSettings(
-            k=args.refine_k,
-            min_image_distance_A=args.dft_min_image_distance,
-            max_atoms=args.dft_max_atoms,
-        )
-        migration = (
-            MigrationSettings(
-                images=args.images,
-                fmax_eV_A=args.neb_fmax,
-                max_steps=args.neb_steps,
-                max_length_A=args.max_hop,
-                max_hops=args.max_hops,
-                attempt_frequency_Hz=args.attempt_frequency,
-            )
-            if args.migration
-            else None
-        )
-    except ValueError as exc:
-        raise UsageError(f"invalid setting: {_first_error(exc)}") from exc
+    refine_settings = _settings(RefineSettings, args)
+    migration = _settings(MigrationSettings, args) if args.migration else None
     if migration is not None and refine is not None:
         raise UsageError("--migration with --refine is not available yet")
     if check_runnable:
@@ -560,7 +495,12 @@ def command_submit(args: argparse.Namespace) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     """carrierflow report: re-render stored results."""
-    from carrierflow.analysis.report import markdown_table, partial_table, write_report
+    from carrierflow.analysis.report import (
+        markdown_table,
+        partial_table,
+        strict_json,
+        write_report,
+    )
     from carrierflow.analysis.results import find_results, partial_results
     from carrierflow.workflows.cluster import load_project, project_store, queue_jobs
     from carrierflow.workflows.flows import results_label
@@ -584,7 +524,7 @@ def command_report(args: argparse.Namespace) -> int:
         check_writable_directory(output, "the output directory")
         output.mkdir(parents=True, exist_ok=True)
         table = partial_table(partial)
-        (output / "results.partial.json").write_text(json.dumps(partial, indent=2) + "\n")
+        (output / "results.partial.json").write_text(strict_json(partial))
         (output / "results.partial.md").write_text(table)
         print(table)
         print(f"written: {output / 'results.partial.json'}, {output / 'results.partial.md'}")
@@ -627,14 +567,6 @@ def command_write_inputs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
-    return str(exc)
-
-
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[carrierflow %(asctime)s] %(message)s", "%H:%M:%S"))
@@ -665,18 +597,11 @@ def command_dataset(args: argparse.Namespace) -> int:
 def command_finetune(args: argparse.Namespace) -> int:
     """carrierflow finetune: SevenNet's trainer on DFT frames, validated on held-out phases."""
     from ase.io import read
-    from pydantic import ValidationError
 
     from carrierflow.workflows.calculators import file_sha256
     from carrierflow.workflows.finetune import fine_tune, split_by_phase
 
-    try:
-        settings = FineTuneSettings(
-            **{name: getattr(args, name) for name in FineTuneSettings.model_fields}
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
+    settings = _settings(FineTuneSettings, args)
     if not args.data.is_file():
         raise UsageError(f"data set '{args.data}' not found")
     frames = read(args.data, ":")

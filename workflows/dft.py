@@ -48,18 +48,30 @@ class DftSettings(BaseModel):
     flag sets them for every calculator.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    encut_eV: float = Field(500.0, gt=0, description="plane-wave cut-off")
-    kspacing: float = Field(
-        0.03, gt=0, description="k-point spacing in units of 2 pi / A (see kpoint_mesh)"
+    encut_eV: float = Field(
+        500.0, gt=0, description="plane-wave cut-off", json_schema_extra={"option": "--encut"}
     )
-    ediff_eV: float = Field(1e-6, gt=0, description="SCF energy convergence per cell")
+    kspacing: float = Field(
+        0.03,
+        gt=0,
+        description="k-point spacing in units of 2 pi / A (see kpoint_mesh)",
+        json_schema_extra={"option": "--kspacing"},
+    )
+    ediff_eV: float = Field(
+        1e-6,
+        gt=0,
+        description="SCF energy convergence per cell",
+        json_schema_extra={"option": "--ediff"},
+    )
     # Methfessel-Paxton of first order: the energy extrapolated to zero smearing stays accurate
     # for sp metals with a broad smearing, so the k-mesh above converges; 0.1 eV keeps the
     # entropy term (T*S) far below custodian's 1 meV/atom limit in Li-In.
     smearing: str = Field("mp1", pattern=r"^mp[12]$", description="Methfessel-Paxton order")
-    sigma_eV: float = Field(0.1, gt=0, description="smearing width")
+    sigma_eV: float = Field(
+        0.1, gt=0, description="smearing width", json_schema_extra={"option": "--sigma"}
+    )
     potcars: dict[str, str] = Field(
         default_factory=dict,
         description="VASP POTCAR per element, over the Materials Project choices (Li_sv, In_d)",

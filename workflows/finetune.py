@@ -23,6 +23,7 @@ import sys
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import yaml
@@ -32,11 +33,14 @@ from ase.io import write
 from pydantic import BaseModel, Field
 
 from carrierflow.workflows.calculators import file_sha256
+from carrierflow.workflows.schemas import option
 
 logger = logging.getLogger("carrierflow")
 
-# the base models SevenNet ships, by carrierflow's name
-BASE_MODELS = ("7net-l3i5", "7net-0")
+
+# the shipped SevenNet models that can be fine-tuned
+BaseModelName = Literal["7net-l3i5", "7net-0"]
+BASE_MODELS = get_args(BaseModelName)
 
 
 class FineTuneError(ValueError):
@@ -46,11 +50,13 @@ class FineTuneError(ValueError):
 class FineTuneSettings(BaseModel):
     """What a fine-tuning run does; every field is recorded with the checkpoint."""
 
-    base_model: str = Field("7net-l3i5", description="the shipped SevenNet model to start from")
-    epochs: int = Field(30, ge=1, le=10000, description="training epochs")
-    batch_size: int = Field(4, ge=1, le=1024, description="frames per batch")
-    seed: int = Field(1, ge=0, description="random seed of SevenNet's trainer")
-    device: str = Field("cpu", description="torch device of the trainer (cpu, cuda)")
+    base_model: BaseModelName = Field(
+        "7net-l3i5", **option("--base-model", "the shipped SevenNet model to start from")
+    )
+    epochs: int = Field(30, ge=1, le=10000, **option("--epochs", "training epochs"))
+    batch_size: int = Field(4, ge=1, le=1024, **option("--batch-size", "frames per batch"))
+    seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
+    device: str = Field("cpu", **option("--device", "torch device of the trainer (cpu, cuda)"))
 
 
 class FineTuneResult(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
 
@@ -67,42 +67,120 @@ class CalculationFailure(BaseModel):
     directory: str | None = None
 
 
+def option(flag: str, description: str, **extra) -> dict:
+    """The ``Field`` arguments of a setting that the command line exposes: its option and its
+    help text live here once (``carrierflow.workflows.cli`` builds the option from them)."""
+    return {"description": description, "json_schema_extra": {"option": flag, **extra}}
+
+
+# numbers that reach a calculation: never NaN or infinite (``--fmax inf`` relaxed nothing and
+# called it converged)
+_FINITE = ConfigDict(allow_inf_nan=False)
+
+
 class DefectSettings(BaseModel):
     """How defects are generated, placed, relaxed and checked."""
 
+    model_config = _FINITE
+
     species: str
-    min_image_distance_A: float = Field(10.0, gt=0)
-    max_atoms: int = Field(250, gt=0)
-    interstitial_min_distance_A: float = Field(1.5, gt=0)
+    # images closer than a bond length (~3 A) leave no isolated defect to speak of
+    min_image_distance_A: float = Field(
+        10.0,
+        ge=3.0,
+        **option("--min-image-distance", "minimum distance between periodic images of a defect, A"),
+    )
+    max_atoms: int = Field(250, gt=0, **option("--max-atoms", "supercell atom cap"))
+    interstitial_min_distance_A: float = Field(
+        1.5,
+        gt=0,
+        **option(
+            "--interstitial-min-distance",
+            "closest an interstitial candidate may sit to a host atom, A",
+        ),
+    )
     rattle_amplitude_A: float = Field(0.03, ge=0)
     rattle_radius_A: float = Field(4.0, ge=0)
-    reconstruction_radius_A: float = Field(6.0, gt=0)
-    reconstruction_threshold_A: float = Field(0.5, gt=0)
+    reconstruction_radius_A: float = Field(
+        6.0,
+        gt=0,
+        **option(
+            "--reconstruction-radius", "atoms beyond this distance from a defect are far field, A"
+        ),
+    )
+    reconstruction_threshold_A: float = Field(
+        0.5,
+        gt=0,
+        **option(
+            "--reconstruction-threshold", "far-field move that signals a host reconstruction, A"
+        ),
+    )
     local_relaxation: bool = True
-    relax_hosts: bool = True
-    defect_kinds: list[Literal["vacancy", "interstitial"]] = ["vacancy", "interstitial"]
-    temperature_K: float = Field(300.0, gt=0)
+    relax_hosts: bool = Field(
+        True,
+        **option(
+            "--no-host-relaxation",
+            "keep each host's cell and positions as given (e.g. DFT-relaxed); the reference "
+            "phase is always relaxed",
+        ),
+    )
+    defect_kinds: list[Literal["vacancy", "interstitial"]] = Field(
+        ["vacancy", "interstitial"], **option("--defects", "defect kinds to compute")
+    )
+    temperature_K: float = Field(
+        300.0,
+        gt=0,
+        **option(
+            "--temperature", "temperature of the site fractions and diffusion coefficients, K"
+        ),
+    )
 
 
 class RefineSettings(BaseModel):
     """Which stand-in results are recomputed with DFT, and in which supercell."""
 
-    k: int = Field(1, ge=1, description="lowest vacancies and interstitials per phase to refine")
-    min_image_distance_A: float = Field(8.0, gt=0, description="DFT supercell image distance")
-    max_atoms: int = Field(64, gt=0, description="DFT supercell atom cap")
+    model_config = _FINITE
+
+    k: int = Field(
+        1,
+        ge=1,
+        **option(
+            "--refine-k", "with --refine: lowest vacancies and interstitials per phase to refine"
+        ),
+    )
+    min_image_distance_A: float = Field(
+        8.0,
+        ge=3.0,
+        **option(
+            "--dft-min-image-distance", "with --refine: image distance of the DFT supercells, A"
+        ),
+    )
+    max_atoms: int = Field(
+        64, gt=0, **option("--dft-max-atoms", "with --refine: DFT supercell atom cap")
+    )
 
 
 class MigrationSettings(BaseModel):
     """Which hops are computed, and how: climbing-image NEB between relaxed endpoints."""
 
-    images: int = Field(5, ge=1, description="intermediate NEB images")
-    fmax_eV_A: float = Field(0.05, gt=0, description="NEB force convergence")
-    max_steps: int = Field(300, ge=1, description="NEB optimizer step limit")
+    model_config = _FINITE
+
+    images: int = Field(5, ge=1, **option("--images", "intermediate NEB images"))
+    fmax_eV_A: float = Field(0.05, gt=0, **option("--neb-fmax", "NEB force convergence, eV/A"))
+    max_steps: int = Field(300, ge=1, **option("--neb-steps", "NEB step limit"))
     shell_tolerance: float = Field(
         0.1, ge=0, description="hops reach sites up to (1 + this) x the nearest distance"
     )
-    max_length_A: float | None = Field(None, gt=0, description="or every site this close")
-    max_hops: int | None = Field(
-        None, ge=1, description="the shortest symmetry-distinct hops per carrier (None: all)"
+    max_length_A: float | None = Field(
+        None,
+        gt=0,
+        **option("--max-hop", "hop to every site this close, A (default: the nearest shell)"),
     )
-    attempt_frequency_Hz: float = Field(1e13, gt=0, description="nu of D = z a^2 nu exp(-Ea/kT)/6")
+    max_hops: int | None = Field(
+        None,
+        ge=1,
+        **option("--max-hops", "the shortest symmetry-distinct hops per carrier (default: all)"),
+    )
+    attempt_frequency_Hz: float = Field(
+        1e13, gt=0, **option("--attempt-frequency", "nu of D = z a^2 nu exp(-Ea/kT)/6, Hz")
+    )

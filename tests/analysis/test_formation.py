@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from carrierflow.analysis.formation import (
     formation_energy,
     site_fraction,
 )
+from carrierflow.analysis.report import strict_json
 from carrierflow.analysis.verdict import dominant_carrier
 
 
@@ -40,3 +42,12 @@ def test_dominant_carrier_respects_the_uncertainty():
     assert "within the calculator uncertainty" in reason
     assert dominant_carrier(0.6, None, 0.1)[0] == "undecided"
     assert "no interstitial" in dominant_carrier(0.6, None, 0.1)[2]
+
+
+def test_results_json_is_strict_even_if_a_number_is_not_finite():
+    text = strict_json({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": {"d": None},
+    }

@@ -140,7 +140,8 @@ def test_overrides_reach_the_inputs_and_are_recorded(tmp_path, capsys):
     [
         ([], "VASP command 'vasp_std' not found"),
         (["--vasp-cmd", "python3"], "VASP needs POTCARs: set PMG_VASP_PSP_DIR"),
-        (["--encut", "-5"], "invalid DFT setting encut_eV"),
+        (["--encut", "-5"], "invalid DFT setting --encut: input should be greater than 0"),
+        (["--kspacing", "nan"], "invalid DFT setting --kspacing: input should be a finite number"),
         (["--incar", "NELM"], "--incar takes KEY=VALUE pairs, got 'NELM'"),
     ],
 )
