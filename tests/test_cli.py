@@ -158,23 +158,25 @@ def test_failed_run_keeps_finished_results(capsys, emt_run, tmp_path):
 
 
 def test_report_without_results_says_so(capsys, tmp_path):
-    line = _error(
-        capsys,
-        "report",
-        "--system",
-        "Cu-Au",
-        "--calculator",
-        "emt",
-        "--store",
-        str(tmp_path / "empty"),
-        "--output",
-        str(tmp_path / "out"),
+    (tmp_path / "empty").mkdir()
+    line = _error(capsys, *cu_au("report", tmp_path / "empty", tmp_path / "out"))
+    assert "no stored results for Cu-Au with emt and these options (run " in line
+    assert "'carrierflow runs' lists the runs it holds" in line
+
+
+def test_reading_a_store_that_is_not_there_creates_nothing(capsys, tmp_path):
+    typo = tmp_path / "stroe"
+    line = _error(capsys, *cu_au("report", typo, tmp_path / "out"))
+    assert (
+        line == f"carrierflow: error: no store at '{typo}' (give --store or set CARRIERFLOW_STORE)"
     )
-    assert "no stored results for Cu-Au with emt" in line
+    assert "no store at" in _error(capsys, "runs", "--store", str(typo))
+    assert not typo.exists()
 
 
 def test_dataset_of_a_store_without_dft_is_one_line_and_exit_2(tmp_path, capsys):
     out = tmp_path / "frames.extxyz"
+    (tmp_path / "store").mkdir()
     assert main(["dataset", str(out), "--store", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (

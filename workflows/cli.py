@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-render stored results without recomputing (results: also from a cluster)",
     )
     _add_selection(report)
+    _add_cell_options(report)
     _add_project(report)
     report.add_argument(
         "--flow-id", help="with --project: the submitted flow to read (default: the newest)"
@@ -231,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("directory", help="where to write the folders")
     _add_selection(inputs)
     _add_cell_options(inputs)
+    runs = sub.add_parser("runs", help="list the finished runs in a store")
+    _add_store(runs)
     dataset = sub.add_parser(
         "dataset",
         help="export every ionic step of the store's DFT calculations (GPAW) as extended XYZ",
@@ -335,10 +338,26 @@ def _incar_tags(items: list[str] | None) -> dict | None:
     return {key.upper(): Incar.proc_val(key.upper(), value) for key, value in tags.items()}
 
 
-def _output_dir(args: argparse.Namespace, system: str, calculator_label: str) -> Path:
+def _output_dir(args: argparse.Namespace, system: str, label: str, run_id: str) -> Path:
+    """``--output``, or a folder named by the run (``carrierflow-results/<system>-<calculator>-
+    <run id>``) so that runs with other settings never overwrite each other."""
     if args.output:
         return Path(args.output)
-    return Path("carrierflow-results") / f"{system.replace(' ', '_')}-{calculator_label}"
+    return Path("carrierflow-results") / f"{_readable(system, label)}-{run_id[:8]}"
+
+
+def _readable(system: str, label: str) -> str:
+    return f"{system.replace(' ', '_')}-{label}"
+
+
+def _link_alias(output: Path, system: str, label: str) -> None:
+    """``carrierflow-results/<system>-<calculator>``: a link to the newest run's folder (not made
+    where a folder of that name exists, or with ``--output``)."""
+    alias = output.parent / _readable(system, label)
+    if alias.is_symlink():
+        alias.unlink()
+    if not alias.exists():
+        alias.symlink_to(output.name)
 
 
 def _load_phases(species: str, reference: str, hosts: list[str], calculator, args):
@@ -414,9 +433,10 @@ def command_run(args: argparse.Namespace) -> int:
     from carrierflow.workflows.store import open_store, store_location
 
     system, species, reference_spec, host_specs, maker = _flow_maker(args)
-    output = _output_dir(args, system, maker.label)
-    check_writable_directory(output, "the output directory")
     reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
+    run_id = maker.run_id(reference, hosts)
+    output = _output_dir(args, system, maker.label, run_id)
+    check_writable_directory(output, "the output directory")
     store = open_store(args.store)
     flow = maker.make(reference, hosts)
     logger.info(
@@ -453,7 +473,9 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  {failure.label} ({failure.task}): {failure.error}{where}", file=sys.stderr)
         return 1
     results = responses[flow.output.uuid][max(responses[flow.output.uuid])].output
-    paths = write_report(results, output)
+    paths = write_report({**results, "run_id": run_id}, output)
+    if not args.output:
+        _link_alias(output, system, maker.label)
     print(markdown_table(results).split("\n\n| phase | defect")[0])
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
     return 0
@@ -501,28 +523,26 @@ def command_report(args: argparse.Namespace) -> int:
         strict_json,
         write_report,
     )
-    from carrierflow.analysis.results import find_results, partial_results
+    from carrierflow.analysis.results import LEGACY, find_results, partial_results
     from carrierflow.workflows.cluster import load_project, project_store, queue_jobs
-    from carrierflow.workflows.flows import results_label
     from carrierflow.workflows.store import open_store, store_location
 
-    system, *_ = _selection(args)
-    calculator, refine = _calculators(args)
-    label = results_label(calculator, refine)
+    system, species, reference_spec, host_specs, maker = _flow_maker(args, check_runnable=False)
+    reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
+    run_id, label = maker.run_id(reference, hosts), maker.label
     project = load_project(args.project) if args.project is not None else None
     if project is not None:
         store, where = project_store(project), f"project '{project.name}'"
     else:
-        store, where = open_store(args.store), store_location(args.store)
-    results = find_results(store, system, label, args.flow_id)
+        store, where = open_store(args.store, create=False), store_location(args.store)
+    results = find_results(store, system, label, args.flow_id, run_id)
     partial = None
     if results is None:
-        jobs = queue_jobs(project, system, label, args.flow_id) if project else None
-        partial = partial_results(store, system, label, args.flow_id, jobs)
+        jobs = queue_jobs(project, system, label, args.flow_id, run_id) if project else None
+        partial = partial_results(store, system, label, args.flow_id, jobs, run_id)
+    output = _output_dir(args, system, label, run_id)
     if partial:
-        output = _output_dir(args, system, label)
         check_writable_directory(output, "the output directory")
-        output.mkdir(parents=True, exist_ok=True)
         table = partial_table(partial)
         (output / "results.partial.json").write_text(strict_json(partial))
         (output / "results.partial.md").write_text(table)
@@ -530,12 +550,42 @@ def command_report(args: argparse.Namespace) -> int:
         print(f"written: {output / 'results.partial.json'}, {output / 'results.partial.md'}")
         return 0
     if results is None:
-        raise UsageError(f"no stored results for {system} with {label} in {where}")
-    output = _output_dir(args, system, label)
+        results = find_results(store, system, label, args.flow_id, LEGACY)
+        if results is None:
+            raise UsageError(
+                f"no stored results for {system} with {label} and these options (run "
+                f"{run_id[:8]}) in {where}; 'carrierflow runs' lists the runs it holds"
+            )
+        logger.warning(
+            "%s with %s: results stored before runs had an identity; they may come from other "
+            "options than these",
+            system,
+            label,
+        )
     check_writable_directory(output, "the output directory")
     paths = write_report(results, output)
     print(markdown_table(results).split("\n\n| phase | defect")[0])
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    """carrierflow runs: the finished runs in a store."""
+    from carrierflow.analysis.results import list_runs
+    from carrierflow.workflows.store import open_store, store_location
+
+    runs = list_runs(open_store(args.store, create=False))
+    if not runs:
+        print(f"no finished runs in {store_location(args.store)}")
+        return 0
+    print("| finished | system | calculator | run | min image distance (A) | fmax (eV/A) |")
+    print("|---|---|---|---|---|---|")
+    for run in runs:
+        print(
+            f"| {run['completed_at'] or '-'} | {run['system']} | {run['calculator']} | "
+            f"{(run['run_id'] or 'before run ids')[:8]} | "
+            f"{run['settings'].get('min_image_distance_A', '-')} | {run['fmax_eV_A']} |"
+        )
     return 0
 
 
@@ -585,7 +635,7 @@ def command_dataset(args: argparse.Namespace) -> int:
 
     if args.path.suffix != ".extxyz":
         raise UsageError(f"dataset: the file must end in .extxyz, got '{args.path.name}'")
-    frames = dft_frames(open_store(args.store))
+    frames = dft_frames(open_store(args.store, create=False))
     card = write_dataset(frames, args.path, made_by=f"carrierflow dataset {args.path.name}")
     print(
         f"{card['frames']} frames ({card['atoms']} atoms, {card['with_stress']} with stress) "
@@ -634,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": command_report,
         "results": command_report,
         "write-inputs": command_write_inputs,
+        "runs": command_runs,
         "dataset": command_dataset,
         "finetune": command_finetune,
     }

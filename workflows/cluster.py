@@ -61,13 +61,21 @@ def project_store(project: Project) -> JobStore:
     return store
 
 
-def queue_jobs(project: Project, system: str, label: str, flow_id: str | None = None) -> list[dict]:
+def queue_jobs(
+    project: Project,
+    system: str,
+    label: str,
+    flow_id: str | None = None,
+    run_id: str | None = None,
+) -> list[dict]:
     """Every queued job of a run (or of one submitted flow): name, state, scheduler id, and for
     failed jobs the error and the tail of the job's stderr."""
     query = {
         "job.metadata.carrierflow_run.system": system,
         "job.metadata.carrierflow_run.label": label,
     }
+    if run_id is not None:
+        query["job.metadata.carrierflow_run.run_id"] = run_id
     controller = project.get_job_controller()
     jobs = []
     infos = controller.get_jobs_info(custom_query=query, flow_ids=flow_id, sort=[("created_on", 1)])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from jobflow import Flow, Maker
+from monty.json import jsanitize
 from pydantic import BaseModel, ConfigDict
 from pymatgen.core import Structure
 
@@ -81,9 +84,43 @@ class CarrierFlowMaker(Maker):
         """The calculator label of the results (see :func:`results_label`)."""
         return results_label(self.calculator, self.refine)
 
-    def _tagged(self, job, label: str):
-        """Mark a job's output as the results document of this system and calculator label."""
-        job.metadata.update({"carrierflow": "results", "system": self.system, "calculator": label})
+    def run_id(self, reference: Phase, hosts: list[Phase]) -> str:
+        """The identity of a run: a hash of everything that determines its numbers (system,
+        each calculator with its model's content and settings, every defect, refinement and
+        migration setting, every input structure), and of nothing that does not (where and on
+        how many cores a code runs). ``report`` finds a run by it, never another run's results."""
+
+        def code(calculator: Calculator | None) -> dict | None:
+            if calculator is None:
+                return None
+            described = calculator.describe()
+            described.pop("version", None)
+            return described
+
+        identity = {
+            "system": self.system,
+            "calculator": code(self.calculator),
+            "refine": code(self.refine),
+            "settings": self.settings.model_dump(),
+            "refine_settings": self.refine_settings.model_dump() if self.refine else None,
+            "migration": self.migration.model_dump() if self.migration else None,
+            "phases": [
+                {"label": p.label, "structure": p.structure.as_dict()} for p in [reference, *hosts]
+            ],
+        }
+        payload = json.dumps(jsanitize(identity, strict=True), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def _tagged(self, job, label: str, run_id: str):
+        """Mark a job's output as the results document of this run."""
+        job.metadata.update(
+            {
+                "carrierflow": "results",
+                "system": self.system,
+                "calculator": label,
+                "run_id": run_id,
+            }
+        )
         return job
 
     def _bulk(self, calculator: Calculator, phase: Phase, is_reference: bool, suffix: str = ""):
@@ -149,21 +186,26 @@ class CarrierFlowMaker(Maker):
             ]
             summary = add_transport(summary.output, [t.output for t in transports], self.migration)
             jobs += [*transports, summary]
-        self._tagged(summary, calculator.label)
+        run_id = self.run_id(reference, hosts)
+        self._tagged(summary, calculator.label, run_id)
         if self.refine is not None:
             screened = [reference_defects.output, *host_outputs]
             refined = self._refinement(
-                [reference, *hosts], reference_bulk.output, screened, summary.output
+                [reference, *hosts], reference_bulk.output, screened, summary.output, run_id
             )
             jobs.append(refined)
             summary = refined
         flow = Flow(jobs, output=summary.output, name=f"{self.name} {self.system}")
         # every job, also those created while the flow runs, says which run it belongs to,
         # so that a partial run can be reported
-        flow.update_metadata({"carrierflow_run": {"system": self.system, "label": self.label}})
+        flow.update_metadata(
+            {"carrierflow_run": {"system": self.system, "label": self.label, "run_id": run_id}}
+        )
         return flow
 
-    def _refinement(self, phases: list[Phase], screen_mu_bulk, screened: list, screen) -> Flow:
+    def _refinement(
+        self, phases: list[Phase], screen_mu_bulk, screened: list, screen, run_id: str
+    ) -> Flow:
         """DFT for the stand-in's lowest defects of every phase (reference first), and the
         DFT verdicts."""
         dft = self.refine
@@ -191,7 +233,9 @@ class CarrierFlowMaker(Maker):
             self.system, dft.describe(), self.settings, outputs[0], outputs[1:]
         )
         summary = self._tagged(
-            add_screen_verdicts(dft_results.output, screen, self.refine_settings), self.label
+            add_screen_verdicts(dft_results.output, screen, self.refine_settings),
+            self.label,
+            run_id,
         )
         jobs += [dft_results, summary]
         return Flow(jobs, output=summary.output, name="DFT refinement")

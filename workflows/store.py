@@ -31,7 +31,7 @@ def check_writable_directory(path: Path, what: str) -> None:
         raise StoreError(f"cannot write {what} '{path}': {exc.strerror}") from exc
 
 
-def open_store(location: str | Path | None = None) -> JobStore:
+def open_store(location: str | Path | None = None, create: bool = True) -> JobStore:
     """Open (and connect) a jobflow JobStore.
 
     Parameters
@@ -40,6 +40,10 @@ def open_store(location: str | Path | None = None) -> JobStore:
         A directory for the embedded store (montydb on SQLite: no server to start), or a
         jobflow JobStore file (``.yaml``/``.json``, e.g. a MongoDB store whose credentials
         stay in that file or the environment, never on the command line).
+    create
+        Make the store directory if it does not exist (``run``); commands that only read a
+        store (``report``, ``runs``) refuse a path where there is none, so that a typo is an
+        error and not a new empty store.
     """
     location = store_location(location)
     path = Path(location)
@@ -52,6 +56,8 @@ def open_store(location: str | Path | None = None) -> JobStore:
         except Exception as exc:
             raise StoreError(f"cannot open the store configured in '{location}': {exc}") from exc
         return store
+    if not create and not path.is_dir():
+        raise StoreError(f"no store at '{location}' (give --store or set CARRIERFLOW_STORE)")
     check_writable_directory(path, "the store at")
     docs = MontyStore(
         "outputs", database_path=str(path), database_name="carrierflow", storage="sqlite"

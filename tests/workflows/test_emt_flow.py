@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 
@@ -218,3 +219,44 @@ def test_an_interrupted_run_resumes_from_the_store(tmp_path, capsys):
         )
         assert not re.search(computed, resumed.stderr)
     assert (tmp_path / "out" / "results.json").exists()
+
+
+def test_report_finds_exactly_the_run_its_options_describe(emt_run, tmp_path, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(emt_run["store"], store)
+    small = ["--min-image-distance", "7", "--defects", "vacancy"]
+    assert main(cu_au("run", store, tmp_path / "small", *small)) == 0
+    # the default options find the default run, not the newer 7 A vacancy-only one
+    assert main(cu_au("report", store, tmp_path / "default")) == 0
+    default = json.loads((tmp_path / "default" / "results.json").read_text())
+    assert default["run_id"] == emt_run["results"]["run_id"]
+    assert default["hosts"][0]["lowest_eV"] == emt_run["results"]["hosts"][0]["lowest_eV"]
+    assert main(cu_au("report", store, tmp_path / "again", *small)) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["run_id"] != default["run_id"]
+    assert {d["kind"] for p in _phases(again) for d in p["defects"]} == {"vacancy"}
+    # options nobody ran find nothing rather than another run's table
+    capsys.readouterr()
+    assert main(cu_au("report", store, tmp_path / "none", "--fmax", "0.02")) == 2
+    assert "no stored results for Cu-Au with emt and these options" in capsys.readouterr().err
+    assert main(["runs", "--store", str(store)]) == 0
+    listed = capsys.readouterr().out
+    assert default["run_id"][:8] in listed and again["run_id"][:8] in listed
+
+
+def test_runs_with_other_options_write_to_folders_of_their_own(emt_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    shutil.copytree(emt_run["store"], store)
+    base = ["run", "--system", "Cu-Au", "--calculator", "emt", "--store", str(store)]
+    assert main(base) == 0
+    assert main([*base, "--defects", "vacancy"]) == 0
+    folders = sorted(p.name for p in (tmp_path / "carrierflow-results").iterdir())
+    run_folders = [f for f in folders if not (tmp_path / "carrierflow-results" / f).is_symlink()]
+    assert len(run_folders) == 2 and all(f.startswith("Cu-Au-emt-") for f in run_folders)
+    # the readable alias points to the newest run: the vacancy-only one
+    alias = tmp_path / "carrierflow-results" / "Cu-Au-emt"
+    assert alias.is_symlink() and alias.resolve().name in run_folders
+    newest = json.loads((alias / "results.json").read_text())
+    assert {d["kind"] for p in _phases(newest) for d in p["defects"]} == {"vacancy"}
+    assert alias.resolve().name.endswith(newest["run_id"][:8])
