@@ -528,13 +528,14 @@ def command_report(args: argparse.Namespace) -> int:
     from carrierflow.workflows.store import open_store, store_location
 
     system, species, reference_spec, host_specs, maker = _flow_maker(args, check_runnable=False)
-    reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
-    run_id, label = maker.run_id(reference, hosts), maker.label
+    # the store first: a missing one is an error before any structure is loaded
     project = load_project(args.project) if args.project is not None else None
     if project is not None:
         store, where = project_store(project), f"project '{project.name}'"
     else:
         store, where = open_store(args.store, create=False), store_location(args.store)
+    reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
+    run_id, label = maker.run_id(reference, hosts), maker.label
     results = find_results(store, system, label, args.flow_id, run_id)
     partial = None
     if results is None:
