@@ -12,6 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel
 from pymatgen.core import Composition, Structure
 
@@ -127,6 +128,67 @@ def _reduced_formula(text: str) -> str:
     return composition.reduced_formula
 
 
+# suffixes that make a host specification a file name (a formula never has one)
+STRUCTURE_SUFFIXES = {".cif", ".vasp", ".poscar", ".json", ".xyz", ".extxyz", ".cssr", ".mcif"}
+# closer than this, two atoms are one atom given twice (the shortest bond, H2, is 0.74 A)
+MIN_INTERATOMIC_A = 0.5
+# an empty slab this thick means vacuum: a molecule or slab in a box, not a bulk crystal
+VACUUM_GAP_A = 5.0
+
+
+def read_structure_file(path: Path) -> Structure:
+    """A structure from a file, recognised by its content where the name says nothing
+    (``POSCAR``, ``CONTCAR``, or a VASP file under any name)."""
+    from pymatgen.io.vasp import Poscar
+
+    try:
+        return Structure.from_file(path)
+    except Exception as first:
+        try:
+            return Poscar.from_file(path, check_for_potcar=False).structure
+        except Exception:
+            raise StructureError(f"cannot read a structure from '{path}': {first}") from first
+
+
+def check_bulk(structure: Structure, name: str) -> None:
+    """Refuse what is not an ordered, periodic bulk crystal: partial occupancies, atoms on top
+    of each other, vacuum (a molecule or a slab in a box)."""
+    if not structure.is_ordered:
+        raise StructureError(
+            f"{name} is disordered (partial occupancies): give an ordered structure"
+        )
+    if len(structure) > 1:
+        distances = structure.distance_matrix + np.eye(len(structure)) * 1e9
+        closest = float(distances.min())
+        if closest < MIN_INTERATOMIC_A:
+            raise StructureError(
+                f"{name} has atoms {closest:.2f} A apart (closer than {MIN_INTERATOMIC_A} A: "
+                "an atom given twice?)"
+            )
+    gap, axis = vacuum_gap(structure)
+    if gap >= VACUUM_GAP_A:
+        raise StructureError(
+            f"{name} has {gap:.1f} A of vacuum along lattice vector {axis + 1}: a molecule or "
+            "slab in a box, not a bulk crystal"
+        )
+
+
+def vacuum_gap(structure: Structure) -> tuple[float, int]:
+    """The thickest empty slab between atomic planes (A) along any lattice direction, and which:
+    the largest gap between the atoms' fractional coordinates along a reciprocal vector, times
+    the interplanar spacing."""
+    spacings = 1.0 / np.linalg.norm(
+        structure.lattice.reciprocal_lattice_crystallographic.matrix, axis=1
+    )
+    best = (0.0, 0)
+    for axis in range(3):
+        coords = np.sort(np.mod(structure.frac_coords[:, axis], 1.0))
+        gaps = np.diff(np.concatenate([coords, [coords[0] + 1.0]]))
+        gap = float(gaps.max() * spacings[axis])
+        best = max(best, (gap, axis))
+    return best
+
+
 def load_structure(spec: str) -> tuple[Structure, StructureSource]:
     """Resolve a host or reference given as a structure file, an mp-id or a formula.
 
@@ -134,17 +196,16 @@ def load_structure(spec: str) -> tuple[Structure, StructureSource]:
     to the shipped fixtures when there is no key or no connection, and say so in one line.
     """
     path = Path(spec)
-    if path.suffix and path.exists():
-        try:
-            structure = Structure.from_file(path)
-        except Exception as exc:
-            raise StructureError(f"cannot read a structure from '{spec}': {exc}") from exc
+    if path.is_file():
+        structure = read_structure_file(path)
         return structure, StructureSource(
             kind="file",
             id=str(path.resolve()),
             formula=structure.composition.reduced_formula,
             provenance=f"file {path.name}",
         )
+    if path.suffix.lower() in STRUCTURE_SUFFIXES or "/" in spec:
+        raise StructureError(f"structure file '{spec}' not found")
     key = materials_project_key()
     if MP_ID.match(spec):
         if not key:

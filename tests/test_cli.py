@@ -1,8 +1,11 @@
 """Bad input ends in one clear line and exit code 2; nothing finished is lost."""
 
+import numpy as np
 import pytest
 from helpers import cu_au
+from pymatgen.core import Lattice, Structure
 
+from carrierflow.structures.sources import load_fixture, load_structure
 from carrierflow.workflows.cli import main
 
 
@@ -185,3 +188,77 @@ def test_dataset_of_a_store_without_dft_is_one_line_and_exit_2(tmp_path, capsys)
     assert not out.exists()
     assert main(["dataset", str(tmp_path / "frames.xyz"), "--store", str(tmp_path / "s")]) == 2
     assert "must end in .extxyz" in capsys.readouterr().err
+
+
+def _host_file(tmp_path, name: str, structure) -> str:
+    path = tmp_path / name
+    path.write_text(structure.to(fmt="poscar") if "POSCAR" in name else structure.to(fmt="cif"))
+    return str(path)
+
+
+def _cu3au():
+    return load_fixture("Cu3Au")[0].copy()
+
+
+def _disordered():
+    host = _cu3au()
+    host.replace_species({"Au": {"Au": 0.5, "Cu": 0.5}})
+    return host
+
+
+def _doubled_atom():
+    host = _cu3au()
+    host.append("Cu", host[0].frac_coords + np.array([0.01, 0, 0]))
+    return host
+
+
+def _molecule_in_a_box():
+    return Structure(Lattice.cubic(15.0), ["Cu", "Cu"], [[0, 0, 0], [0.15, 0, 0]])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_disordered, "is disordered (partial occupancies): give an ordered structure"),
+        (_doubled_atom, "has atoms 0.04 A apart (closer than 0.5 A: an atom given twice?)"),
+        (
+            _molecule_in_a_box,
+            "has 15.0 A of vacuum along lattice vector 3: a molecule or slab in a box, not a bulk "
+            "crystal",
+        ),
+        # far more atoms than any supercell may have, refused before any symmetry analysis
+        (lambda: _cu3au() * (6, 6, 6), "has 864 atoms, more than --max-atoms 250"),
+    ],
+)
+def test_a_host_that_is_no_ordered_bulk_crystal_is_refused_before_anything_runs(
+    capsys, paths, tmp_path, make, message
+):
+    host = _host_file(tmp_path, "host.cif", make())
+    line = _error(capsys, "run", "--species", "Cu", "--hosts", host, "--calculator", "emt", *paths)
+    assert message in line
+
+
+def test_structure_files_are_read_by_content_and_a_missing_one_says_so(capsys, paths, tmp_path):
+    poscar = _host_file(tmp_path, "POSCAR", _cu3au())
+    structure, source = load_structure(poscar)
+    assert structure.composition.reduced_formula == "Cu3Au" and source.kind == "file"
+    renamed = tmp_path / "my-host"
+    renamed.write_text(_cu3au().to(fmt="poscar"))
+    assert load_structure(str(renamed))[0].composition.reduced_formula == "Cu3Au"
+    missing = str(tmp_path / "nowhere" / "Cu3Au.cif")
+    line = _error(
+        capsys, "run", "--species", "Cu", "--hosts", missing, "--calculator", "emt", *paths
+    )
+    assert line == f"carrierflow: error: structure file '{missing}' not found"
+
+
+def test_a_model_that_does_not_know_an_element_or_does_not_load_is_refused(capsys, paths, tmp_path):
+    host = _cu3au()
+    host.replace_species({"Au": "Fr"})
+    francium = _host_file(tmp_path, "CuFr.cif", host)
+    line = _error(capsys, "run", "--species", "Cu", "--hosts", francium, *paths)
+    assert "SevenNet model '7net-l3i5' does not know Fr" in line
+    corrupt = tmp_path / "model.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    line = _error(capsys, "run", "--system", "Li-In", "--model", str(corrupt), *paths)
+    assert f"cannot load SevenNet model '{corrupt}'" in line

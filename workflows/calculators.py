@@ -263,7 +263,15 @@ class Calculator(MSONable):
             )
 
     def check_elements(self, elements) -> None:
-        """Refuse a system the calculator cannot treat."""
+        """Refuse a system the calculator cannot treat: elements EMT is not made for, or that a
+        SevenNet model was not trained on (read from its checkpoint, which must load)."""
+        if self.name == "sevennet":
+            known = sevennet_elements(self.model)
+            missing = sorted(set(elements) - known)
+            if missing:
+                raise CalculatorError(
+                    f"SevenNet model '{self.model}' does not know {', '.join(missing)}"
+                )
         if self.name == "emt":
             missing = sorted(set(elements) - EMT_ELEMENTS)
             if missing:
@@ -406,6 +414,21 @@ class Calculator(MSONable):
 
         name, kwargs = self._force_field()
         return ForceFieldRelaxMaker(force_field_name=name, calculator_kwargs=kwargs, **common)
+
+
+def sevennet_elements(model: str) -> set[str]:
+    """The elements a SevenNet model (a shipped name or a checkpoint file) was trained on; a
+    file that is no SevenNet checkpoint is a one-line error before anything computes."""
+    from sevenn.checkpoint import SevenNetCheckpoint
+    from sevenn.util import pretrained_name_to_path
+
+    path = model if Path(model).is_file() else pretrained_name_to_path(model)
+    try:
+        config = SevenNetCheckpoint(path).config
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CalculatorError(f"cannot load SevenNet model '{model}': {reason}") from exc
+    return set(config["chemical_species"])
 
 
 def file_sha256(path: str | Path) -> str:

@@ -364,7 +364,7 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
     from pymatgen.core import Element
 
     from carrierflow.structures.defects import check_species
-    from carrierflow.structures.sources import load_structure
+    from carrierflow.structures.sources import check_bulk, load_structure
     from carrierflow.structures.supercells import choose_supercell
     from carrierflow.workflows.flows import Phase
 
@@ -375,6 +375,13 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
     phases = []
     for spec in [reference, *hosts]:
         structure, source = load_structure(spec)
+        # before any symmetry analysis: a 6912-atom file held get_primitive_structure for minutes
+        if len(structure) > args.max_atoms:
+            raise UsageError(
+                f"{spec} has {len(structure)} atoms, more than --max-atoms {args.max_atoms}: "
+                "give its primitive or conventional cell"
+            )
+        check_bulk(structure, spec)
         structure = structure.get_primitive_structure()
         label = structure.composition.reduced_formula
         check_species(structure, species)
