@@ -49,6 +49,7 @@ from carrierflow.workflows.schemas import (
     CalculationFailure,
     DefectSettings,
     PathDoc,
+    numbers_checksum,
 )
 
 logger = logging.getLogger("carrierflow")
@@ -177,12 +178,23 @@ def _find_stored(fp: str) -> CalculationDoc | PathDoc | None:
     store = CURRENT_JOB.store
     if store is None:
         return None
-    found = store.query_one({"output.fingerprint": fp}, properties=["output"])
-    if not found:
-        return None
-    output = {k: v for k, v in found["output"].items() if not k.startswith("@")}
-    document = PathDoc if output.get("task") == "neb" else CalculationDoc
-    return document.model_validate({**output, "reused": True})
+    corrupt = None
+    for found in store.query({"output.fingerprint": fp}, properties=["output"]):
+        output = {k: v for k, v in found["output"].items() if not k.startswith("@")}
+        document = PathDoc if output.get("task") == "neb" else CalculationDoc
+        stored = document.model_validate({**output, "reused": True})
+        # a stored number changed after it was written (one byte of an energy gave a wrong E_f
+        # silently): never reuse it
+        if stored.checksum is None or stored.checksum == numbers_checksum(stored.reused_numbers()):
+            return stored
+        corrupt = stored
+    if corrupt is not None:
+        logger.warning(
+            "%s: the stored result fails its checksum (changed after it was written); "
+            "computing it again",
+            corrupt.label,
+        )
+    return None
 
 
 def slug(text: str) -> str:
@@ -329,6 +341,7 @@ def calculate(
         job_uuid=CURRENT_JOB.job.uuid if CURRENT_JOB.job else None,
         code=_code_record(task_docs),
     )
+    doc.checksum = numbers_checksum(doc.reused_numbers())
     logger.info(
         "%s: E = %.4f eV, %d steps%s, %.1f s",
         label,
@@ -372,6 +385,7 @@ def _path_document(
         job_uuid=CURRENT_JOB.job.uuid if CURRENT_JOB.job else None,
         code=_code_record([result]),
     )
+    doc.checksum = numbers_checksum(doc.reused_numbers())
     barrier = max(doc.energies_eV) - doc.energies_eV[0]
     logger.info(
         "%s: highest image %.3f eV above the start%s, %.1f s",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +25,19 @@ class _CodeRecord(BaseModel):
         return {"job_uuid": self.job_uuid, **({"runs": runs} if runs else {})}
 
 
+def _structure_numbers(structure: Structure) -> list:
+    return [
+        structure.lattice.matrix.tolist(),
+        [site.species_string for site in structure],
+        structure.frac_coords.tolist(),
+    ]
+
+
+def numbers_checksum(numbers: list) -> str:
+    """SHA-256 of the numbers a rerun reuses (floats written exactly, as repr does)."""
+    return hashlib.sha256(json.dumps(numbers, sort_keys=True).encode()).hexdigest()
+
+
 class CalculationDoc(_CodeRecord):
     """One energy calculation (relaxation or single point)."""
 
@@ -39,6 +54,22 @@ class CalculationDoc(_CodeRecord):
     max_force_eV_A: float | None = None
     elapsed_s: float
     reused: bool = False
+    checksum: str | None = Field(
+        None,
+        description="SHA-256 of the numbers a rerun reuses (see reused_numbers); None in stores "
+        "written before it existed",
+    )
+
+    def reused_numbers(self) -> list:
+        """What a rerun takes from this document: its energy, convergence and final structure."""
+        return [
+            self.fingerprint,
+            self.energy_eV,
+            self.steps,
+            self.converged,
+            self.max_force_eV_A,
+            _structure_numbers(self.structure),
+        ]
 
 
 class PathDoc(_CodeRecord):
@@ -54,6 +85,17 @@ class PathDoc(_CodeRecord):
     converged: bool
     elapsed_s: float
     reused: bool = False
+    checksum: str | None = Field(None, description="see CalculationDoc.checksum")
+
+    def reused_numbers(self) -> list:
+        """What a rerun takes from this document: the band's energies, path and images."""
+        return [
+            self.fingerprint,
+            self.energies_eV,
+            self.path_A,
+            self.converged,
+            [_structure_numbers(image) for image in self.images],
+        ]
 
 
 class CalculationFailure(BaseModel):

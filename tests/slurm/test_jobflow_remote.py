@@ -126,8 +126,11 @@ def _logging_kept():
                 logger.disabled = False
 
 
-def _run_until(runner: Runner, controller, done, timeout_s: float = 600) -> list:
-    """Let the runner work until ``done(jobs)`` holds."""
+def _run_until(runner: Runner, controller, done, timeout_s: float = 1800) -> list:
+    """Let the runner work until ``done(jobs)`` holds. A guard against a hang, not a timing: on
+    a quiet 2-core machine the whole test takes about 3 minutes, but with a DFT run and another
+    test suite beside it the one free SLURM slot (the other holds the waiting job) ran the 12
+    calculation jobs one by one for more than 10 minutes."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         # run_all_jobs ends at its own timeout while jobs still run: look at the states, go on

@@ -51,10 +51,44 @@ def mongodb(request, tmp_path, monkeypatch):
 def test_mongodb_store_from_a_jobstore_file(mongodb, tmp_path, capsys):
     config, database = mongodb
     args = ["--system", "Cu-Au", "--calculator", "emt", "--store", str(config)]
-    assert main(["run", *args, "--defects", "vacancy", "--output", str(tmp_path / "run")]) == 0
+    args += ["--defects", "vacancy"]
+    assert main(["run", *args, "--output", str(tmp_path / "run")]) == 0
     capsys.readouterr()
     assert main(["report", *args, "--output", str(tmp_path / "report")]) == 0
     run = json.loads((tmp_path / "run" / "results.json").read_text())
     report = json.loads((tmp_path / "report" / "results.json").read_text())
     assert report == run
     assert database["outputs"].count_documents({"metadata.carrierflow": "results"}) == 1
+
+
+def test_a_stored_number_changed_after_it_was_written_is_recomputed_not_reused(
+    emt_run, tmp_path, capsys
+):
+    import shutil
+
+    from helpers import cu_au
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(emt_run["store"], store_dir)
+    store = open_store(store_dir, create=False)
+    label = "Cu3Au v_Cu_3c"
+    [original] = [
+        d["output"]
+        for d in store.query({"output.label": label, "output.reused": False}, ["output"])
+    ]
+    # one digit of the stored energy changes (a bad disk, a careless edit)
+    store.docs_store._collection.update_many(
+        {"output.label": label}, {"$set": {"output.energy_eV": original["energy_eV"] + 0.1}}
+    )
+    store.close()
+    capsys.readouterr()
+    assert main(cu_au("run", store_dir, tmp_path / "out")) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "checksum" in line]
+    assert len(warnings) == 1 and warnings[0].endswith(
+        f"] {label}: the stored result fails its checksum (changed after it was written); "
+        "computing it again"
+    )
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    vacancy = next(d for d in results["hosts"][0]["defects"] if d["name"] == "v_Cu_3c")
+    want = next(d for d in emt_run["results"]["hosts"][0]["defects"] if d["name"] == "v_Cu_3c")
+    assert vacancy["formation_energy_eV"] == pytest.approx(want["formation_energy_eV"], abs=1e-9)
