@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(runs)
     dataset = sub.add_parser(
         "dataset",
-        help="export every ionic step of the store's DFT calculations (GPAW) as extended XYZ",
+        help="export every ionic step of the store's DFT calculations as extended XYZ",
         description="Write every ionic step of every DFT calculation in the store (energy, "
         "forces, stress where the cell relaxed, and where it came from) as extended XYZ, with a "
         "JSON card beside it; SevenNet's trainer and ase.io.read read it.",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
+from ase.io import read, write
 from jobflow import JobStore
 
 # the formats of the worker's files, read here and written by gpaw_worker.py
@@ -63,11 +63,34 @@ def gpaw_frames(directory: Path) -> list[Atoms]:
     return frames
 
 
+def vasp_frames(directory: Path) -> list[Atoms]:
+    """The ionic steps of one VASP run folder (``vasprun.xml``, gzipped or not), oldest first,
+    each with the free energy its forces belong to (VASP's ``e_fr_energy``)."""
+    found = sorted(directory.glob("vasprun.xml*"))
+    if not found:
+        return []
+    frames = []
+    for number, atoms in enumerate(read(found[0], index=":", format="vasp-xml"), start=1):
+        results = dict(atoms.calc.results)
+        zero_width = results.get("energy")
+        results["energy"] = results.pop("free_energy", zero_width)
+        copy = atoms.copy()
+        copy.calc = SinglePointCalculator(copy, **results)
+        copy.info.update({"energy_zero_width": zero_width, "step": number})
+        frames.append(copy)
+    return frames
+
+
 def dft_frames(store: JobStore) -> list[Atoms]:
-    """Every ionic step of every DFT calculation in the store whose run folder is still there,
-    each once (a reused calculation points to the same folders), in a stable order."""
+    """Every ionic step of every DFT calculation (GPAW, VASP) in the store whose run folder is
+    still there, each once (a reused calculation points to the same folders), in a stable
+    order."""
     documents = store.query(
-        {"output.calculator.name": {"$in": ["gpaw"]}, "output.task": {"$exists": True}},
+        {
+            "output.calculator.name": {"$in": ["gpaw", "vasp"]},
+            "output.task": {"$in": ["bulk_relax", "ion_relax", "static"]},
+            "output.fingerprint": {"$exists": True},  # not a stored failure
+        },
         properties=[
             "output.label",
             "output.task",
@@ -82,11 +105,20 @@ def dft_frames(store: JobStore) -> list[Atoms]:
     for document in sorted(documents, key=lambda d: d["output"]["fingerprint"]):
         output = document["output"]
         for run in output.get("code", {}).get("runs", []):
-            directory = Path(run.get("directory") or "")
-            if str(directory) in seen or not (directory / GPAW_INPUT).is_file():
+            # atomate2 writes VASP folders as host:/path
+            directory = Path(str(run.get("directory") or "").split(":", 1)[-1])
+            if not str(directory) or str(directory) in seen or not directory.is_dir():
                 continue
             seen.add(str(directory))
-            for atoms in gpaw_frames(directory):
+            if output["calculator"]["name"] == "gpaw":
+                steps = gpaw_frames(directory) if (directory / GPAW_INPUT).is_file() else []
+            else:
+                steps = vasp_frames(directory)
+                settings = {"incar": run.get("incar", {}), "kpoints": run.get("kpoints")}
+                for atoms in steps:
+                    atoms.info["kpts"] = "x".join(str(k) for k in run.get("kpoints") or [])
+                    atoms.info["dft_settings"] = json.dumps(settings, sort_keys=True)
+            for atoms in steps:
                 atoms.info.update(
                     {
                         "label": output["label"],
@@ -94,11 +126,17 @@ def dft_frames(store: JobStore) -> list[Atoms]:
                         "run": run.get("task_label", ""),
                         "fingerprint": output["fingerprint"],
                         "job_uuid": output.get("job_uuid") or "",
-                        "code": run.get("code_version", output["calculator"]["name"]),
+                        "code": _code(output["calculator"]["name"], run),
                     }
                 )
                 frames.append(atoms)
     return frames
+
+
+def _code(name: str, run: dict) -> str:
+    """``GPAW 22.8.0``, ``VASP 6.4.2``: the code and the version its run reported."""
+    version = str(run.get("code_version") or "")
+    return version if version.upper().startswith(name.upper()) else f"{name.upper()} {version}"
 
 
 def write_dataset(frames: list[Atoms], path: Path, made_by: str) -> dict:

@@ -9,17 +9,21 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from ase.io import read
 from pymatgen.core import SETTINGS, Lattice, Structure
-from pymatgen.io.vasp import Incar, Kpoints, Poscar, Potcar
+from pymatgen.io.vasp import Incar, Kpoints, Poscar, Potcar, Vasprun
 from standin import STANDIN, write_fake_potcars
 
 from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.cli import main
+from carrierflow.workflows.dataset import dft_frames, write_dataset
 from carrierflow.workflows.dft import kpoint_mesh
 from carrierflow.workflows.jobs import plan_defects
 from carrierflow.workflows.schemas import DefectSettings
+from carrierflow.workflows.store import open_store
 
 SPACING = 0.03
 
@@ -338,3 +342,29 @@ def test_vasp_barriers_equal_the_direct_emt_barriers(vasp_migration, emt_migrati
     assert vacancy_hops <= set(compared)
     for name in compared:
         assert vasp[name]["barrier_eV"] == pytest.approx(direct[name]["barrier_eV"], abs=0.03)
+
+
+def test_the_vasp_ionic_steps_export_as_training_frames(vasp_runs, tmp_path):
+    frames = dft_frames(open_store(vasp_runs["root"] / "store", create=False))
+    defects = [
+        defect
+        for phase in [vasp_runs["results"]["reference"], *vasp_runs["results"]["hosts"]]
+        for defect in phase["defects"]
+    ]
+    for defect in defects:
+        provenance = defect["provenance"]
+        folders = [Path(run["directory"].split(":", 1)[-1]) for run in provenance["runs"]]
+        steps = sum(
+            len(Vasprun(next(folder.glob("vasprun.xml*"))).ionic_steps) for folder in folders
+        )
+        mine = [f for f in frames if f.info["job_uuid"] == provenance["job_uuid"]]
+        # every ionic step of the defect's relaxation, once
+        assert len(mine) == steps > 0, defect["name"]
+        assert [f.info["step"] for f in mine] == list(range(1, steps + 1))
+    card = write_dataset(frames, tmp_path / "cu-au.extxyz", made_by="test")
+    assert card["codes"] and all(code.startswith("VASP ") for code in card["codes"])
+    back = read(tmp_path / "cu-au.extxyz", ":")
+    assert len(back) == len(frames) > len(defects)
+    for frame in back:
+        assert frame.get_forces().shape == (len(frame), 3)
+        assert np.isfinite(frame.get_potential_energy())
