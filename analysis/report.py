@@ -22,6 +22,7 @@ CSV_COLUMNS = [
     "max_displacement_A",
     "ended_at",
     "flags",
+    "search",
 ]
 
 
@@ -56,9 +57,21 @@ def rows(results: dict) -> list[dict]:
                     "max_displacement_A": d["max_displacement_A"],
                     "ended_at": d["ended_at"],
                     "flags": "; ".join(d["flags"]),
+                    "search": _search(d.get("search")),
                 }
             )
     return out
+
+
+def _search(search: dict | None) -> str:
+    """``3 starts, 2 states, spread 0.18 eV, won by neighbours -30%``."""
+    if not search:
+        return ""
+    return (
+        f"{len(search['starts'])} starts, {search['distinct_states']} "
+        f"state{'s' if search['distinct_states'] > 1 else ''}, spread "
+        f"{search['spread_eV']:.3f} eV, won by {search['winner']}"
+    )
 
 
 def _dft_lines(results: dict) -> list[str]:
@@ -109,12 +122,17 @@ def markdown_table(results: dict) -> str:
         )
     refined = results.get("refined_from")
     screen_head = " stand-in E_f (eV) | stand-in error (eV) |" if refined else ""
+    searched = any(r["search"] for r in rows(results))
+    screen_head += " search |" if searched else ""
     lines += [
         "",
         "| phase | defect | kind | mult. | E_f (eV) | local E_f (eV) |"
         + screen_head
         + " converged | steps | max move (Å) | ended at | flags |",
-        "|---|---|---|---|---|---|" + ("---|---|" if refined else "") + "---|---|---|---|---|",
+        "|---|---|---|---|---|---|"
+        + ("---|---|" if refined else "")
+        + ("---|" if searched else "")
+        + "---|---|---|---|---|",
     ]
     for r in rows(results):
         screen = (
@@ -122,6 +140,7 @@ def markdown_table(results: dict) -> str:
             if refined
             else ""
         )
+        screen += f" {r['search'] or '-'} |" if searched else ""
         lines.append(
             f"| {r['phase']} | {r['defect']} | {r['kind']} | {r['multiplicity']} "
             f"| {_fmt(r['formation_energy_eV'])} | {_fmt(r['local_formation_energy_eV'])} |"
@@ -290,6 +309,16 @@ def plot_formation_energies(results: dict, path: Path) -> None:
                 bar.set_hatch("//")
             if d["local_formation_energy_eV"] is not None:
                 ax.plot(bar.get_x() + bar.get_width() / 2, d["formation_energy_eV"], "kx")
+            if d.get("search"):
+                # the whisker reaches the highest state another start ended in
+                centre = bar.get_x() + bar.get_width() / 2
+                ax.vlines(
+                    centre,
+                    d["ranking_energy_eV"],
+                    max(d["search"]["formation_energies_eV"]),
+                    color="black",
+                    linewidth=1,
+                )
             if d.get("screen"):
                 ax.plot(
                     bar.get_x() + bar.get_width() / 2,
@@ -311,6 +340,9 @@ def plot_formation_energies(results: dict, path: Path) -> None:
     labels.append("flagged (see table)")
     handles.append(plt.Line2D([0], [0], color=colours["vacancy"], linestyle="--"))
     labels.append(f"{results['reference']['formula']} vacancy (yardstick)")
+    if any(d.get("search") for phase in phases for d in phase["defects"]):
+        handles.append(plt.Line2D([0], [0], color="black", linewidth=1))
+        labels.append("highest state of the other starts")
     if results.get("refined_from"):
         handles.append(
             plt.Line2D([0], [0], marker="o", color="white", markeredgecolor="black", linestyle="")

@@ -32,6 +32,16 @@ class ScreenComparison(BaseModel):
     error_eV: float = Field(description="stand-in minus DFT, same supercell and start")
 
 
+class StartsSearch(BaseModel):
+    """The search over several starts of one candidate: what each start reached."""
+
+    starts: list[str] = Field(description="the starts tried, in order")
+    formation_energies_eV: list[float] = Field(description="ranking E_f each start reached")
+    distinct_states: int = Field(description="final states more than 1 meV apart")
+    spread_eV: float = Field(description="highest minus lowest E_f: the path dependence")
+    winner: str = Field(description="the start that reached the lowest E_f")
+
+
 class DefectOutcome(BaseModel):
     """A relaxed defect, assessed: energy, geometry, where it ended up, and flags."""
 
@@ -58,6 +68,9 @@ class DefectOutcome(BaseModel):
         None, description="the stand-in's numbers for a defect refined with DFT"
     )
     structure: Structure | None = Field(None, description="the relaxed defect supercell")
+    search: StartsSearch | None = Field(
+        None, description="with several starts: what each reached (the lowest is this one)"
+    )
 
     @property
     def ranking_energy_eV(self) -> float:

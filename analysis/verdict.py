@@ -63,6 +63,7 @@ def defect_entry(defect: DefectOutcome, temperature_K: float) -> dict:
         "local": defect.local.model_dump() if defect.local else None,
         "provenance": defect.provenance,
         "screen": defect.screen.model_dump() if defect.screen else None,
+        "search": defect.search.model_dump() if defect.search else None,
     }
 
 

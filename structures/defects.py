@@ -299,3 +299,68 @@ def rattle_near(
             [int(index)], rng.normal(0.0, amplitude_A, 3), frac_coords=False, to_unit_cell=True
         )
     return rattled
+
+
+# The starts of a structure search around one defect, after the small rattle. ShakeNBreak (Mosquera-
+# Lois et al., npj Comput. Mater. 2023) distorts the bonds of a defect's nearest neighbours by up
+# to +-60 % and rattles the rest; how many neighbours it distorts follows from the defect's charge
+# and the host's oxidation states, which a metal does not have. Here every nearest neighbour of the
+# site is pulled in or pushed out (ShakeNBreak's compressions and stretches, without its valence
+# count), then the small rattle breaks what symmetry is left; stronger rattles explore the rest.
+START_PLAN: list[tuple[str, float]] = [
+    ("distort", -0.3),
+    ("distort", 0.3),
+    ("rattle", 0.1),
+    ("distort", -0.15),
+    ("distort", 0.15),
+    ("rattle", 0.2),
+]
+NEIGHBOUR_SHELL = 1.2  # neighbours: within this factor of the nearest one's distance
+
+
+def distort_neighbours(structure: Structure, centre_cart, fraction: float) -> Structure:
+    """The structure with the nearest neighbours of a point (the defect's site) moved along
+    their bonds to it by ``fraction`` of the bond (-0.3: pulled 30 % closer)."""
+    centre_frac = structure.lattice.get_fractional_coords(centre_cart)
+    distances = structure.lattice.get_all_distances([centre_frac], structure.frac_coords)[0]
+    around = distances > 0.3  # not an atom on the site itself (the interstitial)
+    nearest = distances[around].min()
+    distorted = structure.copy()
+    for index in np.flatnonzero(around & (distances < NEIGHBOUR_SHELL * nearest)):
+        delta = structure.frac_coords[index] - centre_frac
+        bond = structure.lattice.get_cartesian_coords(delta - np.round(delta))
+        distorted.translate_sites(
+            [int(index)], fraction * bond, frac_coords=False, to_unit_cell=True
+        )
+    return distorted
+
+
+def defect_starts(
+    cell: DefectCell, seed: str, count: int, radius_A: float, amplitude_A: float
+) -> list[tuple[str, Structure]]:
+    """``count`` reproducible starts of one defect cell, each with its tag: first the small
+    rattle (seeded by ``seed``: the start of a single-start run), then :data:`START_PLAN` in
+    order (repeated with new seeds past its length)."""
+    starts = [(f"rattle {amplitude_A:g} A", cell.structure, amplitude_A)]
+    for number in range(1, count):
+        kind, value = START_PLAN[(number - 1) % len(START_PLAN)]
+        repeat = (number - 1) // len(START_PLAN)
+        suffix = f" #{repeat + 1}" if repeat else ""
+        if kind == "distort":
+            distorted = distort_neighbours(cell.structure, cell.site_cart, value)
+            starts.append((f"neighbours {value:+.0%}{suffix}", distorted, amplitude_A))
+        else:
+            starts.append((f"rattle {value:g} A{suffix}", cell.structure, value))
+    return [
+        (
+            tag,
+            rattle_near(
+                structure,
+                cell.site_cart,
+                radius_A,
+                amplitude,
+                seed=seed if number == 0 else f"{seed}/start {number}",
+            ),
+        )
+        for number, (tag, structure, amplitude) in enumerate(starts)
+    ]

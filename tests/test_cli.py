@@ -105,6 +105,10 @@ def paths(tmp_path):
             ["--system", "Cu-Au", "--calculator", "emt", "--migration", "--max-hop", "nan"],
             "--max-hop: input should be a finite number",
         ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--starts", "0"],
+            "--starts: input should be greater than or equal to 1",
+        ),
         (["--system", "Xx-Yy"], "unknown system 'Xx-Yy'"),
         (
             ["--species", "Qq", "--hosts", "Cu3Au", "--calculator", "emt"],

@@ -30,15 +30,20 @@ from carrierflow.analysis.relaxation import (
     reconstruction_evidence,
     relaxation_geometry,
 )
-from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, LocalRelaxation
+from carrierflow.analysis.schemas import (
+    DefectOutcome,
+    HostOutcome,
+    LocalRelaxation,
+    StartsSearch,
+)
 from carrierflow.analysis.verdict import summarize
 from carrierflow.structures.defects import (
     DefectCandidate,
     DefectCell,
     build_defect_cell,
+    defect_starts,
     find_defects,
     positions_in_supercell,
-    rattle_near,
 )
 from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice, choose_supercell, make_supercell
@@ -472,16 +477,28 @@ def place_defects(
     """Each candidate in the perfect supercell, and its reproducibly rattled start."""
     cells = [build_defect_cell(host, choice.matrix, perfect, c) for c in candidates]
     starts = [
-        rattle_near(
-            cell.structure,
-            cell.site_cart,
-            settings.rattle_radius_A,
-            settings.rattle_amplitude_A,
-            seed=f"{label}/{candidate.name}{seed_tag}",
-        )
+        starts_of(label, candidate, cell, settings, 1, seed_tag)[0][1]
         for candidate, cell in zip(candidates, cells, strict=True)
     ]
     return cells, starts
+
+
+def starts_of(
+    label: str,
+    candidate: DefectCandidate,
+    cell: DefectCell,
+    settings: DefectSettings,
+    count: int,
+    seed_tag: str = "",
+) -> list[tuple[str, Structure]]:
+    """The tagged, reproducible starts of one defect (the first is a single-start run's)."""
+    return defect_starts(
+        cell,
+        f"{label}/{candidate.name}{seed_tag}",
+        count,
+        settings.rattle_radius_A,
+        settings.rattle_amplitude_A,
+    )
 
 
 def plan_defects(
@@ -544,24 +561,34 @@ def defect_calculations(
     perfect_job = calculation(calculator, "static", plan.perfect, f"{label} perfect supercell")
     jobs = [perfect_job]
     outcomes = []
-    for candidate, cell, start in zip(plan.selected, plan.cells, plan.starts, strict=True):
-        relax = calculation(calculator, "ion_relax", start, f"{label} {candidate.name}")
-        assess = assess_defect(
-            label,
-            host,
-            plan.choice,
-            plan.candidates,
-            candidate,
-            cell,
-            start,
-            relax.output,
-            perfect_job.output,
-            mu,
-            calculator,
-            settings,
-        )
-        jobs += [relax, assess]
-        outcomes.append(assess.output)
+    for candidate, cell in zip(plan.selected, plan.cells, strict=True):
+        tagged = starts_of(label, candidate, cell, settings, settings.starts)
+        searched = []
+        for number, (tag, start) in enumerate(tagged):
+            name = f"{label} {candidate.name}" + (f" [{tag}]" if number else "")
+            relax = calculation(calculator, "ion_relax", start, name)
+            assess = assess_defect(
+                label,
+                host,
+                plan.choice,
+                plan.candidates,
+                candidate,
+                cell,
+                start,
+                relax.output,
+                perfect_job.output,
+                mu,
+                calculator,
+                settings,
+            )
+            jobs += [relax, assess]
+            searched.append(assess.output)
+        if len(tagged) == 1:
+            outcomes.append(searched[0])
+            continue
+        lowest = lowest_start([tag for tag, _ in tagged], searched)
+        jobs.append(lowest)
+        outcomes.append(lowest.output)
     host_job = collect_host(
         label, source, bulk, plan.choice, perfect_job.output, outcomes, is_reference
     )
@@ -667,6 +694,29 @@ def assess_defect(
     local = calculation(calculator, "ion_relax", held, f"{label} {candidate.name} (local)")
     attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, radius)
     return Response(replace=Flow([local, attach], output=attach.output))
+
+
+# starts that end within this of each other reached one final state
+SAME_STATE_EV = 0.001
+
+
+@job
+def lowest_start(tags: list[str], outcomes: list[DefectOutcome]) -> DefectOutcome:
+    """The lowest final state one defect's starts reached, with the record of the search: what
+    each start reached, how many distinct states, the spread (the path dependence a single
+    relaxation would have hidden) and the winner."""
+    energies = [o.ranking_energy_eV for o in outcomes]
+    best = int(np.argmin(energies))
+    distinct = 1 + int(np.count_nonzero(np.diff(np.sort(energies)) > SAME_STATE_EV))
+    winner = outcomes[best].model_copy(deep=True)
+    winner.search = StartsSearch(
+        starts=tags,
+        formation_energies_eV=energies,
+        distinct_states=distinct,
+        spread_eV=float(max(energies) - min(energies)),
+        winner=tags[best],
+    )
+    return winner
 
 
 @job

@@ -141,6 +141,17 @@ class DefectSettings(BaseModel):
             "closest an interstitial candidate may sit to a host atom, A",
         ),
     )
+    starts: int = Field(
+        1,
+        ge=1,
+        le=24,
+        **option(
+            "--starts",
+            "relaxation starts per defect candidate: the small rattle, then its neighbours "
+            "pulled in and pushed out by 30 and 15 percent and stronger rattles; the lowest "
+            "final state counts",
+        ),
+    )
     rattle_amplitude_A: float = Field(0.03, ge=0)
     rattle_radius_A: float = Field(4.0, ge=0)
     reconstruction_radius_A: float = Field(

@@ -260,3 +260,76 @@ def test_runs_with_other_options_write_to_folders_of_their_own(emt_run, tmp_path
     newest = json.loads((alias / "results.json").read_text())
     assert {d["kind"] for p in _phases(newest) for d in p["defects"]} == {"vacancy"}
     assert alias.resolve().name.endswith(newest["run_id"][:8])
+
+
+@pytest.fixture(scope="module")
+def searched(emt_run, tmp_path_factory) -> dict:
+    """The EMT analogue with four starts per defect, on a copy of the single-start run's store
+    (its first starts are the same calculations), then the same command again."""
+    root = tmp_path_factory.mktemp("starts")
+    store = root / "store"
+    shutil.copytree(emt_run["store"], store)
+    assert main(cu_au("run", store, root / "out", "--starts", "4")) == 0
+    first = json.loads((root / "out" / "results.json").read_text())
+    computed = _computed(store)
+    assert main(cu_au("run", store, root / "again", "--starts", "4")) == 0
+    again = json.loads((root / "again" / "results.json").read_text())
+    return {"results": first, "again": again, "store": store, "computed": computed}
+
+
+def _computed(store) -> int:
+    """Calculations the store holds that were computed, not reused."""
+    from carrierflow.workflows.store import open_store
+
+    jobs = open_store(store, create=False)
+    found = jobs.count({"output.fingerprint": {"$exists": True}, "output.reused": False})
+    jobs.close()
+    return found
+
+
+def test_several_starts_report_the_lowest_state_and_never_a_higher_one(searched, emt_run):
+    single = {
+        (p["formula"], d["name"]): d["ranking_energy_eV"]
+        for p in _phases(emt_run["results"])
+        for d in p["defects"]
+    }
+    for phase in _phases(searched["results"]):
+        for d in phase["defects"]:
+            search = d["search"]
+            assert len(search["starts"]) == len(search["formation_energies_eV"]) == 4
+            assert d["ranking_energy_eV"] == pytest.approx(min(search["formation_energies_eV"]))
+            assert (
+                search["winner"]
+                == search["starts"][
+                    search["formation_energies_eV"].index(min(search["formation_energies_eV"]))
+                ]
+            )
+            assert search["spread_eV"] == pytest.approx(
+                max(search["formation_energies_eV"]) - min(search["formation_energies_eV"])
+            )
+            # the first start is the single-start run's relaxation
+            assert search["formation_energies_eV"][0] == pytest.approx(
+                single[(phase["formula"], d["name"])], abs=1e-9
+            )
+            assert d["ranking_energy_eV"] <= single[(phase["formula"], d["name"])] + 1e-9
+    # EMT's Cu self-interstitial is the <100> dumbbell, below the octahedral site the single
+    # start stays in: the search finds it
+    reference = searched["results"]["reference"]
+    assert (
+        reference["lowest_eV"]["interstitial"]
+        < emt_run["results"]["reference"]["lowest_eV"]["interstitial"] - 0.02
+    )
+
+
+def test_a_rerun_of_a_search_reuses_every_start_and_gives_the_same_answer(searched):
+    assert _computed(searched["store"]) == searched["computed"]
+    for got, want in zip(_phases(searched["again"]), _phases(searched["results"]), strict=True):
+        for a, b in zip(got["defects"], want["defects"], strict=True):
+            assert a["search"] == b["search"]
+            assert a["formation_energy_eV"] == b["formation_energy_eV"]
+
+
+def test_the_search_shows_in_the_table(searched, tmp_path):
+    assert main(cu_au("report", searched["store"], tmp_path, "--starts", "4")) == 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| search |" in table and "4 starts," in table

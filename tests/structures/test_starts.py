@@ -1,0 +1,64 @@
+"""The starts of a defect's structure search: distinct, reproducible, physical."""
+
+import numpy as np
+import pytest
+
+from carrierflow.structures.defects import (
+    build_defect_cell,
+    defect_starts,
+    distort_neighbours,
+    find_defects,
+)
+from carrierflow.structures.sources import load_fixture
+from carrierflow.structures.supercells import choose_supercell, make_supercell
+
+
+def _cell(kind: str):
+    host = load_fixture("Cu")[0].get_primitive_structure()
+    choice = choose_supercell(host, 7.0, 100)
+    perfect = make_supercell(host, choice)
+    candidate = next(c for c in find_defects(host, "Cu") if c.kind == kind)
+    return build_defect_cell(host, choice.matrix, perfect, candidate)
+
+
+@pytest.mark.parametrize("kind", ["vacancy", "interstitial"])
+def test_starts_are_distinct_and_the_same_every_time(kind):
+    cell = _cell(kind)
+    first = defect_starts(cell, "Cu/x", 7, 4.0, 0.03)
+    again = defect_starts(cell, "Cu/x", 7, 4.0, 0.03)
+    assert [tag for tag, _ in first] == [tag for tag, _ in again]
+    assert len({tag for tag, _ in first}) == 7
+    for (_, a), (_, b) in zip(first, again, strict=True):
+        assert np.array_equal(a.cart_coords, b.cart_coords)
+    for i, (_, a) in enumerate(first):
+        for _, b in first[i + 1 :]:
+            delta = a.frac_coords - b.frac_coords
+            assert np.abs(a.lattice.get_cartesian_coords(delta - np.round(delta))).max() > 0.01
+    # past the plan's length the starts repeat with new seeds, still distinct
+    many = defect_starts(cell, "Cu/x", 9, 4.0, 0.03)
+    assert many[7][0].endswith("#2") and not np.allclose(
+        many[7][1].cart_coords, many[1][1].cart_coords
+    )
+
+
+def test_the_first_start_is_the_single_start_runs_small_rattle():
+    cell = _cell("vacancy")
+    [(tag, start)] = defect_starts(cell, "Cu/x", 1, 4.0, 0.03)
+    assert tag == "rattle 0.03 A"
+    delta = start.frac_coords - cell.structure.frac_coords
+    moved = np.linalg.norm(start.lattice.get_cartesian_coords(delta - np.round(delta)), axis=1)
+    assert 0 < moved.max() < 0.2  # a 0.03 A rattle: periodic images do not count
+
+
+@pytest.mark.parametrize("fraction", [-0.3, 0.15])
+def test_distortion_moves_the_nearest_neighbours_along_their_bonds(fraction):
+    cell = _cell("vacancy")
+    centre = np.array(cell.site_cart)
+    distorted = distort_neighbours(cell.structure, centre, fraction)
+    site = cell.structure.lattice.get_fractional_coords(centre)
+    before = cell.structure.lattice.get_all_distances([site], cell.structure.frac_coords)[0]
+    after = distorted.lattice.get_all_distances([site], distorted.frac_coords)[0]
+    shell = before < 1.2 * before.min()
+    assert np.count_nonzero(shell) == 12  # fcc: twelve nearest neighbours around the vacancy
+    assert after[shell] == pytest.approx((1 + fraction) * before[shell])
+    assert after[~shell] == pytest.approx(before[~shell])
