@@ -266,3 +266,10 @@ def test_a_model_that_does_not_know_an_element_or_does_not_load_is_refused(capsy
     corrupt.write_bytes(b"not a checkpoint")
     line = _error(capsys, "run", "--system", "Li-In", "--model", str(corrupt), *paths)
     assert f"cannot load SevenNet model '{corrupt}'" in line
+
+
+def test_version_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == "carrierflow 0.1.0"

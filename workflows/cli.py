@@ -191,12 +191,22 @@ def _add_project(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("carrierflow")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``carrierflow``."""
     parser = argparse.ArgumentParser(
         prog="carrierflow",
         description="Which point defect carries the mobile species: vacancies or interstitials?",
     )
+    parser.add_argument("--version", action="version", version=f"carrierflow {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="compute formation energies and the dominant carrier")
     _add_selection(run)
