@@ -273,3 +273,12 @@ def test_version_is_one_line(capsys):
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == "carrierflow 0.1.0"
+
+
+def test_ctrl_c_while_starting_up_is_one_line(capsys, monkeypatch, paths):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("carrierflow.structures.sources.load_structure", interrupted)
+    assert main(["run", "--system", "Cu-Au", "--calculator", "emt", *paths]) == 130
+    assert capsys.readouterr().err.strip() == "carrierflow: interrupted"

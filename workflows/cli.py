@@ -713,6 +713,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"carrierflow: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before a run's calculations start (loading structures or models): nothing to
+        # keep, no traceback
+        if args.debug:
+            raise
+        print("carrierflow: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         if args.debug:
             raise
