@@ -124,3 +124,29 @@ def test_a_torch_potential_gives_the_same_bits_for_the_same_structure_every_call
         torch.set_num_threads(threads)
     assert all(np.array_equal(f, forces[0]) for f in forces)
     assert all(np.array_equal(s, stresses[0]) for s in stresses)
+
+
+def test_a_new_potential_is_one_code_class_in_the_registry(monkeypatch):
+    from atomate2.ase.jobs import LennardJonesRelaxMaker
+
+    from carrierflow.workflows.codes import CODES
+    from carrierflow.workflows.codes.ase import AseCode
+
+    class LennardJones(AseCode):
+        name = "lj"
+        package = "ase"
+        module = "ase"
+
+        def relax_maker(self, calculator, **common):
+            return LennardJonesRelaxMaker(**common)
+
+    monkeypatch.setitem(CODES, "lj", LennardJones())
+    calculator = Calculator("lj", fmax=0.02)
+    [relax] = calculator.makers("bulk_relax")
+    assert isinstance(relax, LennardJonesRelaxMaker) and relax.relax_cell
+    assert relax.relax_kwargs["fmax"] == 0.02
+    assert calculator.describe()["uncertainty_eV"] == pytest.approx(0.1)
+    with pytest.raises(CalculatorError, match="NEB with 'lj' is not available yet"):
+        calculator.neb_makers(0.05, 10)
+    with pytest.raises(CalculatorError, match="takes no DFT settings"):
+        Calculator("lj", dft={"encut_eV": 400})

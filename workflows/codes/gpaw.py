@@ -1,0 +1,69 @@
+"""GPAW (PBE, plane waves) through carrierflow's worker, in any Python that has GPAW."""
+
+from __future__ import annotations
+
+import shutil
+
+from carrierflow.workflows.codes.base import CalculatorError, register
+from carrierflow.workflows.codes.dft import DftCode
+
+PULAY_CUTOFF_FACTOR = 1.3
+
+
+@register
+class Gpaw(DftCode):
+    name = "gpaw"
+    package = "gpaw"
+    module = "gpaw"
+    parallel = True
+    optimizer = "ASE BFGS (maxstep 0.05 A)"
+
+    def check_installed(self, calculator) -> None:
+        from carrierflow.workflows.gpaw_makers import INSTALL_HINT, python_with_gpaw
+
+        python = python_with_gpaw(calculator.command)
+        if python is None:
+            raise CalculatorError(f"GPAW is not installed: {INSTALL_HINT}")
+        calculator.command = python
+
+    def check_can_run(self, calculator) -> None:
+        from carrierflow.workflows.gpaw_makers import has_paw_setups
+
+        self.check_installed(calculator)
+        if not has_paw_setups(calculator.command):
+            raise CalculatorError(
+                "GPAW finds no PAW setups: install gpaw-data (apt-get or pip), or set "
+                "GPAW_SETUP_PATH"
+            )
+        if calculator.cores > 1 and not shutil.which("mpirun"):
+            raise CalculatorError(
+                f"--cores {calculator.cores} needs mpirun, which is not installed"
+            )
+
+    def makers(self, calculator, task: str):
+        from carrierflow.workflows.gpaw_makers import GpawMaker
+
+        common = {
+            "fmax": calculator.fmax,
+            "settings": calculator.dft_settings.model_dump(),
+            "python": calculator.command,
+            "cores": calculator.cores,
+        }
+        static = GpawMaker(name="static", steps=1, **common)
+        if task == "static":
+            return [static]
+        if task == "ion_relax":
+            return [GpawMaker(name="ion relax", steps=calculator.max_steps, **common)]
+        # The cell relaxes at 1.3x the cut-off, where the Pulay stress of a plane-wave basis is
+        # small (at 400 eV it shrinks the Li-In cells by 1 % and raises their energy); the
+        # single point that follows, at the preset's cut-off, gives the energy that mu and the
+        # supercells share.
+        relax_settings = {**common["settings"]}
+        relax_settings["encut_eV"] = PULAY_CUTOFF_FACTOR * relax_settings["encut_eV"]
+        relax = GpawMaker(
+            name="bulk relax",
+            relax_cell=True,
+            steps=calculator.max_steps,
+            **{**common, "settings": relax_settings},
+        )
+        return [relax, static]
