@@ -16,6 +16,7 @@ from carrierflow.structures.presets import SYSTEMS
 from carrierflow.structures.sources import StructureError
 from carrierflow.workflows.calculators import DFT_CALCULATORS, CalculatorError
 from carrierflow.workflows.cluster import ClusterError
+from carrierflow.workflows.codes import CODES
 from carrierflow.workflows.dataset import DatasetError
 from carrierflow.workflows.finetune import FineTuneError, FineTuneSettings
 from carrierflow.workflows.store import StoreError, check_writable_directory
@@ -46,7 +47,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     calc.add_argument(
         "--calculator",
         default="sevennet",
-        help="emt, sevennet (default), chgnet, mace, vasp or gpaw",
+        help=f"one of {', '.join(CODES)} (default: sevennet)",
     )
     calc.add_argument(
         "--model",
@@ -64,7 +65,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     )
     calc.add_argument(
         "--refine",
-        choices=["gpaw", "vasp"],
+        choices=sorted(DFT_CALCULATORS),
         help="recompute the lowest defects of every phase with this DFT code; the verdict "
         "then comes from DFT",
     )
