@@ -155,8 +155,11 @@ def mark_shared_final_states(defects: list, tolerance_eV: float = 0.001) -> None
     Two candidates that end within ``tolerance_eV`` of each other have almost surely relaxed
     into one configuration (for example two interstitial sites draining into the same split
     interstitial); the later one is flagged so that it is not read as a second carrier.
+    Marking again (a later round's defects added to a list marked before) flags nothing twice.
     """
     for index, defect in enumerate(defects):
+        if any(flag.startswith(SHARED_STATE_FLAG) for flag in defect.flags):
+            continue
         for earlier in defects[:index]:
             if (
                 earlier.kind == defect.kind

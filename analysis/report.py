@@ -169,8 +169,56 @@ def markdown_table(results: dict) -> str:
             f"- {formula}: {v['dominant_carrier']} (margin {_fmt(v['margin_eV'])} eV)"
             for formula, v in refined["verdicts"].items()
         ]
+    lines += _learning_lines(results)
     lines += _transport_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def _learning_lines(results: dict) -> list[str]:
+    """What the screen learnt from DFT (--learn): each round's model and verdicts, and every
+    DFT defect beside the fine-tuned screen."""
+    learned = results.get("learned")
+    if not learned:
+        return []
+    lines = [
+        "",
+        "## Learned from DFT",
+        "",
+        f"The stand-in was fine-tuned {len(learned['rounds'])} time(s) on the DFT frames of this "
+        "system (SevenNet's trainer, its fine-tuning preset); each round screened every phase "
+        "again and sent to DFT what it then put lowest.",
+        "",
+        "| round | model (SHA-256) | train / validation frames | validation E RMSE (eV/atom) "
+        "| validation F RMSE (eV/Å) | verdicts | sent to DFT |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for done in learned["rounds"]:
+        model, errors = done["model"], done["model"]["valid_errors"]
+        verdicts = "; ".join(
+            f"{f} {v['dominant_carrier']} ({_fmt(v['margin_eV'])})"
+            for f, v in done["verdicts"].items()
+        )
+        sent = "; ".join(f"{p} {', '.join(n)}" for p, n in done["to_refine"].items()) or "-"
+        lines.append(
+            f"| {done['round']} | {model['checkpoint_sha256'][:12]} "
+            f"| {model['train_frames']} / {model['valid_frames']} "
+            f"| {_fmt(errors.get('energy_rmse_eV_atom'), 4)} "
+            f"| {_fmt(errors.get('force_rmse_eV_A'))} | {verdicts} | {sent} |"
+        )
+    lines += [
+        "",
+        "| phase | defect | kind | DFT E_f (eV) | fine-tuned screen E_f (eV) | difference (eV) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {d['phase']} | {d['name']} | {d['kind']} | {_fmt(d['dft_eV'])} "
+        f"({d['dft_supercell_atoms']} atoms) | {_fmt(d['fine_tuned_eV'])} "
+        f"({d['fine_tuned_supercell_atoms']} atoms) | {_fmt(d['difference_eV'])} |"
+        for d in learned["defects"]
+    ]
+    notes = [r["note"] for r in learned["rounds"] if r.get("note")]
+    lines += ["", f"Difference: {learned['note']}.", *notes]
+    return lines
 
 
 def _sci(value) -> str:

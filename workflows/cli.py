@@ -18,7 +18,8 @@ from carrierflow.workflows.calculators import DFT_CALCULATORS, CalculatorError
 from carrierflow.workflows.cluster import ClusterError
 from carrierflow.workflows.codes import CODES
 from carrierflow.workflows.dataset import DatasetError
-from carrierflow.workflows.finetune import FineTuneError, FineTuneSettings
+from carrierflow.workflows.finetune import FineTuneError
+from carrierflow.workflows.schemas import BASE_MODELS, FineTuneSettings, LearnSettings
 from carrierflow.workflows.store import StoreError, check_writable_directory
 
 logger = logging.getLogger("carrierflow")
@@ -68,6 +69,13 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         choices=sorted(DFT_CALCULATORS),
         help="recompute the lowest defects of every phase with this DFT code; the verdict "
         "then comes from DFT",
+    )
+    calc.add_argument(
+        "--learn",
+        choices=sorted(DFT_CALCULATORS),
+        help="refine with this DFT code, fine-tune the SevenNet stand-in on every DFT frame, "
+        "screen again with it and refine what it then puts lowest (--learn-rounds times); "
+        "the verdict comes from DFT",
     )
     calc.add_argument(
         "--uncertainty",
@@ -125,12 +133,13 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def _add_settings(group, model: type[BaseModel]) -> None:
-    """One option per setting of ``model`` that names one (``schemas.option``): its flag, help,
-    default and choices come from the model's ``Field``, so they exist once."""
-    for info in model.model_fields.values():
+def _add_settings(group, model: type[BaseModel], exclude: tuple[str, ...] = ()) -> None:
+    """One option per setting of ``model`` that names one (``schemas.option``), but those in
+    ``exclude``: its flag, help, default and choices come from the model's ``Field``, so they
+    exist once."""
+    for name, info in model.model_fields.items():
         extra = info.json_schema_extra or {}
-        if "option" not in extra:
+        if "option" not in extra or name in exclude:
             continue
         default = info.get_default(call_default_factory=True)
         flag, shown = extra["option"], f"{default:g}" if isinstance(default, float) else default
@@ -158,7 +167,7 @@ def _settings(model: type[BaseModel], args: argparse.Namespace, **given):
     values = dict(given)
     for name, info in model.model_fields.items():
         flag = (info.json_schema_extra or {}).get("option")
-        if flag is not None:
+        if flag is not None and name not in given:
             values[name] = getattr(args, flag.lstrip("-").replace("-", "_"))
     try:
         return model(**values)
@@ -174,6 +183,9 @@ def _add_cell_options(parser: argparse.ArgumentParser) -> None:
 
     _add_settings(parser.add_argument_group("defects and supercells"), DefectSettings)
     _add_settings(parser.add_argument_group("DFT refinement (--refine)"), RefineSettings)
+    learning = parser.add_argument_group("learning from DFT (--learn)")
+    _add_settings(learning, LearnSettings)
+    _add_settings(learning, FineTuneSettings, exclude=("base_model",))
     hops = parser.add_argument_group("migration barriers and diffusion (--migration)")
     hops.add_argument(
         "--migration",
@@ -318,12 +330,18 @@ def _calculators(args: argparse.Namespace):
     }
     screen_options = {"model": args.model, "fmax": args.fmax, "optimizer": args.optimizer}
     refine = getattr(args, "refine", None)
+    learn = getattr(args, "learn", None)
+    if learn is not None:
+        if refine is not None and refine != learn:
+            raise UsageError(f"--learn {learn} refines with {learn}: drop --refine {refine}")
+        refine = learn
     if refine is None:
         return Calculator(args.calculator, **screen_options, **code), None
     screen = Calculator(args.calculator, **screen_options)
     if screen.name in DFT_CALCULATORS:
         raise UsageError(
-            f"--refine {refine} refines a stand-in screen; '{screen.name}' is DFT already"
+            f"--{'learn' if learn else 'refine'} {refine} refines a stand-in screen; "
+            f"'{screen.name}' is DFT already"
         )
     return screen, Calculator(refine, **code)
 
@@ -419,6 +437,7 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     """What to study and the CarrierFlowMaker of a command line; with ``check_runnable`` the
     calculators must run here (not so when the flow is submitted to a cluster)."""
     from carrierflow.workflows.flows import CarrierFlowMaker
+    from carrierflow.workflows.learn import LearningFlowMaker
     from carrierflow.workflows.schemas import MigrationSettings, RefineSettings
 
     system, species, reference_spec, host_specs = _selection(args)
@@ -426,19 +445,29 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     refine_settings = _settings(RefineSettings, args)
     migration = _settings(MigrationSettings, args) if args.migration else None
     if migration is not None and refine is not None:
-        raise UsageError("--migration with --refine is not available yet")
+        used = "--learn" if getattr(args, "learn", None) else "--refine"
+        raise UsageError(f"--migration with {used} is not available yet")
     if check_runnable:
         for code in filter(None, [calculator, refine]):
             code.check_installed()
             code.check_can_run()
-    maker = CarrierFlowMaker(
-        calculator=calculator,
-        settings=_defect_settings(args, species),
-        system=system,
-        refine=refine,
-        refine_settings=refine_settings,
-        migration=migration,
-    )
+    common = {
+        "calculator": calculator,
+        "settings": _defect_settings(args, species),
+        "system": system,
+        "refine": refine,
+        "refine_settings": refine_settings,
+        "migration": migration,
+    }
+    if getattr(args, "learn", None) is None:
+        return system, species, reference_spec, host_specs, CarrierFlowMaker(**common)
+    if calculator.name != "sevennet" or calculator.model not in BASE_MODELS:
+        raise UsageError(
+            f"--learn fine-tunes a shipped SevenNet model ({', '.join(BASE_MODELS)}); "
+            f"--calculator {calculator.label} cannot be fine-tuned"
+        )
+    tune = _settings(FineTuneSettings, args, base_model=calculator.model)
+    maker = LearningFlowMaker(**common, learn=_settings(LearnSettings, args, fine_tune=tune))
     return system, species, reference_spec, host_specs, maker
 
 
@@ -448,7 +477,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     from carrierflow.analysis.report import markdown_table, write_report
     from carrierflow.workflows.schemas import CalculationDoc
-    from carrierflow.workflows.store import open_store, store_location
+    from carrierflow.workflows.store import flow_result, open_store, store_location
 
     system, species, reference_spec, host_specs, maker = _flow_maker(args)
     reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
@@ -490,7 +519,7 @@ def command_run(args: argparse.Namespace) -> int:
             where = f" [{failure.directory}]" if failure.directory else ""
             print(f"  {failure.label} ({failure.task}): {failure.error}{where}", file=sys.stderr)
         return 1
-    results = responses[flow.output.uuid][max(responses[flow.output.uuid])].output
+    results = flow_result(responses, flow, store)
     paths = write_report({**results, "run_id": run_id}, output)
     if not args.output:
         _link_alias(output, system, maker.label)

@@ -81,10 +81,20 @@ def vasp_frames(directory: Path) -> list[Atoms]:
     return frames
 
 
-def dft_frames(store: JobStore) -> list[Atoms]:
+def same_dft(described: dict, calculator: dict) -> bool:
+    """Whether a stored calculation's calculator is ``calculator``: the same code with the same
+    DFT settings (the version and where it ran aside)."""
+    keys = ("name", "preset", "settings")
+    return all(described.get(k) == calculator.get(k) for k in keys)
+
+
+def dft_frames(
+    store: JobStore, calculator: dict | None = None, elements: set[str] | None = None
+) -> list[Atoms]:
     """Every ionic step of every DFT calculation (GPAW, VASP) in the store whose run folder is
     still there, each once (a reused calculation points to the same folders), in a stable
-    order."""
+    order; only those of ``calculator`` (a described DFT calculator: code and settings) and of
+    structures made of ``elements`` when given."""
     documents = store.query(
         {
             "output.calculator.name": {"$in": ["gpaw", "vasp"]},
@@ -104,6 +114,8 @@ def dft_frames(store: JobStore) -> list[Atoms]:
     frames = []
     for document in sorted(documents, key=lambda d: d["output"]["fingerprint"]):
         output = document["output"]
+        if calculator is not None and not same_dft(output["calculator"], calculator):
+            continue
         for run in output.get("code", {}).get("runs", []):
             # atomate2 writes VASP folders as host:/path
             directory = Path(str(run.get("directory") or "").split(":", 1)[-1])
@@ -118,6 +130,8 @@ def dft_frames(store: JobStore) -> list[Atoms]:
                 for atoms in steps:
                     atoms.info["kpts"] = "x".join(str(k) for k in run.get("kpoints") or [])
                     atoms.info["dft_settings"] = json.dumps(settings, sort_keys=True)
+            if elements is not None:
+                steps = [a for a in steps if set(a.get_chemical_symbols()) <= elements]
             for atoms in steps:
                 atoms.info.update(
                     {

@@ -17,13 +17,13 @@ cancels exactly in every formation energy (E_def - E_perf - n mu), so nothing ph
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
 import time
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import yaml
@@ -33,30 +33,13 @@ from ase.io import write
 from pydantic import BaseModel, Field
 
 from carrierflow.workflows.calculators import file_sha256
-from carrierflow.workflows.schemas import option
+from carrierflow.workflows.schemas import BASE_MODELS, FineTuneSettings
 
 logger = logging.getLogger("carrierflow")
 
 
-# the shipped SevenNet models that can be fine-tuned
-BaseModelName = Literal["7net-l3i5", "7net-0"]
-BASE_MODELS = get_args(BaseModelName)
-
-
 class FineTuneError(ValueError):
     """Fine-tuning that cannot start or did not finish."""
-
-
-class FineTuneSettings(BaseModel):
-    """What a fine-tuning run does; every field is recorded with the checkpoint."""
-
-    base_model: BaseModelName = Field(
-        "7net-l3i5", **option("--base-model", "the shipped SevenNet model to start from")
-    )
-    epochs: int = Field(30, ge=1, le=10000, **option("--epochs", "training epochs"))
-    batch_size: int = Field(4, ge=1, le=1024, **option("--batch-size", "frames per batch"))
-    seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
-    device: str = Field("cpu", **option("--device", "torch device of the trainer (cpu, cuda)"))
 
 
 class FineTuneResult(BaseModel):
@@ -190,9 +173,38 @@ def _errors(row: dict[str, float]) -> dict[str, dict[str, float]]:
         "TotalLoss": "loss",
     }
     return {
-        split: {names[k]: row[f"{prefix}_{k}"] for k in names if f"{prefix}_{k}" in row}
+        # NaN: not measured (no frame of the split has a stress); never a number in JSON
+        split: {
+            names[k]: row[f"{prefix}_{k}"]
+            for k in names
+            if np.isfinite(row.get(f"{prefix}_{k}", np.nan))
+        }
         for split, prefix in (("train", "trainset"), ("valid", "validset"))
     }
+
+
+def _show_progress(process: subprocess.Popen, curve: Path, epochs: int, every_s=30.0) -> None:
+    """Wait for the trainer, logging its latest epoch and validation errors now and then (an
+    epoch over a few dozen Li-In frames takes about a minute on 2 cores)."""
+    shown = 0
+    while process.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=every_s)
+        try:
+            rows = _learning_curve(curve) if curve.is_file() else []
+        except ValueError:  # a line being written
+            continue
+        if len(rows) > shown:
+            shown = len(rows)
+            valid = _errors(rows[-1])["valid"]
+            logger.info(
+                "  fine-tuning: epoch %d/%d, validation energy RMSE %.4f eV/atom, "
+                "force RMSE %.3f eV/A",
+                int(rows[-1]["epoch"]),
+                epochs,
+                valid.get("energy_rmse_eV_atom", float("nan")),
+                valid.get("force_rmse_eV_A", float("nan")),
+            )
 
 
 def fine_tune(
@@ -228,12 +240,13 @@ def fine_tune(
         workdir,
     )
     with open(workdir / "sevenn-train.log", "w") as log:
-        finished = subprocess.run(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        _show_progress(process, workdir / "lc.csv", settings.epochs)
     best = workdir / "checkpoint_best.pth"
-    if finished.returncode != 0 or not best.is_file():
+    if process.returncode != 0 or not best.is_file():
         tail = (workdir / "sevenn-train.log").read_text(errors="replace").strip().splitlines()
         raise FineTuneError(
-            f"SevenNet's trainer failed (exit {finished.returncode}): "
+            f"SevenNet's trainer failed (exit {process.returncode}): "
             f"{tail[-1] if tail else 'no output'}"
         )
     curve = _learning_curve(workdir / "lc.csv")

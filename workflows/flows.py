@@ -128,8 +128,10 @@ class CarrierFlowMaker(Maker):
         task, name = bulk_task(self.settings, is_reference)
         return calculation(calculator, task, phase.structure, f"{phase.label} {name}{suffix}")
 
-    def make(self, reference: Phase, hosts: list[Phase]) -> Flow:
-        """The flow for one reference phase and its hosts."""
+    def _screen(self, reference: Phase, hosts: list[Phase]):
+        """The screen's jobs: bulk relaxations and defects of every phase (reference first) with
+        ``self.calculator``, and their summary (with migration when asked). Returns the jobs,
+        the reference bulk's output, every phase's outcome and the summary job."""
         calculator = self.calculator
         reference_bulk = self._bulk(calculator, reference, is_reference=True)
         reference_defects = defect_calculations(
@@ -186,15 +188,22 @@ class CarrierFlowMaker(Maker):
             ]
             summary = add_transport(summary.output, [t.output for t in transports], self.migration)
             jobs += [*transports, summary]
+        return jobs, reference_bulk.output, [reference_defects.output, *host_outputs], summary
+
+    def make(self, reference: Phase, hosts: list[Phase]) -> Flow:
+        """The flow for one reference phase and its hosts."""
+        jobs, reference_bulk, screened, summary = self._screen(reference, hosts)
         run_id = self.run_id(reference, hosts)
-        self._tagged(summary, calculator.label, run_id)
+        self._tagged(summary, self.calculator.label, run_id)
         if self.refine is not None:
-            screened = [reference_defects.output, *host_outputs]
             refined = self._refinement(
-                [reference, *hosts], reference_bulk.output, screened, summary.output, run_id
+                [reference, *hosts], reference_bulk, screened, summary.output, run_id
             )
             jobs.append(refined)
             summary = refined
+        return self._flow(jobs, summary, run_id)
+
+    def _flow(self, jobs: list, summary, run_id: str) -> Flow:
         flow = Flow(jobs, output=summary.output, name=f"{self.name} {self.system}")
         # every job, also those created while the flow runs, says which run it belongs to,
         # so that a partial run can be reported
@@ -203,16 +212,26 @@ class CarrierFlowMaker(Maker):
         )
         return flow
 
-    def _refinement(
-        self, phases: list[Phase], screen_mu_bulk, screened: list, screen, run_id: str
-    ) -> Flow:
-        """DFT for the stand-in's lowest defects of every phase (reference first), and the
-        DFT verdicts."""
+    def _refinement_jobs(
+        self,
+        phases: list[Phase],
+        screen_calculator: Calculator,
+        screen_mu_bulk,
+        screened: list,
+        names: list[list[str]] | None = None,
+    ) -> tuple[list, list]:
+        """DFT bulk relaxations of every phase and the refinement of its stand-in's lowest
+        defects (or of ``names[i]`` in phase i); returns the jobs and every phase's DFT
+        outcome (None for a phase with nothing to refine)."""
         dft = self.refine
         jobs, outputs, reference_bulk = [], [], None
         for index, (phase, screen_outcome) in enumerate(zip(phases, screened, strict=True)):
             bulk = self._bulk(dft, phase, is_reference=index == 0, suffix=" [DFT]")
             reference_bulk = reference_bulk or bulk
+            jobs.append(bulk)
+            if names is not None and not names[index]:
+                outputs.append(None)
+                continue
             refined = refine_defects(
                 phase.label,
                 bulk.output,
@@ -220,15 +239,25 @@ class CarrierFlowMaker(Maker):
                 screen_mu_bulk,
                 screen_outcome,
                 phase.source,
-                self.calculator,
+                screen_calculator,
                 dft,
                 self.settings,
                 self.refine_settings,
                 is_reference=index == 0,
                 given=phase.structure,
+                names=None if names is None else names[index],
             )
-            jobs += [bulk, refined]
+            jobs.append(refined)
             outputs.append(refined.output)
+        return jobs, outputs
+
+    def _refinement(
+        self, phases: list[Phase], screen_mu_bulk, screened: list, screen, run_id: str
+    ) -> Flow:
+        """DFT for the stand-in's lowest defects of every phase (reference first), and the
+        DFT verdicts."""
+        dft = self.refine
+        jobs, outputs = self._refinement_jobs(phases, self.calculator, screen_mu_bulk, screened)
         dft_results = summarize_results(
             self.system, dft.describe(), self.settings, outputs[0], outputs[1:]
         )

@@ -82,9 +82,11 @@ def refine_defects(
     refine: RefineSettings,
     is_reference: bool = False,
     given: Structure | None = None,
+    names: list[str] | None = None,
 ) -> Response:
-    """Recompute the stand-in's lowest defects of one phase with DFT, and replace this job by
-    the calculations (choices made on the symmetrized host, as the screen's:
+    """Recompute the stand-in's lowest defects of one phase with DFT (or the defects ``names``:
+    a learning round refines only what it has not refined yet), and replace this job by the
+    calculations (choices made on the symmetrized host, as the screen's:
     :func:`carrierflow.workflows.jobs.plan_defects`)."""
     check_same_calculator([bulk.calculator, reference_bulk.calculator])
     host = symmetrize(bulk.structure)
@@ -93,7 +95,11 @@ def refine_defects(
     choice = choose_supercell(host, refine.min_image_distance_A, refine.max_atoms)
     perfect = make_supercell(host, choice)
     candidates = transfer_candidates(screen.defects, host, settings.species, given)
-    chosen = {d.name for d in lowest_defects(screen.defects, refine.k)}
+    chosen = (
+        set(names)
+        if names is not None
+        else {d.name for d in lowest_defects(screen.defects, refine.k)}
+    )
     logger.info(
         "%s: refining %s with %s in a %d-atom supercell (images %.2f A apart)",
         label,

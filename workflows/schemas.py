@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
@@ -236,4 +236,44 @@ class MigrationSettings(BaseModel):
     )
     attempt_frequency_Hz: float = Field(
         1e13, gt=0, **option("--attempt-frequency", "nu of D = z a^2 nu exp(-Ea/kT)/6, Hz")
+    )
+
+
+# the shipped SevenNet models that can be fine-tuned
+BaseModelName = Literal["7net-l3i5", "7net-0"]
+BASE_MODELS = get_args(BaseModelName)
+
+
+class FineTuneSettings(BaseModel):
+    """What a fine-tuning run does; every field is recorded with the checkpoint."""
+
+    base_model: BaseModelName = Field(
+        "7net-l3i5", **option("--base-model", "the shipped SevenNet model to start from")
+    )
+    epochs: int = Field(30, ge=1, le=10000, **option("--epochs", "training epochs"))
+    batch_size: int = Field(4, ge=1, le=1024, **option("--batch-size", "frames per batch"))
+    seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
+    device: str = Field("cpu", **option("--device", "torch device of the trainer (cpu, cuda)"))
+
+
+class LearnSettings(BaseModel):
+    """How the screen learns from DFT (``run --learn``); recorded with the results and part of
+    a run's identity."""
+
+    model_config = _FINITE
+
+    rounds: int = Field(
+        2, ge=1, le=5, **option("--learn-rounds", "with --learn: fine-tunings at most")
+    )
+    frames_per_calculation: int = Field(
+        4,
+        ge=2,
+        le=1000,
+        **option(
+            "--learn-frames",
+            "with --learn: DFT frames per calculation to train on, spread over its energies",
+        ),
+    )
+    fine_tune: FineTuneSettings = Field(
+        default_factory=FineTuneSettings, description="SevenNet's trainer (base: the screen's)"
     )

@@ -68,3 +68,16 @@ def open_store(location: str | Path | None = None, create: bool = True) -> JobSt
     store = JobStore(docs, additional_stores={"data": data})
     store.connect()
     return store
+
+
+def flow_result(responses: dict, flow, store: JobStore):
+    """The final output of a flow that ``run_locally`` ran: a job replaced by a flow (a
+    refinement, a learning round) answers with a reference to that flow's output, which may
+    itself have been replaced; follow the references to the document."""
+    from jobflow import OutputReference
+
+    by_index = responses[flow.output.uuid]
+    output = by_index[max(by_index)].output
+    while isinstance(output, OutputReference):
+        output = output.resolve(store)
+    return output

@@ -1,0 +1,232 @@
+"""The screen learns from DFT: frames chosen per calculation, whole calculations validate, a
+learning round refines only what DFT has not seen, and a tiny real loop (bcc Li, GPAW, 7net-0)
+fine-tunes, screens again and is reused by a rerun."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from jobflow import JobStore, run_locally
+from maggma.stores import MemoryStore
+
+from carrierflow.analysis.report import markdown_table, write_report
+from carrierflow.analysis.schemas import HostOutcome
+from carrierflow.structures.sources import load_fixture
+from carrierflow.structures.supercells import SupercellChoice
+from carrierflow.workflows.calculators import Calculator, file_sha256
+from carrierflow.workflows.cli import main
+from carrierflow.workflows.finetune import FineTuneError
+from carrierflow.workflows.flows import Phase
+from carrierflow.workflows.gpaw_makers import python_with_gpaw
+from carrierflow.workflows.learn import LearningFlowMaker, learning_sets, not_refined, spread
+from carrierflow.workflows.schemas import (
+    CalculationDoc,
+    DefectSettings,
+    FineTuneSettings,
+    LearnSettings,
+    RefineSettings,
+)
+from carrierflow.workflows.store import flow_result
+
+TINY = {"encut_eV": 250.0, "kspacing": 0.1, "ediff_eV": 1e-4}
+
+
+def _frames(fingerprint: str, energies: list[float], run: str = "relax") -> list[Atoms]:
+    frames = []
+    for step, energy in enumerate(energies, start=1):
+        atoms = Atoms("Li", positions=[[0, 0, 0]], cell=[3, 3, 3], pbc=True)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.zeros((1, 3)))
+        atoms.info.update({"fingerprint": fingerprint, "run": run, "step": step})
+        frames.append(atoms)
+    return frames
+
+
+def test_spread_keeps_both_ends_of_a_relaxation_and_spaces_the_rest_in_energy():
+    # a relaxation that drops fast, then crawls: the tail is all alike
+    energies = [0.0, -0.5, -0.8, -0.9, -0.95, -0.97, -0.98, -0.99, -0.995, -1.0]
+    kept = [a.info["step"] for a in spread(_frames("a", energies), 4)]
+    assert kept[0] == 1 and kept[-1] == 10 and len(kept) == 4
+    assert kept == sorted(set(kept))
+    # the middle frames sit near -1/3 and -2/3 eV: from the fast part, not the tail
+    assert kept[1:3] == [2, 3]
+    assert len(spread(_frames("b", [0.0, -1.0]), 4)) == 2
+
+
+def test_whole_calculations_validate_never_single_steps_of_one_relaxation():
+    frames = [f for i in range(7) for f in _frames(f"fp{i}", [0.0, -0.1, -0.2])]
+    train, valid = learning_sets(frames, per_calculation=3)
+    trained = {a.info["fingerprint"] for a in train}
+    validated = {a.info["fingerprint"] for a in valid}
+    assert trained and validated and not trained & validated
+    assert validated == {"fp0", "fp5"}  # every fifth, in fingerprint order: reproducible
+    assert len(train) + len(valid) == 21
+    with pytest.raises(FineTuneError, match="at least two calculations"):
+        learning_sets(_frames("only", [0.0, -1.0]), 3)
+
+
+def _host(defects) -> HostOutcome:
+    _, source = load_fixture("Li")
+    choice = SupercellChoice(
+        matrix=[[2, 0, 0], [0, 2, 0], [0, 0, 2]], natoms=16, min_image_distance_A=6.0
+    )
+    return HostOutcome(
+        label="Li",
+        formula="Li",
+        is_reference=True,
+        source=source,
+        bulk_energy_per_atom_eV=-1.9,
+        bulk_lattice_abc_A=[3.0, 3.0, 3.0],
+        supercell=choice,
+        perfect_energy_eV=-30.0,
+        defects=defects,
+    )
+
+
+def test_a_learning_round_refines_only_the_lowest_defects_dft_has_not_seen(defect_outcome):
+    screened = _host(
+        [
+            defect_outcome("v_a", "vacancy", 0.5),
+            defect_outcome("v_b", "vacancy", 0.4),
+            defect_outcome("i_a", "interstitial", 0.3),
+        ]
+    )
+    refined = _host([defect_outcome("v_a", "vacancy", 0.6), defect_outcome("i_a", "interstitial")])
+    # the fine-tuned screen now puts v_b lowest: DFT has not refined it
+    assert not_refined([screened], [refined], k=1) == [["v_b"]]
+    refined.defects.append(defect_outcome("v_b", "vacancy", 0.45))
+    assert not_refined([screened], [refined], k=1) == [[]]
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return ["--store", str(tmp_path / "store"), "--output", str(tmp_path / "out")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--calculator", "emt", "--learn", "gpaw"], "--calculator emt cannot be fine-tuned"),
+        (["--model", "7net-mf-0", "--learn", "gpaw"], "cannot be fine-tuned"),
+        (["--learn", "gpaw", "--refine", "vasp"], "drop --refine vasp"),
+        (["--learn", "gpaw", "--migration"], "--migration with --learn"),
+        (["--learn", "gpaw", "--learn-rounds", "0"], "--learn-rounds"),
+        (["--learn", "gpaw", "--learn-frames", "1"], "--learn-frames"),
+        (["--learn", "gpaw", "--epochs", "0"], "--epochs"),
+        (["--calculator", "gpaw", "--learn", "gpaw"], "is DFT already"),
+    ],
+)
+def test_learning_that_cannot_run_is_one_line_and_exit_2(capsys, paths, args, message):
+    capsys.readouterr()
+    code = main(["run", "--species", "Cu", "--hosts", "Cu3Au", "--reference", "Cu", *args, *paths])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    [line] = [line for line in err.splitlines() if line.startswith("carrierflow: error:")]
+    assert message in line and "Traceback" not in err
+
+
+needs_gpaw = pytest.mark.skipif(
+    python_with_gpaw() is None, reason="GPAW is not installed (bash setup.sh --gpaw)"
+)
+
+
+def _run(maker: LearningFlowMaker, store: JobStore, root) -> dict:
+    lithium, source = load_fixture("Li")
+    phase = Phase(label="Li", structure=lithium.get_primitive_structure(), source=source)
+    flow = maker.make(phase, [])
+    responses = run_locally(flow, store=store, root_dir=root, raise_immediately=True)
+    docs = [
+        r.output
+        for job in responses.values()
+        for r in job.values()
+        if isinstance(r.output, CalculationDoc)
+    ]
+    return {
+        "results": flow_result(responses, flow, store),
+        "docs": docs,
+    }
+
+
+@pytest.fixture(scope="module")
+def learned_li(tmp_path_factory) -> dict:
+    """bcc Li: 7net-0 screen, GPAW refinement of the vacancy, one fine-tuning of two epochs, the
+    screen again with the fine-tuned model; then the same run again on the same store."""
+    root = tmp_path_factory.mktemp("learn")
+    maker = LearningFlowMaker(
+        calculator=Calculator("sevennet", model="7net-0", fmax=0.05),
+        settings=DefectSettings(
+            species="Li", min_image_distance_A=6.0, max_atoms=16, defect_kinds=["vacancy"]
+        ),
+        system="Li tiny",
+        refine=Calculator("gpaw", dft=TINY, fmax=0.1, workdir=str(root / "calculations")),
+        refine_settings=RefineSettings(k=1, min_image_distance_A=6.0, max_atoms=16),
+        learn=LearnSettings(
+            rounds=2, frames_per_calculation=3, fine_tune=FineTuneSettings(epochs=2, batch_size=2)
+        ),
+    )
+    store = JobStore(MemoryStore())
+    first = _run(maker, store, root)
+    handler, logger = _Lines(), logging.getLogger("carrierflow")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        second = _run(maker, store, root)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return {"maker": maker, "first": first, "second": second, "log": handler.lines}
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_the_loop_gives_the_dft_verdict_with_the_fine_tuned_screen_beside_it(learned_li, tmp_path):
+    results = learned_li["first"]["results"]
+    assert results["calculator"]["name"] == "gpaw"
+    assert results["refined_from"]["calculator"]["model"] == "7net-0"
+    learned = results["learned"]
+    # one vacancy in bcc Li: the fine-tuned screen's lowest is the refined one, no second round
+    assert len(learned["rounds"]) == 1 and not learned["rounds"][0]["to_refine"]
+    model = learned["model"]
+    assert file_sha256(model["checkpoint"]) == model["checkpoint_sha256"]
+    assert learned["calculator"]["model_sha256"] == model["checkpoint_sha256"]
+    assert model["train_frames"] > 0 and model["valid_frames"] > 0
+    [defect] = learned["defects"]
+    assert defect["name"] == results["reference"]["defects"][0]["name"]
+    assert defect["difference_eV"] == pytest.approx(defect["fine_tuned_eV"] - defect["dft_eV"])
+    report = markdown_table(results)
+    assert "## Learned from DFT" in report and model["checkpoint_sha256"][:12] in report
+    paths = write_report(results, tmp_path / "out")
+    assert json.loads(paths["json"].read_text())["learned"]["model"] == model
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_the_fine_tuned_screen_never_reuses_the_base_models_calculations(learned_li):
+    sha = learned_li["first"]["results"]["learned"]["model"]["checkpoint_sha256"]
+    tuned = [d for d in learned_li["first"]["docs"] if d.calculator["model_sha256"] == sha]
+    assert tuned and not any(d.reused for d in tuned)
+    assert {d.calculator["name"] for d in learned_li["first"]["docs"]} == {"sevennet", "gpaw"}
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_a_rerun_of_the_loop_reuses_every_calculation_and_the_fine_tuned_model(learned_li):
+    first, second = learned_li["first"], learned_li["second"]
+    assert all(d.reused for d in second["docs"])
+    assert any("reusing the fine-tuned model" in line for line in learned_li["log"])
+    assert second["results"]["learned"]["model"] == first["results"]["learned"]["model"]
+    assert second["results"]["reference"]["lowest_eV"] == first["results"]["reference"]["lowest_eV"]

@@ -1,0 +1,397 @@
+"""Learning from DFT: the stand-in fine-tuned on the DFT its refinement paid for, the screen run
+again with it, and DFT for whatever the better screen now puts lowest.
+
+Why: against GPAW in the same cells, 7net-l3i5 put Li interstitials in Li5In4 and Li3In2
+0.17-0.60 eV too low (its vacancies within 0.03-0.14 eV), so its screen named the wrong carrier
+in both hosts. Universal potentials soften away from equilibrium, and a few DFT points in
+fine-tuning largely remove that (Deng et al., npj Comput. Mater. 11, 9 (2025)).
+
+The loop (:class:`LearningFlowMaker`): screen with the base model, refine each phase's lowest
+vacancy and interstitial with DFT (the ``--refine`` flow: the same calculations, shared through
+the store), then in round r = 1, 2, ...: fine-tune the base model on every DFT frame of the
+system computed with this DFT calculator so far (:mod:`carrierflow.workflows.finetune`), screen
+every phase again with the fine-tuned model, and where a phase's lowest vacancy or interstitial
+is one that DFT has not refined, refine it (pre-relaxed with the fine-tuned model) and go on, at
+most ``rounds`` fine-tunings. The verdict comes from DFT; the fine-tuned screen stands beside it.
+A rerun reuses every calculation and every fine-tuned model (a model is identified by its data,
+settings and base checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from jobflow import CURRENT_JOB, Flow, JobConfig, Response, job
+
+from carrierflow.analysis.relaxation import mark_shared_final_states
+from carrierflow.analysis.schemas import HostOutcome
+from carrierflow.workflows.calculators import Calculator, file_sha256
+from carrierflow.workflows.dataset import dft_frames
+from carrierflow.workflows.finetune import (
+    FineTuneError,
+    FineTuneResult,
+    FineTuneSettings,
+    base_checkpoint,
+    fine_tune,
+)
+from carrierflow.workflows.flows import CarrierFlowMaker, Phase
+from carrierflow.workflows.jobs import summarize_results
+from carrierflow.workflows.refine import add_screen_verdicts, lowest_defects
+from carrierflow.workflows.schemas import (
+    BASE_MODELS,
+    CalculationDoc,
+    LearnSettings,
+    RefineSettings,
+)
+
+logger = logging.getLogger("carrierflow")
+
+
+def spread(frames: list[Atoms], n: int) -> list[Atoms]:
+    """At most ``n`` frames of one run: its first and last, and between them those nearest to
+    evenly spaced energies. A relaxation's late steps are all alike (the last 0.05 eV/A of
+    force changes nothing a model learns), its early ones are the strained geometries where a
+    softened model errs; equal spacing in energy keeps both ends without paying for the tail."""
+    if len(frames) <= n:
+        return list(frames)
+    energies = np.array([a.get_potential_energy() for a in frames])
+    chosen = {0, len(frames) - 1}
+    for target in np.linspace(energies[0], energies[-1], n)[1:-1]:
+        order = np.argsort(np.abs(energies - target), kind="stable")
+        chosen.add(next(int(i) for i in order if int(i) not in chosen))
+    return [frames[i] for i in sorted(chosen)]
+
+
+def learning_sets(frames: list[Atoms], per_calculation: int) -> tuple[list[Atoms], list[Atoms]]:
+    """Training and validation frames: ``per_calculation`` frames of each run (:func:`spread`),
+    whole calculations validate (every fifth in fingerprint order, so that consecutive steps of
+    one relaxation never sit on both sides)."""
+    runs: dict[tuple[str, str], list[Atoms]] = {}
+    for atoms in frames:
+        runs.setdefault((atoms.info["fingerprint"], atoms.info["run"]), []).append(atoms)
+    fingerprints = sorted({fp for fp, _ in runs})
+    if len(fingerprints) < 2:
+        raise FineTuneError(
+            f"learning needs DFT frames of at least two calculations (got {len(fingerprints)})"
+        )
+    validating = set(fingerprints[::5])
+    train, valid = [], []
+    for (fp, _), steps in runs.items():
+        (valid if fp in validating else train).extend(spread(steps, per_calculation))
+    return train, valid
+
+
+def _frame_ids(frames: list[Atoms]) -> list[str]:
+    return [
+        f"{a.info['fingerprint']}/{a.info['run']}/{a.info['step']}/{a.get_potential_energy():.6f}"
+        for a in frames
+    ]
+
+
+def fine_tuned_model(
+    train: list[Atoms], valid: list[Atoms], settings: FineTuneSettings, root: Path
+) -> FineTuneResult:
+    """The base model fine-tuned on these frames: read back when a model of the same frames,
+    settings and base checkpoint was made before (a rerun, or an interrupted loop), else
+    trained in ``root/<its hash>``."""
+    identity = {
+        "settings": settings.model_dump(),
+        "base_sha256": file_sha256(base_checkpoint(settings.base_model)),
+        "train": _frame_ids(train),
+        "valid": _frame_ids(valid),
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    directory = root / key[:16]
+    record = directory / "finetune.json"
+    if record.is_file():
+        done = FineTuneResult.model_validate_json(record.read_text())
+        if Path(done.checkpoint).is_file() and file_sha256(done.checkpoint) == (
+            done.checkpoint_sha256
+        ):
+            logger.info("reusing the fine-tuned model %s", done.checkpoint)
+            return done
+    return fine_tune(train, valid, settings, directory, dataset_sha256=key)
+
+
+def model_record(result: FineTuneResult) -> dict:
+    """What the results say of a fine-tuned model."""
+    return {
+        "checkpoint": result.checkpoint,
+        "checkpoint_sha256": result.checkpoint_sha256,
+        "base_model": result.base_model,
+        "train_frames": result.train_frames,
+        "valid_frames": result.valid_frames,
+        "epoch": result.epoch,
+        "valid_errors": result.errors["valid"],
+        "valid_note": "validation frames are whole DFT calculations of this system left out of "
+        "training (not a held-out host)",
+        "element_offsets_eV": result.element_offsets_eV,
+        "elapsed_s": result.elapsed_s,
+    }
+
+
+@dataclass
+class LearningFlowMaker(CarrierFlowMaker):
+    """The carrier flow whose screen learns from its DFT refinement (``run --learn``).
+
+    Parameters
+    ----------
+    learn
+        Rounds, frames per calculation and SevenNet's training settings; the base model is the
+        screen's.
+    """
+
+    learn: LearnSettings = field(default_factory=LearnSettings)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.refine is None:
+            raise ValueError("learning from DFT needs a DFT calculator (refine)")
+        if self.migration is not None:
+            raise ValueError("migration barriers of a learning run are not available yet")
+        model = self.calculator.model
+        if self.calculator.name != "sevennet" or model not in BASE_MODELS:
+            raise ValueError(
+                f"--learn fine-tunes a shipped SevenNet model ({', '.join(BASE_MODELS)}); "
+                f"'{self.calculator.label}' cannot be fine-tuned"
+            )
+        tune = self.learn.fine_tune.model_copy(update={"base_model": model})
+        self.learn = self.learn.model_copy(update={"fine_tune": tune})
+
+    @property
+    def label(self) -> str:
+        """``sevennet-7net-l3i5+learn-gpaw-fast``."""
+        return f"{self.calculator.label}+learn-{self.refine.label}"
+
+    def run_id(self, reference: Phase, hosts: list[Phase]) -> str:
+        """The identity of the refined run, with the learning settings."""
+        payload = [super().run_id(reference, hosts), self.learn.model_dump()]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def make(self, reference: Phase, hosts: list[Phase]) -> Flow:
+        """Screen, refine, then learn (rounds run as the flow runs)."""
+        jobs, reference_bulk, screened, summary = self._screen(reference, hosts)
+        run_id = self.run_id(reference, hosts)
+        refinement, outcomes = self._refinement_jobs(
+            [reference, *hosts], self.calculator, reference_bulk, screened
+        )
+        first = learn_round(1, self, reference, hosts, outcomes, summary.output, [], run_id)
+        return self._flow([*jobs, *refinement, first], first, run_id)
+
+
+def _elements(phases: list[Phase]) -> set[str]:
+    return {el.symbol for p in phases for el in p.structure.composition.elements}
+
+
+@job(config=JobConfig(expose_store=True))
+def learn_round(
+    number: int,
+    maker: LearningFlowMaker,
+    reference: Phase,
+    hosts: list[Phase],
+    dft: list[HostOutcome],
+    base_results: dict,
+    history: list[dict],
+    run_id: str,
+) -> Response:
+    """Round ``number``: fine-tune on every DFT frame of the system so far, screen every phase
+    with the fine-tuned model, and replace this job by that screen and the decision."""
+    phases = [reference, *hosts]
+    if CURRENT_JOB.store is None:
+        raise RuntimeError("learn_round reads the DFT frames from the store: run it with one")
+    frames = dft_frames(CURRENT_JOB.store, maker.refine.describe(), _elements(phases))
+    train, valid = learning_sets(frames, maker.learn.frames_per_calculation)
+    logger.info(
+        "learning round %d: %d DFT frames, %d to train on, %d to validate",
+        number,
+        len(frames),
+        len(train),
+        len(valid),
+    )
+    root = Path(maker.refine.workdir).absolute() / "fine-tuned"
+    result = fine_tuned_model(train, valid, maker.learn.fine_tune, root)
+    tuned = replace(maker.calculator, model=result.checkpoint, model_sha256=None)
+    screen = CarrierFlowMaker(calculator=tuned, settings=maker.settings, system=maker.system)
+    jobs, reference_bulk, screened, summary = screen._screen(reference, hosts)
+    decide = learn_decide(
+        number,
+        maker,
+        tuned,
+        reference,
+        hosts,
+        screened,
+        reference_bulk,
+        summary.output,
+        model_record(result),
+        dft,
+        base_results,
+        history,
+        run_id,
+    )
+    return Response(replace=Flow([*jobs, decide], output=decide.output, name=f"round {number}"))
+
+
+def not_refined(screened: list[HostOutcome], dft: list[HostOutcome], k: int) -> list[list[str]]:
+    """Per phase, the lowest ``k`` vacancies and interstitials of a screen that DFT has not
+    refined yet."""
+    return [
+        [d.name for d in lowest_defects(s.defects, k) if d.name not in {r.name for r in r.defects}]
+        for s, r in zip(screened, dft, strict=True)
+    ]
+
+
+@job
+def learn_decide(
+    number: int,
+    maker: LearningFlowMaker,
+    tuned: Calculator,
+    reference: Phase,
+    hosts: list[Phase],
+    screened: list[HostOutcome],
+    screen_reference_bulk: CalculationDoc,
+    screen_results: dict,
+    model: dict,
+    dft: list[HostOutcome],
+    base_results: dict,
+    history: list[dict],
+    run_id: str,
+) -> Response:
+    """After the fine-tuned screen of round ``number``: refine with DFT what it now puts lowest
+    and learn again, or write the results."""
+    new = not_refined(screened, dft, maker.refine_settings.k)
+    record = {
+        "round": number,
+        "model": model,
+        "verdicts": _verdicts(screen_results),
+        "to_refine": {o.label: names for o, names in zip(screened, new, strict=True) if names},
+    }
+    if any(new) and number < maker.learn.rounds:
+        logger.info(
+            "learning round %d: the fine-tuned screen puts lowest what DFT has not refined: %s",
+            number,
+            "; ".join(f"{label} {', '.join(n)}" for label, n in record["to_refine"].items()),
+        )
+        jobs, outcomes = maker._refinement_jobs(
+            [reference, *hosts], tuned, screen_reference_bulk, screened, names=new
+        )
+        merged = merge_refined(dft, outcomes)
+        following = learn_round(
+            number + 1,
+            maker,
+            reference,
+            hosts,
+            merged.output,
+            base_results,
+            [*history, record],
+            run_id,
+        )
+        flow = Flow([*jobs, merged, following], output=following.output, name="more DFT")
+        return Response(replace=flow)
+    if any(new):
+        record["note"] = (
+            "the last fine-tuned screen puts lowest a defect DFT has not refined; "
+            "more --learn-rounds would refine it"
+        )
+    summary = summarize_results(
+        maker.system, maker.refine.describe(), maker.settings, dft[0], dft[1:]
+    )
+    final = maker._tagged(
+        learned_results(
+            summary.output,
+            base_results,
+            screen_results,
+            [*history, record],
+            maker.refine_settings,
+            maker.learn,
+        ),
+        maker.label,
+        run_id,
+    )
+    return Response(replace=Flow([summary, final], output=final.output, name="learned results"))
+
+
+@job
+def merge_refined(previous: list[HostOutcome], new: list[HostOutcome | None]) -> list[HostOutcome]:
+    """Every phase's DFT defects of all rounds together (one perfect cell and one mu: the
+    DFT bulk and perfect supercell of a later round are the stored ones)."""
+    merged = []
+    for old, extra in zip(previous, new, strict=True):
+        if extra is None:
+            merged.append(old)
+            continue
+        if abs(old.perfect_energy_eV - extra.perfect_energy_eV) > 1e-6:
+            raise ValueError(f"{old.label}: the DFT perfect supercell changed between rounds")
+        host = old.model_copy(deep=True)
+        host.defects = [*old.defects, *extra.defects]
+        mark_shared_final_states(host.defects)
+        merged.append(host)
+    return merged
+
+
+def _verdicts(results: dict) -> dict:
+    return {
+        phase["formula"]: {
+            "dominant_carrier": phase["dominant_carrier"],
+            "margin_eV": phase["margin_eV"],
+            "lowest_eV": phase["lowest_eV"],
+        }
+        for phase in [results["reference"], *results["hosts"]]
+    }
+
+
+@job
+def learned_results(
+    results: dict,
+    base_results: dict,
+    screen_results: dict,
+    history: list[dict],
+    refine: RefineSettings,
+    learn: LearnSettings,
+) -> dict:
+    """The results of a learning run: the DFT verdicts, the base screen's (``refined_from``),
+    and what learning did (``learned``): each round's model and verdicts, and every DFT defect
+    beside the last fine-tuned screen's E_f."""
+    results = add_screen_verdicts.original(results, base_results, refine)
+    defects = []
+    for phase, screened in zip(
+        [results["reference"], *results["hosts"]],
+        [screen_results["reference"], *screen_results["hosts"]],
+        strict=True,
+    ):
+        by_name = {d["name"]: d for d in screened["defects"]}
+        for defect in phase["defects"]:
+            tuned = by_name.get(defect["name"])
+            defects.append(
+                {
+                    "phase": phase["formula"],
+                    "name": defect["name"],
+                    "kind": defect["kind"],
+                    "dft_eV": defect["formation_energy_eV"],
+                    "dft_supercell_atoms": phase["supercell"]["natoms"],
+                    "fine_tuned_eV": tuned["formation_energy_eV"] if tuned else None,
+                    "fine_tuned_supercell_atoms": screened["supercell"]["natoms"],
+                    "difference_eV": (
+                        tuned["formation_energy_eV"] - defect["formation_energy_eV"]
+                        if tuned
+                        else None
+                    ),
+                }
+            )
+    results["learned"] = {
+        "settings": learn.model_dump(),
+        "rounds": history,
+        "model": history[-1]["model"],
+        "calculator": screen_results["calculator"],
+        "verdicts": _verdicts(screen_results),
+        "defects": defects,
+        "note": "difference = the fine-tuned screen in its supercell minus DFT in the DFT "
+        "supercell: the model's error and the finite-size effect together, in-sample (the "
+        "model trained on these DFT calculations)",
+    }
+    return results
