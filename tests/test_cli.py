@@ -282,3 +282,48 @@ def test_ctrl_c_while_starting_up_is_one_line(capsys, monkeypatch, paths):
     monkeypatch.setattr("carrierflow.structures.sources.load_structure", interrupted)
     assert main(["run", "--system", "Cu-Au", "--calculator", "emt", *paths]) == 130
     assert capsys.readouterr().err.strip() == "carrierflow: interrupted"
+
+
+def test_a_config_file_holds_any_option_and_the_command_line_wins(tmp_path, monkeypatch):
+    from carrierflow.workflows import cli
+
+    config = tmp_path / "run.yaml"
+    config.write_text("fmax: 0.02\nmin-image-distance: 7.5\nhosts: [Cu3Au]\ncalculator: emt\n")
+    seen = {}
+    monkeypatch.setattr(cli, "command_run", lambda args: seen.update(vars(args)) or 0)
+    assert main(["run", "--config", str(config), "--species", "Cu", "--fmax", "0.03"]) == 0
+    assert seen["fmax"] == 0.03 and seen["min_image_distance"] == 7.5
+    assert seen["hosts"] == ["Cu3Au"] and seen["calculator"] == "emt"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("fmax: .inf\n", "--fmax must be a finite number > 0"),
+        ("fmx: 0.02\n", "has no option --fmx"),
+        ("[1, 2]\n", "give options as 'name: value' lines"),
+        ("fmax: [0.02\n", "not YAML"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_and_exit_2(capsys, paths, tmp_path, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    line = _error(
+        capsys,
+        "run",
+        "--species",
+        "Cu",
+        "--hosts",
+        "Cu3Au",
+        "--calculator",
+        "emt",
+        "--config",
+        str(config),
+        *paths,
+    )
+    assert message in line
+
+
+def test_a_missing_config_file_is_named(capsys, paths, tmp_path):
+    line = _error(capsys, "run", "--config", str(tmp_path / "none.yaml"), *paths)
+    assert "--config: file" in line and "not found" in line

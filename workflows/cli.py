@@ -129,6 +129,12 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
     """The options every command has."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a YAML file of this command's options (fmax: 0.02, min-image-distance: 8, "
+        "hosts: [Li5In4]); the command line wins",
+    )
     parser.add_argument("--verbose", action="store_true", help="show library warnings and logs")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -285,7 +291,40 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--output", type=Path, required=True, help="the training folder")
     _add_settings(finetune, FineTuneSettings)
     _add_flags(finetune)
+    # the command parsers by name, for --config
+    parser.set_defaults(commands=dict(sub.choices))
     return parser
+
+
+def _apply_config(parser: argparse.ArgumentParser, args, argv) -> argparse.Namespace:
+    """The command line with the options of its ``--config`` file as defaults: one name per
+    option (without the dashes), checked like the option itself; the command line wins."""
+    import yaml
+
+    path = args.config
+    if not path.is_file():
+        raise UsageError(f"--config: file '{path}' not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--config {path}: not YAML ({' '.join(str(exc).split())[:120]})") from exc
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: give options as 'name: value' lines")
+    command = args.commands[args.command]
+    dests = {
+        flag.lstrip("-"): action.dest
+        for action in command._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag not in ("--config", "--help")
+    }
+    unknown = [str(k) for k in values if str(k).lstrip("-") not in dests]
+    if unknown:
+        raise UsageError(
+            f"--config {path}: `carrierflow {args.command}` has no option "
+            f"{', '.join('--' + k.lstrip('-') for k in unknown)}"
+        )
+    command.set_defaults(**{dests[str(k).lstrip("-")]: v for k, v in values.items()})
+    return parser.parse_args(argv)
 
 
 def _selection(args: argparse.Namespace) -> tuple[str, str, str, list[str]]:
@@ -724,7 +763,14 @@ def command_finetune(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``carrierflow`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        try:
+            args = _apply_config(parser, args, argv)
+        except UsageError as exc:
+            print(f"carrierflow: error: {exc}", file=sys.stderr)
+            return 2
     _configure_logging(args.verbose)
     commands = {
         "run": command_run,
