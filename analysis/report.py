@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+from carrierflow.analysis.relaxation import SHARED_STATE_FLAG
+
 CSV_COLUMNS = [
     "phase",
     "defect",
@@ -169,9 +171,41 @@ def markdown_table(results: dict) -> str:
             f"- {formula}: {v['dominant_carrier']} (margin {_fmt(v['margin_eV'])} eV)"
             for formula, v in refined["verdicts"].items()
         ]
+    lines += _small_cell_lines(results)
     lines += _learning_lines(results)
     lines += _transport_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def _small_cell_lines(results: dict) -> list[str]:
+    """The small-cell screen (--screen-image-distance): what every candidate reached there,
+    and which states were relaxed again in the final cell."""
+    phases = [p for p in _phases(results) if p.get("screen_supercell")]
+    if not phases:
+        return []
+    lines = [
+        "",
+        "Small-cell screen: every start of every candidate relaxed in a small supercell, the "
+        "lowest states of each kind again in the final one, starting from their small-cell "
+        "geometry (E_f in eV, in the small cell):",
+    ]
+    for phase in phases:
+        small = phase["screen_supercell"]
+        reached = ", ".join(
+            f"{d['name']} {_fmt(d['ranking_energy_eV'])}"
+            + (
+                " (a state above)"
+                if any(f.startswith(SHARED_STATE_FLAG) for f in d["flags"])
+                else ""
+            )
+            for d in phase["screened"]
+        )
+        kept = ", ".join(d["name"] for d in phase["defects"])
+        lines.append(
+            f"- {phase['formula']}: {small['natoms']} atoms ({small['min_image_distance_A']:.1f} "
+            f"Å): {reached}; again in {phase['supercell']['natoms']} atoms: {kept}"
+        )
+    return lines
 
 
 def _learning_lines(results: dict) -> list[str]:

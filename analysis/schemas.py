@@ -90,6 +90,13 @@ class HostOutcome(BaseModel):
     supercell: SupercellChoice
     perfect_energy_eV: float
     defects: list[DefectOutcome]
+    screened: list[DefectOutcome] = Field(
+        default_factory=list,
+        description="with a small-cell screen: every candidate's lowest state in that cell",
+    )
+    screen_supercell: SupercellChoice | None = Field(
+        None, description="the small-cell screen's supercell"
+    )
     provenance: dict = Field(
         default_factory=dict, description="task ids and code runs of the bulk and perfect cell"
     )

@@ -89,6 +89,8 @@ def host_summary(
         "supercell": host.supercell.model_dump(),
         "perfect_energy_eV": host.perfect_energy_eV,
         "defects": [defect_entry(d, temperature_K) for d in host.defects],
+        "screen_supercell": host.screen_supercell.model_dump() if host.screen_supercell else None,
+        "screened": [defect_entry(d, temperature_K) for d in host.screened],
         "lowest_eV": lowest_eV,
         "lowest_defect": {kind: d.name if d else None for kind, d in lowest.items()},
         "dominant_carrier": carrier,

@@ -23,7 +23,8 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from carrierflow.structures.presets import SYSTEMS
 from carrierflow.structures.sources import load_structure
 from carrierflow.workflows.calculators import Calculator
-from carrierflow.workflows.jobs import load_calculator, plan_defects
+from carrierflow.workflows.engine import load_calculator
+from carrierflow.workflows.jobs import plan_defects
 from carrierflow.workflows.schemas import DefectSettings
 
 

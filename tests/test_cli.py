@@ -109,6 +109,14 @@ def paths(tmp_path):
             ["--system", "Cu-Au", "--calculator", "emt", "--starts", "0"],
             "--starts: input should be greater than or equal to 1",
         ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--keep", "0"],
+            "--keep: input should be greater than or equal to 1",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--screen-image-distance", "12"],
+            "--screen-image-distance (12) must not exceed --min-image-distance (10)",
+        ),
         (["--system", "Xx-Yy"], "unknown system 'Xx-Yy'"),
         (
             ["--species", "Qq", "--hosts", "Cu3Au", "--calculator", "emt"],

@@ -179,6 +179,8 @@ def _settings(model: type[BaseModel], args: argparse.Namespace, **given):
         return model(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check of several settings names its options itself
+            raise UsageError(first["msg"].removeprefix("Value error, ")) from exc
         info = model.model_fields.get(str(first["loc"][0]))
         flag = (info.json_schema_extra or {}).get("option") if info else None
         raise UsageError(f"{flag or first['loc'][0]}: {first['msg'].lower()}") from exc
@@ -514,7 +516,7 @@ def command_run(args: argparse.Namespace) -> int:
     """carrierflow run."""
     from jobflow import run_locally
 
-    from carrierflow.analysis.report import markdown_table, write_report
+    from carrierflow.analysis.results import find_results
     from carrierflow.workflows.schemas import CalculationDoc
     from carrierflow.workflows.store import flow_result, open_store, store_location
 
@@ -524,6 +526,17 @@ def command_run(args: argparse.Namespace) -> int:
     output = _output_dir(args, system, maker.label, run_id)
     check_writable_directory(output, "the output directory")
     store = open_store(args.store)
+    finished = find_results(store, system, maker.label, None, run_id)
+    if finished is not None:
+        # the same run finished before: serve it, and write nothing to the store
+        logger.info(
+            "%s with %s: this run (%s) is finished in the store %s; nothing to compute",
+            system,
+            maker.label,
+            run_id[:8],
+            store_location(args.store),
+        )
+        return _write_results(finished, output, args, system, maker.label)
     flow = maker.make(reference, hosts)
     logger.info(
         "%s: %s with %s; store %s",
@@ -559,9 +572,19 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  {failure.label} ({failure.task}): {failure.error}{where}", file=sys.stderr)
         return 1
     results = flow_result(responses, flow, store)
-    paths = write_report({**results, "run_id": run_id}, output)
-    if not args.output:
-        _link_alias(output, system, maker.label)
+    return _write_results({**results, "run_id": run_id}, output, args, system, maker.label)
+
+
+def _write_results(
+    results: dict, output: Path, args, system: str, label: str, link: bool = True
+) -> int:
+    """results.json, the table and the plot of a finished run, and its verdicts printed; the
+    readable alias points at it when ``link`` and no --output was given."""
+    from carrierflow.analysis.report import markdown_table, write_report
+
+    paths = write_report(results, output)
+    if link and not args.output:
+        _link_alias(output, system, label)
     print(markdown_table(results).split("\n\n| phase | defect")[0])
     print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
     return 0
@@ -604,10 +627,8 @@ def command_submit(args: argparse.Namespace) -> int:
 def command_report(args: argparse.Namespace) -> int:
     """carrierflow report: re-render stored results."""
     from carrierflow.analysis.report import (
-        markdown_table,
         partial_table,
         strict_json,
-        write_report,
     )
     from carrierflow.analysis.results import LEGACY, find_results, partial_results
     from carrierflow.workflows.cluster import load_project, project_store, queue_jobs
@@ -650,10 +671,7 @@ def command_report(args: argparse.Namespace) -> int:
             label,
         )
     check_writable_directory(output, "the output directory")
-    paths = write_report(results, output)
-    print(markdown_table(results).split("\n\n| phase | defect")[0])
-    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
-    return 0
+    return _write_results(results, output, args, system, label, link=False)
 
 
 def command_runs(args: argparse.Namespace) -> int:

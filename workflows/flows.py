@@ -13,7 +13,8 @@ from pymatgen.core import Structure
 
 from carrierflow.structures.sources import StructureSource
 from carrierflow.workflows.calculators import Calculator
-from carrierflow.workflows.jobs import calculation, defect_calculations, summarize_results
+from carrierflow.workflows.engine import calculation
+from carrierflow.workflows.jobs import defect_calculations, summarize_results
 from carrierflow.workflows.migration import add_transport, migration_calculations
 from carrierflow.workflows.refine import add_screen_verdicts, refine_defects
 from carrierflow.workflows.schemas import DefectSettings, MigrationSettings, RefineSettings
@@ -101,7 +102,7 @@ class CarrierFlowMaker(Maker):
             "system": self.system,
             "calculator": code(self.calculator),
             "refine": code(self.refine),
-            "settings": self.settings.model_dump(),
+            "settings": self.settings.identity(),
             "refine_settings": self.refine_settings.model_dump() if self.refine else None,
             "migration": self.migration.model_dump() if self.migration else None,
             "phases": [

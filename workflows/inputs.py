@@ -8,8 +8,9 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from carrierflow.workflows.calculators import Calculator, potcar_directory
+from carrierflow.workflows.engine import slug
 from carrierflow.workflows.flows import Phase, bulk_task
-from carrierflow.workflows.jobs import plan_defects, slug
+from carrierflow.workflows.jobs import plan_defects
 from carrierflow.workflows.schemas import DefectSettings
 
 

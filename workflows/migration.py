@@ -37,7 +37,8 @@ from carrierflow.structures.hops import (
 )
 from carrierflow.structures.sources import StructureError
 from carrierflow.workflows.calculators import Calculator
-from carrierflow.workflows.jobs import DefectPlan, calculation, plan_defects
+from carrierflow.workflows.engine import calculation
+from carrierflow.workflows.jobs import DefectPlan, plan_defects
 from carrierflow.workflows.schemas import (
     CalculationDoc,
     DefectSettings,

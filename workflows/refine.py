@@ -21,9 +21,9 @@ from carrierflow.structures.sources import StructureError, StructureSource
 from carrierflow.structures.supercells import choose_supercell, make_supercell
 from carrierflow.structures.symmetry import symmetrize
 from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.engine import calculation
 from carrierflow.workflows.jobs import (
     assess_defect,
-    calculation,
     check_same_calculator,
     collect_host,
     place_defects,

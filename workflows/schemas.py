@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Structure
 
 
@@ -152,6 +152,25 @@ class DefectSettings(BaseModel):
             "final state counts",
         ),
     )
+    screen_image_distance_A: float | None = Field(
+        None,
+        ge=3.0,
+        **option(
+            "--screen-image-distance",
+            "relax every start in the smallest supercell whose images are this far apart (7-8), "
+            "then the lowest states again in the --min-image-distance cell, A "
+            "(default: every start in the final cell)",
+        ),
+    )
+    keep: int = Field(
+        2,
+        ge=1,
+        **option(
+            "--keep",
+            "with --screen-image-distance: lowest distinct states per kind relaxed in the final "
+            "cell, with every one within the uncertainty of the lowest",
+        ),
+    )
     rattle_amplitude_A: float = Field(0.03, ge=0)
     rattle_radius_A: float = Field(4.0, ge=0)
     reconstruction_radius_A: float = Field(
@@ -187,6 +206,24 @@ class DefectSettings(BaseModel):
             "--temperature", "temperature of the site fractions and diffusion coefficients, K"
         ),
     )
+
+    @model_validator(mode="after")
+    def _screen_cell_not_larger(self) -> DefectSettings:
+        screen = self.screen_image_distance_A
+        if screen is not None and screen > self.min_image_distance_A:
+            raise ValueError(
+                f"--screen-image-distance ({screen:g}) must not exceed --min-image-distance "
+                f"({self.min_image_distance_A:g})"
+            )
+        return self
+
+    def identity(self) -> dict:
+        """The settings that determine a run's numbers. The small-cell screen's settings count
+        only when it is on, so that runs from before it keep their identity."""
+        dumped = self.model_dump()
+        if self.screen_image_distance_A is None:
+            del dumped["screen_image_distance_A"], dumped["keep"]
+        return dumped
 
 
 class RefineSettings(BaseModel):

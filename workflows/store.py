@@ -31,6 +31,10 @@ def check_writable_directory(path: Path, what: str) -> None:
         raise StoreError(f"cannot write {what} '{path}': {exc.strerror}") from exc
 
 
+# how long a MongoDB store may take to answer before the command gives up
+MONGODB_TIMEOUT_MS = 5000
+
+
 def open_store(location: str | Path | None = None, create: bool = True) -> JobStore:
     """Open (and connect) a jobflow JobStore.
 
@@ -52,9 +56,25 @@ def open_store(location: str | Path | None = None, create: bool = True) -> JobSt
             raise StoreError(f"store configuration '{location}' does not exist")
         try:
             store = JobStore.from_file(path)
-            store.connect()
         except Exception as exc:
-            raise StoreError(f"cannot open the store configured in '{location}': {exc}") from exc
+            reason = " ".join(str(exc).split())[:160]
+            raise StoreError(f"cannot read the store configuration '{location}': {reason}") from exc
+        # pymongo waits 30 s for a server that is not there, then says so in 600 characters
+        for part in [store.docs_store, *store.additional_stores.values()]:
+            if hasattr(part, "mongoclient_kwargs"):
+                part.mongoclient_kwargs = {
+                    "serverSelectionTimeoutMS": MONGODB_TIMEOUT_MS,
+                    **(part.mongoclient_kwargs or {}),
+                }
+        try:
+            store.connect()
+            store.docs_store.query_one(properties=["uuid"])  # the first contact with a server
+        except Exception as exc:
+            reason = " ".join(str(exc).split(",")[0].split())[:160]
+            raise StoreError(
+                f"cannot reach the store configured in '{location}' "
+                f"(within {MONGODB_TIMEOUT_MS / 1000:g} s for a MongoDB server): {reason}"
+            ) from exc
         return store
     if not create and not path.is_dir():
         raise StoreError(f"no store at '{location}' (give --store or set CARRIERFLOW_STORE)")

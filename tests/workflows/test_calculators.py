@@ -5,7 +5,8 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.calculators import Calculator, CalculatorError
-from carrierflow.workflows.jobs import check_same_calculator, fingerprint, load_calculator
+from carrierflow.workflows.engine import fingerprint, load_calculator
+from carrierflow.workflows.jobs import check_same_calculator
 
 
 def test_makers_follow_the_flow_roles():

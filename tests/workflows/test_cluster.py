@@ -7,7 +7,7 @@ from jobflow import Maker, job
 
 from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.calculators import Calculator
-from carrierflow.workflows.jobs import calculate
+from carrierflow.workflows.engine import calculate
 from carrierflow.workflows.schemas import CalculationFailure
 
 

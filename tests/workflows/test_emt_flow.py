@@ -120,12 +120,22 @@ def test_formation_energy_does_not_depend_on_the_supercell(emt_run, tmp_path):
         )
 
 
-def test_rerun_reuses_every_calculation(emt_run, capsys):
+def test_a_rerun_of_a_finished_run_computes_and_writes_nothing(emt_run, capsys):
+    from carrierflow.workflows.store import open_store
+
+    def documents() -> int:
+        store = open_store(emt_run["store"], create=False)
+        count = store.count({})
+        store.close()
+        return count
+
+    before = documents()
     capsys.readouterr()
     assert main(cu_au("run", emt_run["store"], emt_run["root"] / "rerun")) == 0
     err = capsys.readouterr().err
-    assert "reused from the store" in err
+    assert "is finished in the store" in err
     assert "relaxation of" not in err and "single point of" not in err
+    assert documents() == before
     rerun = json.loads((emt_run["root"] / "rerun" / "results.json").read_text())
     for a, b in zip(_phases(rerun), _phases(emt_run["results"]), strict=True):
         assert [d["formation_energy_eV"] for d in a["defects"]] == [
@@ -333,3 +343,69 @@ def test_the_search_shows_in_the_table(searched, tmp_path):
     assert main(cu_au("report", searched["store"], tmp_path, "--starts", "4")) == 0
     table = (tmp_path / "results.md").read_text()
     assert "| search |" in table and "4 starts," in table
+
+
+@pytest.fixture(scope="module")
+def small_first(emt_run, tmp_path_factory) -> dict:
+    """Four starts per defect in a small cell (images 7 A apart), the lowest state of each kind
+    again in the final cell; then the same command again."""
+    root = tmp_path_factory.mktemp("small-first")
+    store = root / "store"
+    options = ("--starts", "4", "--screen-image-distance", "7", "--keep", "1")
+    assert main(cu_au("run", store, root / "out", *options)) == 0
+    first = json.loads((root / "out" / "results.json").read_text())
+    computed = _computed(store)
+    assert main(cu_au("run", store, root / "again", *options)) == 0
+    again = json.loads((root / "again" / "results.json").read_text())
+    return {"results": first, "again": again, "store": store, "computed": computed}
+
+
+def test_a_small_cell_screen_relaxes_every_start_small_and_the_lowest_in_the_final_cell(
+    small_first,
+):
+    for phase in _phases(small_first["results"]):
+        small, final = phase["screen_supercell"], phase["supercell"]
+        assert small["natoms"] < final["natoms"] and small["min_image_distance_A"] >= 7
+        screened = {d["name"]: d for d in phase["screened"]}
+        assert all(len(d["search"]["starts"]) == 4 for d in screened.values())
+        # --keep 1: the lowest distinct state of each kind, and whatever lies within the
+        # uncertainty of it
+        for kind in ("vacancy", "interstitial"):
+            kept = [d for d in phase["defects"] if d["kind"] == kind]
+            distinct = sorted(
+                d["ranking_energy_eV"]
+                for d in screened.values()
+                if d["kind"] == kind and not any("same relaxed energy" in f for f in d["flags"])
+            )
+            if not distinct:
+                continue
+            within = [e for e in distinct if e - distinct[0] <= 0.1]
+            assert len(kept) == max(1, len(within))
+            assert kept[0]["name"] in screened
+            # the final cell's defect carries its small-cell search
+            assert kept[0]["search"] == screened[kept[0]["name"]]["search"]
+
+
+def test_the_small_cell_screen_is_never_above_the_single_start_run(small_first, emt_run):
+    # the issue's target: every phase's lowest vacancy and interstitial no higher than one
+    # relaxation per candidate in the final cell gives (within 0.01 eV), and the same verdicts.
+    # (Not always as low as the four-start search in the final cell: EMT Cu's <100> dumbbell,
+    # 4.105 eV there, is no minimum in the 27-atom screening cell, whose every start ends on
+    # the octahedral site: see the README.)
+    for fast, single in zip(
+        _phases(small_first["results"]), _phases(emt_run["results"]), strict=True
+    ):
+        for kind in ("vacancy", "interstitial"):
+            assert fast["lowest_eV"][kind] <= single["lowest_eV"][kind] + 0.01
+        assert fast["dominant_carrier"] == single["dominant_carrier"]
+
+
+def test_the_small_cell_screen_shows_in_the_report(small_first, tmp_path):
+    options = ("--starts", "4", "--screen-image-distance", "7", "--keep", "1")
+    assert main(cu_au("report", small_first["store"], tmp_path, *options)) == 0
+    assert "Small-cell screen:" in (tmp_path / "results.md").read_text()
+
+
+def test_a_rerun_of_the_small_cell_screen_computes_nothing(small_first):
+    assert _computed(small_first["store"]) == small_first["computed"]
+    assert small_first["again"]["hosts"] == small_first["results"]["hosts"]

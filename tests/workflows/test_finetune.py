@@ -9,6 +9,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.cli import main
+from carrierflow.workflows.engine import load_calculator
 from carrierflow.workflows.finetune import (
     FineTuneError,
     FineTuneSettings,
@@ -16,7 +17,6 @@ from carrierflow.workflows.finetune import (
     fine_tune,
     split_by_phase,
 )
-from carrierflow.workflows.jobs import load_calculator
 
 DATA = files("carrierflow.fixtures").joinpath("dft/li-in-gpaw-fast.extxyz")
 

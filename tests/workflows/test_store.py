@@ -82,7 +82,8 @@ def test_a_stored_number_changed_after_it_was_written_is_recomputed_not_reused(
     )
     store.close()
     capsys.readouterr()
-    assert main(cu_au("run", store_dir, tmp_path / "out")) == 0
+    # another run that reuses the calculation (the same run would be served finished)
+    assert main(cu_au("run", store_dir, tmp_path / "out", "--defects", "vacancy")) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "checksum" in line]
     assert len(warnings) == 1 and warnings[0].endswith(
         f"] {label}: the stored result fails its checksum (changed after it was written); "
@@ -92,3 +93,19 @@ def test_a_stored_number_changed_after_it_was_written_is_recomputed_not_reused(
     vacancy = next(d for d in results["hosts"][0]["defects"] if d["name"] == "v_Cu_3c")
     want = next(d for d in emt_run["results"]["hosts"][0]["defects"] if d["name"] == "v_Cu_3c")
     assert vacancy["formation_energy_eV"] == pytest.approx(want["formation_energy_eV"], abs=1e-9)
+
+
+def test_a_mongodb_store_that_cannot_be_reached_is_one_short_line(tmp_path, capsys):
+    # a host name that never resolves (RFC 2606): no server can answer
+    config = tmp_path / "jobstore.yaml"
+    config.write_text(
+        "docs_store:\n  type: MongoStore\n  host: carrierflow-test.invalid\n  port: 27017\n"
+        "  database: carrierflow\n  collection_name: outputs\n"
+    )
+    capsys.readouterr()
+    code = main(["runs", "--store", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    [line] = [line for line in err.splitlines() if line.startswith("carrierflow: error:")]
+    assert "cannot reach the store configured in" in line and "within 5 s" in line
+    assert len(line) < 400 and "Traceback" not in err
