@@ -301,12 +301,14 @@ def rattle_near(
     return rattled
 
 
-# The starts of a structure search around one defect, after the small rattle. ShakeNBreak (Mosquera-
-# Lois et al., npj Comput. Mater. 2023) distorts the bonds of a defect's nearest neighbours by up
-# to +-60 % and rattles the rest; how many neighbours it distorts follows from the defect's charge
-# and the host's oxidation states, which a metal does not have. Here every nearest neighbour of the
-# site is pulled in or pushed out (ShakeNBreak's compressions and stretches, without its valence
-# count), then the small rattle breaks what symmetry is left; stronger rattles explore the rest.
+# The starts of a structure search around one defect, after the small rattle: ShakeNBreak's
+# (Mosquera-Lois et al., npj Comput. Mater. 2023) bond distortions and Monte Carlo rattles, with
+# its own functions. How many neighbours ShakeNBreak distorts follows from the defect's charge and
+# the host's oxidation states, which a metal does not have: here every nearest neighbour of the
+# site (the shell within NEIGHBOUR_SHELL of the nearest) is pulled in or pushed out, then the
+# small rattle breaks what symmetry is left; stronger rattles (ShakeNBreak's, which keep atoms
+# apart) explore the rest. The first start stays the small seeded rattle of a single-start run,
+# so that a search reuses that run's relaxation.
 START_PLAN: list[tuple[str, float]] = [
     ("distort", -0.3),
     ("distort", 0.3),
@@ -318,39 +320,155 @@ START_PLAN: list[tuple[str, float]] = [
 NEIGHBOUR_SHELL = 1.2  # neighbours: within this factor of the nearest one's distance
 
 
-def distort_neighbours(structure: Structure, centre_cart, fraction: float) -> Structure:
-    """The structure with the nearest neighbours of a point (the defect's site) moved along
-    their bonds to it by ``fraction`` of the bond (-0.3: pulled 30 % closer)."""
+def _neighbour_shell(structure: Structure, centre_cart) -> tuple[np.ndarray, np.ndarray]:
+    """Distances from a point to every atom, and which atoms are its nearest neighbours (not
+    an atom on the point itself: the interstitial)."""
     centre_frac = structure.lattice.get_fractional_coords(centre_cart)
     distances = structure.lattice.get_all_distances([centre_frac], structure.frac_coords)[0]
-    around = distances > 0.3  # not an atom on the site itself (the interstitial)
-    nearest = distances[around].min()
-    distorted = structure.copy()
-    for index in np.flatnonzero(around & (distances < NEIGHBOUR_SHELL * nearest)):
-        delta = structure.frac_coords[index] - centre_frac
-        bond = structure.lattice.get_cartesian_coords(delta - np.round(delta))
-        distorted.translate_sites(
-            [int(index)], fraction * bond, frac_coords=False, to_unit_cell=True
-        )
-    return distorted
+    around = distances > 0.3
+    return distances, around & (distances < NEIGHBOUR_SHELL * distances[around].min())
+
+
+def distort_neighbours(structure: Structure, centre_cart, fraction: float) -> Structure:
+    """The structure with the nearest neighbours of a point (the defect's site) moved along
+    their bonds to it by ``fraction`` of the bond (-0.3: pulled 30 % closer): ShakeNBreak's
+    bond distortion of every neighbour in the shell, about the interstitial atom on the site or
+    about the vacant site."""
+    from shakenbreak.distortions import distort
+
+    distances, shell = _neighbour_shell(structure, centre_cart)
+    on_site = np.flatnonzero(distances <= 0.3)
+    where = (
+        {"site_index": int(on_site[0])}
+        if len(on_site)
+        else {"frac_coords": structure.lattice.get_fractional_coords(centre_cart)}
+    )
+    distorted = distort(structure, int(shell.sum()), 1.0 + fraction, **where)
+    return distorted["distorted_structure"]
+
+
+def rattle_strongly(
+    structure: Structure, centre_cart, radius_A: float, stdev_A: float, seed: str
+) -> Structure:
+    """ShakeNBreak's Monte Carlo rattle of the atoms within ``radius_A`` of a point (Gaussian
+    moves of ``stdev_A`` that keep atoms at least 80 % of the nearest-neighbour distance apart),
+    reproducibly for a seed."""
+    from shakenbreak.distortions import rattle
+
+    distances, _ = _neighbour_shell(structure, centre_cart)
+    active = [int(i) for i in np.flatnonzero(distances < radius_A)]
+    return rattle(structure, stdev=stdev_A, active_atoms=active, seed=zlib.crc32(seed.encode()))
+
+
+# a split interstitial's pair, as a fraction of the nearest-neighbour distance (EMT Cu's <100>
+# dumbbell: 2.2 A against 2.55 A); the relaxation finds the actual separation
+SPLIT_SEPARATION = 0.85
+SPLIT_ORIENTATIONS = 2  # split starts per interstitial, before the distortions
+
+
+def split_orientations(
+    host: Structure, structure: Structure, site_cart, species: str, count: int
+) -> list[tuple[int, np.ndarray]]:
+    """Symmetry-distinct orientations of a split interstitial (a dumbbell) on the atom of the
+    mobile species nearest to an interstitial site: the line to the site first, then the atom's
+    bonds, shortest first. Two orientations are one when an operation of the host that keeps
+    the atom maps one onto the other or its reverse. Returns the atom's index in ``structure``
+    (a supercell of ``host``, the interstitial on the site) and up to ``count`` unit vectors."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    distances, _ = _neighbour_shell(structure, site_cart)
+    same = np.array([s.specie.symbol == species for s in structure]) & (distances > 0.3)
+    if not same.any():
+        return []
+    atom = int(np.flatnonzero(same)[np.argmin(distances[same])])
+    centre = structure.cart_coords[atom]
+
+    def towards(points) -> np.ndarray:
+        frac = structure.lattice.get_fractional_coords(np.asarray(points) - centre)
+        return structure.lattice.get_cartesian_coords(frac - np.round(frac))
+
+    bonds = towards(structure.cart_coords)
+    lengths = np.linalg.norm(bonds, axis=1)
+    others = (lengths > 0.3) & (distances > 0.3)  # neither the atom nor the interstitial
+    shell = others & (lengths < NEIGHBOUR_SHELL * lengths[others].min())
+    order = np.lexsort((*np.round(bonds[shell], 3).T[::-1], np.round(lengths[shell], 3)))
+    directions = [towards([site_cart])[0], *bonds[shell][order]]
+    keeping = [
+        op
+        for op in SpacegroupAnalyzer(host, symprec=SYMPREC).get_symmetry_operations(cartesian=True)
+        if _is_lattice_vector(host, op.operate(centre) - centre)
+    ]
+    chosen: list[np.ndarray] = []
+    for direction in directions:
+        unit = direction / np.linalg.norm(direction)
+        images = [op.apply_rotation_only(unit) for op in keeping]
+        if not any(abs(abs(np.dot(image, c)) - 1.0) < 1e-3 for image in images for c in chosen):
+            chosen.append(unit)
+        if len(chosen) == count:
+            break
+    return [(atom, c) for c in chosen]
+
+
+def _is_lattice_vector(host: Structure, vector) -> bool:
+    frac = host.lattice.get_fractional_coords(vector)
+    return bool(np.abs(frac - np.round(frac)).max() < 1e-3)
+
+
+def split_start(
+    structure: Structure, interstitial: int, atom: int, direction: np.ndarray
+) -> Structure:
+    """The interstitial and a host atom as a pair centred on the host atom's site along
+    ``direction`` (the interstitial on the side the direction points to)."""
+    distances = structure.distance_matrix[atom]
+    nearest = distances[(distances > 0.3) & (np.arange(len(structure)) != interstitial)].min()
+    half = 0.5 * SPLIT_SEPARATION * nearest * np.asarray(direction)
+    centre = structure.cart_coords[atom]
+    split = structure.copy()
+    split.replace(interstitial, structure[interstitial].species, centre + half, True)
+    split.replace(atom, structure[atom].species, centre - half, True)
+    return split
 
 
 def defect_starts(
-    cell: DefectCell, seed: str, count: int, radius_A: float, amplitude_A: float
+    cell: DefectCell,
+    seed: str,
+    count: int,
+    radius_A: float,
+    amplitude_A: float,
+    host: Structure | None = None,
 ) -> list[tuple[str, Structure]]:
     """``count`` reproducible starts of one defect cell, each with its tag: first the small
-    rattle (seeded by ``seed``: the start of a single-start run), then :data:`START_PLAN` in
+    rattle (seeded by ``seed``: the start of a single-start run); for an interstitial of a
+    ``host``, then split interstitials on the nearest atom of its species
+    (:func:`split_orientations`, at most :data:`SPLIT_ORIENTATIONS`); then :data:`START_PLAN` in
     order (repeated with new seeds past its length)."""
-    starts = [(f"rattle {amplitude_A:g} A", cell.structure, amplitude_A)]
-    for number in range(1, count):
-        kind, value = START_PLAN[(number - 1) % len(START_PLAN)]
-        repeat = (number - 1) // len(START_PLAN)
+    starts = [(f"rattle {amplitude_A:g} A", cell.structure)]
+    splits = []
+    if cell.kind == "interstitial" and host is not None and count > 1:
+        interstitial = cell.host_indices.index(None)
+        species = cell.structure[interstitial].specie.symbol
+        splits = split_orientations(
+            host, cell.structure, cell.site_cart, species, SPLIT_ORIENTATIONS
+        )
+        for atom, direction in splits[: count - 1]:
+            shown = " ".join(f"{round(x, 2) + 0.0:.2f}" for x in direction)  # no -0.00
+            starts.append(
+                (f"split [{shown}]", split_start(cell.structure, interstitial, atom, direction))
+            )
+    for number in range(len(starts), count):
+        index = number - 1 - len(splits)
+        kind, value = START_PLAN[index % len(START_PLAN)]
+        repeat = index // len(START_PLAN)
         suffix = f" #{repeat + 1}" if repeat else ""
         if kind == "distort":
             distorted = distort_neighbours(cell.structure, cell.site_cart, value)
-            starts.append((f"neighbours {value:+.0%}{suffix}", distorted, amplitude_A))
+            starts.append((f"neighbours {value:+.0%}{suffix}", distorted))
         else:
-            starts.append((f"rattle {value:g} A{suffix}", cell.structure, value))
+            rattled = rattle_strongly(
+                cell.structure, cell.site_cart, radius_A, value, f"{seed}/start {number}"
+            )
+            starts.append((f"rattle {value:g} A{suffix}", rattled))
+    # every start then gets the small seeded rattle (the first: a single-start run's start)
     return [
         (
             tag,
@@ -358,9 +476,9 @@ def defect_starts(
                 structure,
                 cell.site_cart,
                 radius_A,
-                amplitude,
+                amplitude_A,
                 seed=seed if number == 0 else f"{seed}/start {number}",
             ),
         )
-        for number, (tag, structure, amplitude) in enumerate(starts)
+        for number, (tag, structure) in enumerate(starts)
     ]

@@ -335,3 +335,34 @@ def test_a_bad_config_file_is_one_line_and_exit_2(capsys, paths, tmp_path, text,
 def test_a_missing_config_file_is_named(capsys, paths, tmp_path):
     line = _error(capsys, "run", "--config", str(tmp_path / "none.yaml"), *paths)
     assert "--config: file" in line and "not found" in line
+
+
+def test_options_given_without_the_option_they_belong_to_are_named_in_one_warning_each(
+    capsys, tmp_path
+):
+    from carrierflow.workflows import cli
+
+    cli._configure_logging(verbose=False)
+    capsys.readouterr()
+    args = ["--system", "Cu-Au", "--calculator", "emt", "--store", str(tmp_path / "none")]
+    extra = [
+        "--refine-k",
+        "2",
+        "--images",
+        "3",
+        "--neb-fmax",
+        "0.1",
+        "--epochs",
+        "5",
+        "--keep",
+        "3",
+    ]
+    assert main(["report", *args, *extra]) == 2  # no store there: nothing computes
+    err = capsys.readouterr().err
+    assert "--refine-k applies only with --refine or --learn: ignored" in err
+    assert "--images, --neb-fmax apply only with --migration: ignored" in err
+    assert "--epochs applies only with --learn: ignored" in err
+    assert "--keep applies only with --screen-image-distance: ignored" in err
+    capsys.readouterr()
+    assert main(["report", *args, "--migration", "--images", "3"]) == 2
+    assert "ignored" not in capsys.readouterr().err

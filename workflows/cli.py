@@ -474,6 +474,47 @@ def _defect_settings(args: argparse.Namespace, species: str):
     return _settings(DefectSettings, args, species=species)
 
 
+def _flags_given(args: argparse.Namespace, model: type[BaseModel], exclude=()) -> list[str]:
+    """The options of a settings model that the command line set to something else than their
+    default."""
+    given = []
+    for name, info in model.model_fields.items():
+        flag = (info.json_schema_extra or {}).get("option")
+        if flag is None or name in exclude:
+            continue
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value != info.get_default(call_default_factory=True):
+            given.append(flag)
+    return given
+
+
+def _warn_unused(args: argparse.Namespace) -> None:
+    """One warning line per group of options given without the option they belong to (they
+    would change nothing): the same rule for every group."""
+    from carrierflow.workflows.schemas import DefectSettings, MigrationSettings, RefineSettings
+
+    learn, refine = getattr(args, "learn", None), getattr(args, "refine", None)
+    groups = [
+        (_flags_given(args, RefineSettings), refine or learn, "--refine or --learn"),
+        (_flags_given(args, MigrationSettings), args.migration, "--migration"),
+        (
+            _flags_given(args, LearnSettings)
+            + _flags_given(args, FineTuneSettings, ("base_model",)),
+            learn,
+            "--learn",
+        ),
+        (
+            ["--keep"] if args.keep != DefectSettings.model_fields["keep"].default else [],
+            args.screen_image_distance is not None,
+            "--screen-image-distance",
+        ),
+    ]
+    for flags, switched_on, switch in groups:
+        if flags and not switched_on:
+            verb = "applies" if len(flags) == 1 else "apply"
+            logger.warning("%s %s only with %s: ignored", ", ".join(flags), verb, switch)
+
+
 def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     """What to study and the CarrierFlowMaker of a command line; with ``check_runnable`` the
     calculators must run here (not so when the flow is submitted to a cluster)."""
@@ -482,6 +523,7 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     from carrierflow.workflows.schemas import MigrationSettings, RefineSettings
 
     system, species, reference_spec, host_specs = _selection(args)
+    _warn_unused(args)
     calculator, refine = _calculators(args)
     refine_settings = _settings(RefineSettings, args)
     migration = _settings(MigrationSettings, args) if args.migration else None

@@ -13,7 +13,6 @@ from pymatgen.core import Structure
 
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.relaxation import (
-    SHARED_STATE_FLAG,
     displacements,
     hold_far_atoms,
     mark_shared_final_states,
@@ -88,14 +87,17 @@ def starts_of(
     settings: DefectSettings,
     count: int,
     seed_tag: str = "",
+    host: Structure | None = None,
 ) -> list[tuple[str, Structure]]:
-    """The tagged, reproducible starts of one defect (the first is a single-start run's)."""
+    """The tagged, reproducible starts of one defect (the first is a single-start run's; an
+    interstitial of ``host`` gets split starts)."""
     return defect_starts(
         cell,
         f"{label}/{candidate.name}{seed_tag}",
         count,
         settings.rattle_radius_A,
         settings.rattle_amplitude_A,
+        host,
     )
 
 
@@ -173,11 +175,21 @@ def defect_calculations(
             perfect_job = calculation(
                 calculator, "static", small.perfect, f"{label} perfect supercell (screen)"
             )
-            jobs, outcomes = _search(
+            jobs, outcomes, states = _search(
                 label, small, perfect_job, mu, calculator, settings, " (screen)"
             )
             final = final_cell_defects(
-                label, source, bulk, outcomes, calculator, settings, mu, is_reference, given
+                label,
+                source,
+                bulk,
+                outcomes,
+                [[tag for tag, _ in found] for found in states],
+                [[outcome for _, outcome in found] for found in states],
+                calculator,
+                settings,
+                mu,
+                is_reference,
+                given,
             )
             return Response(
                 replace=Flow(
@@ -185,7 +197,7 @@ def defect_calculations(
                 )
             )
     perfect_job = calculation(calculator, "static", plan.perfect, f"{label} perfect supercell")
-    jobs, outcomes = _search(label, plan, perfect_job, mu, calculator, settings)
+    jobs, outcomes, _ = _search(label, plan, perfect_job, mu, calculator, settings)
     host_job = collect_host(
         label, source, bulk, plan.choice, perfect_job.output, outcomes, is_reference
     )
@@ -204,63 +216,90 @@ def _search(
     calculator: Calculator,
     settings: DefectSettings,
     suffix: str = "",
-) -> tuple[list, list]:
-    """Every start of every selected defect of a plan relaxed and assessed, and each defect's
-    lowest final state: the jobs, and each defect's outcome."""
-    jobs, outcomes = [], []
-    for candidate, cell in zip(plan.selected, plan.cells, strict=True):
-        tagged = starts_of(label, candidate, cell, settings, settings.starts)
+) -> tuple[list, list, list]:
+    """Every start of every selected defect of a plan relaxed and assessed: the jobs, each
+    defect's lowest final state, and every start's final state (with its tag) per defect."""
+    jobs, outcomes, states = [], [], []
+    for index, (candidate, cell) in enumerate(zip(plan.selected, plan.cells, strict=True)):
+        tagged = starts_of(label, candidate, cell, settings, settings.starts, host=plan.host)
         searched = []
         for number, (tag, start) in enumerate(tagged):
             name = f"{label} {candidate.name}{suffix}" + (f" [{tag}]" if number else "")
-            relax = calculation(calculator, "ion_relax", start, name)
-            assess = assess_defect(
-                label,
-                plan.host,
-                plan.choice,
-                plan.candidates,
-                candidate,
-                cell,
-                start,
-                relax.output,
-                perfect_job.output,
-                mu,
-                calculator,
-                settings,
+            made, outcome = _relax_and_assess(
+                label, plan, index, start, name, perfect_job, mu, calculator, settings
             )
-            jobs += [relax, assess]
-            searched.append(assess.output)
+            jobs += made
+            searched.append(outcome)
+        states.append(list(zip([tag for tag, _ in tagged], searched, strict=True)))
         if len(tagged) == 1:
             outcomes.append(searched[0])
             continue
         lowest = lowest_start([tag for tag, _ in tagged], searched)
         jobs.append(lowest)
         outcomes.append(lowest.output)
-    return jobs, outcomes
+    return jobs, outcomes, states
+
+
+def _relax_and_assess(
+    label: str,
+    plan: DefectPlan,
+    index: int,
+    start: Structure,
+    name: str,
+    perfect_job: Job,
+    mu: float,
+    calculator: Calculator,
+    settings: DefectSettings,
+) -> tuple[list[Job], object]:
+    """One start of a planned defect (``plan.selected[index]``) relaxed and assessed: the jobs,
+    and the assessment's output."""
+    candidate, cell = plan.selected[index], plan.cells[index]
+    relax = calculation(calculator, "ion_relax", start, name)
+    assess = assess_defect(
+        label,
+        plan.host,
+        plan.choice,
+        plan.candidates,
+        candidate,
+        cell,
+        start,
+        relax.output,
+        perfect_job.output,
+        mu,
+        calculator,
+        settings,
+    )
+    return [relax, assess], assess.output
 
 
 def kept_for_final_cell(
-    outcomes: list[DefectOutcome], keep: int, uncertainty_eV: float
-) -> list[DefectOutcome]:
-    """Per kind, the ``keep`` lowest distinct states of a small-cell screen and every one within
-    ``uncertainty_eV`` of the lowest (a defect that relaxed into another one's state is that
-    state: it is not relaxed twice)."""
+    states: list[tuple[str, DefectOutcome]], keep: int, uncertainty_eV: float
+) -> list[tuple[str, DefectOutcome]]:
+    """Per kind, the ``keep`` lowest distinct final states of a small-cell screen (every start
+    of every candidate; states within SAME_STATE_EV of each other are one, whichever start or
+    candidate reached it) and every one within ``uncertainty_eV`` of the lowest: what is
+    relaxed again in the final cell. A start's state that is not its candidate's lowest counts
+    too: a state that the small cell holds as metastable can be the ground state of the large
+    one (EMT Cu's <100> dumbbell: 5.052 eV against the octahedral site's 4.984 in 27 atoms,
+    4.105 against 4.167 in 64)."""
     kept = []
     for kind in ("vacancy", "interstitial"):
-        distinct = sorted(
-            (
-                o
-                for o in outcomes
-                if o.kind == kind and not any(f.startswith(SHARED_STATE_FLAG) for f in o.flags)
-            ),
-            key=lambda o: o.ranking_energy_eV,
+        ordered = sorted(
+            (state for state in states if state[1].kind == kind),
+            key=lambda state: state[1].ranking_energy_eV,
         )
+        distinct: list[tuple[str, DefectOutcome]] = []
+        for state in ordered:
+            if not distinct or (
+                state[1].ranking_energy_eV - distinct[-1][1].ranking_energy_eV > SAME_STATE_EV
+            ):
+                distinct.append(state)
         if distinct:
-            lowest = distinct[0].ranking_energy_eV
+            lowest = distinct[0][1].ranking_energy_eV
             kept += [
-                o
-                for rank, o in enumerate(distinct)
-                if rank < keep or o.ranking_energy_eV - lowest <= uncertainty_eV
+                state
+                for rank, state in enumerate(distinct)
+                if rank < keep or state[1].ranking_energy_eV - lowest <= uncertainty_eV
             ]
     return kept
 
@@ -271,52 +310,66 @@ def final_cell_defects(
     source: StructureSource,
     bulk: CalculationDoc,
     screened: list[DefectOutcome],
+    tags: list[list[str]],
+    states: list[list[DefectOutcome]],
     calculator: Calculator,
     settings: DefectSettings,
     mu: float,
     is_reference: bool = False,
     given: Structure | None = None,
 ) -> Response:
-    """After the small-cell screen: the lowest states of each kind relaxed again in the final
-    supercell, each starting from its small-cell geometry carried into the large cell
-    (:func:`carrierflow.structures.embedding.embed_relaxation`); the verdict uses these."""
+    """After the small-cell screen: its lowest distinct states of each kind
+    (:func:`kept_for_final_cell`) relaxed again in the final supercell, each from its small-cell
+    geometry carried into the large cell
+    (:func:`carrierflow.structures.embedding.embed_relaxation`); a candidate's outcome is the
+    lowest of its states there, with its small-cell search. The verdict uses these;
+    ``screened`` (each candidate's lowest state in the small cell) is kept beside them."""
     small_settings = settings.model_copy(
         update={"min_image_distance_A": settings.screen_image_distance_A}
     )
     small = plan_defects(label, bulk.structure, small_settings, given)
     plan = plan_defects(label, bulk.structure, settings, given)
     mark_shared_final_states(screened)
-    kept = kept_for_final_cell(screened, settings.keep, calculator.uncertainty_eV)
+    everything = [
+        (f"{outcome.name} {tag}", outcome)
+        for names, outcomes in zip(tags, states, strict=True)
+        for tag, outcome in zip(names, outcomes, strict=True)
+    ]
+    kept = kept_for_final_cell(everything, settings.keep, calculator.uncertainty_eV)
     logger.info(
-        "%s: %s again in the %d-atom supercell",
+        "%s: %d distinct states again in the %d-atom supercell: %s",
         label,
-        ", ".join(o.name for o in kept),
+        len(kept),
         plan.choice.natoms,
+        ", ".join(f"{tag} ({o.ranking_energy_eV:.3f} eV)" for tag, o in kept),
     )
     perfect_job = calculation(calculator, "static", plan.perfect, f"{label} perfect supercell")
     jobs, outcomes = [perfect_job], []
     names = [c.name for c in plan.selected]
-    for searched in kept:
-        index = names.index(searched.name)
-        candidate, cell = plan.selected[index], plan.cells[index]
-        start = embed_relaxation(small.cells[index], searched.structure, cell)
-        relax = calculation(calculator, "ion_relax", start, f"{label} {candidate.name}")
-        assess = assess_defect(
-            label,
-            plan.host,
-            plan.choice,
-            plan.candidates,
-            candidate,
-            cell,
-            start,
-            relax.output,
-            perfect_job.output,
-            mu,
-            calculator,
-            settings,
-        )
-        carried = carry_search(assess.output, searched)
-        jobs += [relax, assess, carried]
+    by_candidate: dict[str, list[tuple[str, DefectOutcome]]] = {}
+    for tag, state in kept:
+        by_candidate.setdefault(state.name, []).append((tag, state))
+    for name, chosen in by_candidate.items():
+        index = names.index(name)
+        relaxed = []
+        for number, (tag, state) in enumerate(chosen):
+            start = embed_relaxation(small.cells[index], state.structure, plan.cells[index])
+            suffix = f" [from {tag.removeprefix(name).strip()}]" if number else ""
+            made, outcome = _relax_and_assess(
+                label,
+                plan,
+                index,
+                start,
+                f"{label} {name}{suffix}",
+                perfect_job,
+                mu,
+                calculator,
+                settings,
+            )
+            jobs += made
+            relaxed.append(outcome)
+        carried = carry_search(relaxed, screened[index])
+        jobs.append(carried)
         outcomes.append(carried.output)
     host_job = collect_host(
         label,
@@ -334,8 +387,10 @@ def final_cell_defects(
 
 
 @job
-def carry_search(outcome: DefectOutcome, searched: DefectOutcome) -> DefectOutcome:
-    """A final-cell defect with the record of its small-cell search."""
+def carry_search(relaxed: list[DefectOutcome], searched: DefectOutcome) -> DefectOutcome:
+    """A candidate's lowest state in the final cell (of its small-cell states relaxed there),
+    with the record of its small-cell search."""
+    outcome = min(relaxed, key=lambda o: o.ranking_energy_eV).model_copy(deep=True)
     outcome.search = searched.search
     return outcome
 

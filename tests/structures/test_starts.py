@@ -8,6 +8,7 @@ from carrierflow.structures.defects import (
     defect_starts,
     distort_neighbours,
     find_defects,
+    split_orientations,
 )
 from carrierflow.structures.sources import load_fixture
 from carrierflow.structures.supercells import choose_supercell, make_supercell
@@ -62,3 +63,49 @@ def test_distortion_moves_the_nearest_neighbours_along_their_bonds(fraction):
     assert np.count_nonzero(shell) == 12  # fcc: twelve nearest neighbours around the vacancy
     assert after[shell] == pytest.approx((1 + fraction) * before[shell])
     assert after[~shell] == pytest.approx(before[~shell])
+
+
+def _host_cell(kind_index: int = 0):
+    from carrierflow.structures.symmetry import symmetrize
+
+    host = symmetrize(load_fixture("Cu")[0].get_primitive_structure())
+    choice = choose_supercell(host, 7.0, 100)
+    perfect = make_supercell(host, choice)
+    interstitials = [c for c in find_defects(host, "Cu") if c.kind == "interstitial"]
+    return host, build_defect_cell(host, choice.matrix, perfect, interstitials[kind_index])
+
+
+def _cube_axis_kind(vector) -> int:
+    """How many Cartesian components a unit vector has: 1 <100>, 2 <110>, 3 <111>."""
+    return int(np.sum(np.abs(vector) > 1e-3))
+
+
+def test_an_fcc_interstitial_splits_along_its_symmetry_distinct_directions():
+    host, cell = _host_cell()
+    # the octahedral site lies along <100> from its nearest atoms, whose bonds run along <110>:
+    # the two distinct orientations of a dumbbell there, the line to the site first
+    orientations = split_orientations(host, cell.structure, cell.site_cart, "Cu", 4)
+    assert [_cube_axis_kind(u) for _, u in orientations] == [1, 2]
+    assert all(np.linalg.norm(u) == pytest.approx(1.0) for _, u in orientations)
+
+
+def test_a_split_start_centres_the_pair_on_the_host_atoms_site():
+    host, cell = _host_cell()
+    starts = defect_starts(cell, "Cu/x", 3, 4.0, 0.0, host)
+    tags = [tag for tag, _ in starts]
+    assert [t.split(" [")[0] for t in tags[1:]] == ["split", "split"] and "-0.00" not in str(tags)
+    [(atom, direction)] = split_orientations(host, cell.structure, cell.site_cart, "Cu", 1)
+    start = starts[1][1]
+    interstitial = len(start) - 1
+    pair = start.cart_coords[interstitial] - start.cart_coords[atom]
+    nearest = 3.61 / np.sqrt(2)  # fcc Cu, a = 3.61 A
+    assert np.linalg.norm(pair) == pytest.approx(0.85 * nearest, rel=0.02)
+    assert pair / np.linalg.norm(pair) == pytest.approx(direction, abs=1e-6)
+    middle = 0.5 * (start.cart_coords[interstitial] + start.cart_coords[atom])
+    assert middle == pytest.approx(cell.structure.cart_coords[atom], abs=1e-6)
+    # a vacancy, or a cell without its host, has no split starts
+    vacancy = _cell("vacancy")
+    assert not any(
+        tag.startswith("split") for tag, _ in defect_starts(vacancy, "v", 4, 4.0, 0.03, host)
+    )
+    assert not any(tag.startswith("split") for tag, _ in defect_starts(cell, "i", 4, 4.0, 0.03))

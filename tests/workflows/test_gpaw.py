@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase.io import read
+from helpers import run_bcc_li
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 
@@ -25,7 +26,7 @@ from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
 from carrierflow.workflows.gpaw_makers import _imports_gpaw, python_with_gpaw
 from carrierflow.workflows.refine import lowest_defects, transfer_candidates
-from carrierflow.workflows.schemas import CalculationDoc, DefectSettings, RefineSettings
+from carrierflow.workflows.schemas import DefectSettings, RefineSettings
 from carrierflow.workflows.vasp_makers import VaspMakers
 
 needs_gpaw = pytest.mark.skipif(
@@ -36,22 +37,11 @@ TINY = {"encut_eV": 250.0, "kspacing": 0.1, "ediff_eV": 1e-4}
 
 
 def _run(calculator: Calculator, store: JobStore, workdir) -> dict:
-    lithium, source = load_fixture("Li")
     settings = DefectSettings(
         species="Li", min_image_distance_A=6.0, max_atoms=16, defect_kinds=["vacancy"]
     )
-    phase = Phase(label="Li", structure=lithium.get_primitive_structure(), source=source)
-    flow = CarrierFlowMaker(calculator=calculator, settings=settings, system="Li tiny").make(
-        phase, []
-    )
-    responses = run_locally(flow, store=store, root_dir=workdir, raise_immediately=True)
-    docs = [
-        r.output
-        for job in responses.values()
-        for r in job.values()
-        if isinstance(r.output, CalculationDoc)
-    ]
-    return {"results": responses[flow.output.uuid][1].output, "docs": docs}
+    maker = CarrierFlowMaker(calculator=calculator, settings=settings, system="Li tiny")
+    return run_bcc_li(maker, store, workdir)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from jobflow import JobStore, run_locally
+from helpers import run_bcc_li
+from jobflow import JobStore
 from maggma.stores import MemoryStore
 
 from carrierflow.analysis.report import markdown_table, write_report
@@ -21,17 +22,14 @@ from carrierflow.structures.supercells import SupercellChoice
 from carrierflow.workflows.calculators import Calculator, file_sha256
 from carrierflow.workflows.cli import main
 from carrierflow.workflows.finetune import FineTuneError
-from carrierflow.workflows.flows import Phase
 from carrierflow.workflows.gpaw_makers import python_with_gpaw
 from carrierflow.workflows.learn import LearningFlowMaker, learning_sets, not_refined, spread
 from carrierflow.workflows.schemas import (
-    CalculationDoc,
     DefectSettings,
     FineTuneSettings,
     LearnSettings,
     RefineSettings,
 )
-from carrierflow.workflows.store import flow_result
 
 TINY = {"encut_eV": 250.0, "kspacing": 0.1, "ediff_eV": 1e-4}
 
@@ -134,23 +132,6 @@ needs_gpaw = pytest.mark.skipif(
 )
 
 
-def _run(maker: LearningFlowMaker, store: JobStore, root) -> dict:
-    lithium, source = load_fixture("Li")
-    phase = Phase(label="Li", structure=lithium.get_primitive_structure(), source=source)
-    flow = maker.make(phase, [])
-    responses = run_locally(flow, store=store, root_dir=root, raise_immediately=True)
-    docs = [
-        r.output
-        for job in responses.values()
-        for r in job.values()
-        if isinstance(r.output, CalculationDoc)
-    ]
-    return {
-        "results": flow_result(responses, flow, store),
-        "docs": docs,
-    }
-
-
 @pytest.fixture(scope="module")
 def learned_li(tmp_path_factory) -> dict:
     """bcc Li: 7net-0 screen, GPAW refinement of the vacancy, one fine-tuning of two epochs, the
@@ -169,13 +150,13 @@ def learned_li(tmp_path_factory) -> dict:
         ),
     )
     store = JobStore(MemoryStore())
-    first = _run(maker, store, root)
+    first = run_bcc_li(maker, store, root)
     handler, logger = _Lines(), logging.getLogger("carrierflow")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        second = _run(maker, store, root)
+        second = run_bcc_li(maker, store, root)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
