@@ -14,7 +14,7 @@ def _run(tmp_path, threads: int) -> dict:
     command = [
         *("run", "--species", "Li", "--hosts", "LiIn", "--reference", "Li"),
         *("--calculator", "sevennet", "--model", "7net-0", "--fmax", "0.02"),
-        *("--min-image-distance", "6", "--max-atoms", "40", "--starts", "2"),
+        *("--min-image-distance", "6", "--max-atoms", "40"),
         *("--store", str(out / "store"), "--output", str(out / "results")),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
