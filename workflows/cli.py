@@ -818,6 +818,12 @@ def command_finetune(args: argparse.Namespace) -> int:
         f"{tuned['energy_rmse_eV_atom']:.4f} eV/atom, force RMSE {base['force_rmse_eV_A']:.3f} "
         f"-> {tuned['force_rmse_eV_A']:.3f} eV/A; use it with --model {result.checkpoint}"
     )
+    for row in result.held_out_defects:
+        print(
+            f"  held-out {row['phase']} {row['name']} ({row['kind']}): E_f DFT "
+            f"{row['dft_eV']:.3f} eV, base {row['base_eV']:.3f}, fine-tuned "
+            f"{row['fine_tuned_eV']:.3f} (at the DFT geometry)"
+        )
     return 0
 
 

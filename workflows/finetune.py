@@ -65,6 +65,11 @@ class FineTuneResult(BaseModel):
         description="energy and force RMSE on the held-out frames of the base model ('base') "
         "and of the fine-tuned one ('fine_tuned'), computed here with the ASE calculator"
     )
+    held_out_defects: list[dict] = Field(
+        default_factory=list,
+        description="every DFT defect of the held-out frames: its DFT E_f and the base and "
+        "fine-tuned models' E_f at the same geometries (single points), eV",
+    )
     dataset_sha256: str | None = Field(None, description="SHA-256 of the data set file given")
     epoch: int = Field(description="the epoch of the best validation loss (the checkpoint)")
     first_epoch_errors: dict[str, dict[str, float]]
@@ -271,12 +276,88 @@ def fine_tune(
             "base": evaluate(valid, checkpoint, offsets),
             "fine_tuned": evaluate(valid, str(best), offsets),
         },
+        held_out_defects=formation_energy_errors(
+            valid, [*train, *valid], {"base": checkpoint, "fine_tuned": str(best)}
+        ),
         dataset_sha256=dataset_sha256,
         sevenn_version=__version__,
         elapsed_s=time.perf_counter() - started,
     )
     (workdir / "finetune.json").write_text(result.model_dump_json(indent=2) + "\n")
     return result
+
+
+def _final_frames(frames: list[Atoms]) -> dict[tuple[str, str], Atoms]:
+    """The last ionic step of each calculation's last run, by (label, task)."""
+    last: dict[tuple[str, str], Atoms] = {}
+    for atoms in frames:
+        key = (atoms.info.get("label", ""), atoms.info.get("task", ""))
+        if key not in last or (atoms.info.get("run", ""), atoms.info.get("step", 0)) >= (
+            last[key].info.get("run", ""),
+            last[key].info.get("step", 0),
+        ):
+            last[key] = atoms
+    return last
+
+
+def defect_energies(held_out: list[Atoms], every: list[Atoms], species: str = "Li") -> list[dict]:
+    """The DFT defects among ``held_out`` frames with what their E_f needs: the defect's final
+    geometry, its phase's perfect supercell and the bulk of ``species`` (mu; from ``every``
+    frame, it need not be held out). E_f = E_defect - E_perfect - n mu, n = +1 interstitial,
+    -1 vacancy; a constant per element cancels in it, so DFT and model energies compare as they
+    are."""
+    finals = _final_frames(every)
+    held = {(a.info.get("label", ""), a.info.get("task", "")) for a in held_out}
+    bulk = finals.get((f"{species} bulk [DFT]", "bulk_relax"))
+    if bulk is None:
+        return []
+    found = []
+    for (label, task), defect in sorted(finals.items(), key=lambda item: item[0]):
+        phase, _, rest = label.partition(" ")
+        if task != "ion_relax" or (label, task) not in held or not rest.endswith("[DFT]"):
+            continue
+        perfect = finals.get((f"{phase} perfect supercell [DFT]", "static"))
+        if perfect is None:
+            continue
+        added = len(defect) - len(perfect)
+        if added not in (1, -1):
+            continue
+        found.append(
+            {
+                "phase": phase,
+                "name": rest.removesuffix("[DFT]").strip(),
+                "kind": "interstitial" if added == 1 else "vacancy",
+                "frames": (defect, perfect, bulk),
+                "added": added,
+            }
+        )
+    return found
+
+
+def formation_energy_errors(
+    held_out: list[Atoms], every: list[Atoms], checkpoints: dict[str, str]
+) -> list[dict]:
+    """Each held-out DFT defect's E_f from DFT and from each model (``checkpoints``: name ->
+    file) at the DFT geometries: single points, so the comparison is the energy surface at the
+    DFT minimum, not each model's own minimum."""
+    defects = defect_energies(held_out, every)
+
+    def e_f(energies: tuple[float, float, float], added: int, bulk: Atoms) -> float:
+        defect, perfect, bulk_energy = energies
+        return defect - perfect - added * bulk_energy / len(bulk)
+
+    rows = []
+    for entry in defects:
+        frames = entry["frames"]
+        row = {k: entry[k] for k in ("phase", "name", "kind")}
+        dft = tuple(float(a.get_potential_energy()) for a in frames)
+        row["dft_eV"] = e_f(dft, entry["added"], frames[2])
+        for name, checkpoint in checkpoints.items():
+            model = tuple(float(e) for e, _ in predictions(list(frames), checkpoint))
+            row[f"{name}_eV"] = e_f(model, entry["added"], frames[2])
+            row[f"{name}_error_eV"] = row[f"{name}_eV"] - row["dft_eV"]
+        rows.append(row)
+    return rows
 
 
 def split_by_phase(frames: list[Atoms], held_out: list[str]) -> tuple[list[Atoms], list[Atoms]]:

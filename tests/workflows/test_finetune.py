@@ -82,3 +82,21 @@ def test_fine_tuning_without_held_out_frames_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("carrierflow: error: --hold-out LiX: no frame of these phases")
     assert "\n" not in err
+
+
+def test_held_out_defects_get_their_dft_and_model_formation_energies():
+    from carrierflow.workflows.finetune import base_checkpoint, formation_energy_errors
+
+    frames = read(str(DATA), ":")
+    _, held = split_by_phase(frames, ["Li"])
+    rows = formation_energy_errors(held, frames, {"base": base_checkpoint("7net-0")})
+    by_name = {row["name"]: row for row in rows}
+    assert {r["kind"] for r in rows} == {"vacancy", "interstitial"}
+    assert set(by_name) == {"v_Li_1a", "Li_i1"}
+    # bcc Li's vacancy from the frames: E(defect) - E(perfect) + mu, the GPAW refinement's 0.51 eV
+    assert by_name["v_Li_1a"]["dft_eV"] == pytest.approx(0.51, abs=0.03)
+    for row in rows:
+        assert row["base_error_eV"] == pytest.approx(row["base_eV"] - row["dft_eV"])
+    # a phase none of whose defects is held out gives none
+    _, bulk_only = split_by_phase(frames, ["Li3In2"])
+    assert formation_energy_errors(bulk_only, frames, {}) == []
