@@ -34,7 +34,9 @@ def gpaw_frames(directory: Path) -> list[Atoms]:
     """The ionic steps of one GPAW run folder (its input and its step log), oldest first.
 
     Steps recorded before the worker kept forces (no ``forces`` in the line) are skipped:
-    an energy without forces is no training frame.
+    an energy without forces is no training frame; so are steps of a run with fixed atoms
+    recorded before the worker kept the forces DFT gave (a fixed atom's force was stored as
+    zero).
     """
     spec = json.loads((directory / GPAW_INPUT).read_text())
     steps_file = directory / GPAW_STEPS
@@ -42,7 +44,7 @@ def gpaw_frames(directory: Path) -> list[Atoms]:
     frames = []
     for number, line in enumerate(lines, start=1):
         step = json.loads(line)
-        if "forces" not in step:
+        if "forces" not in step or (spec.get("fixed") and not step.get("raw_forces")):
             continue
         atoms = Atoms(
             numbers=spec["numbers"], cell=step["cell"], positions=step["positions"], pbc=True

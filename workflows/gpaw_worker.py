@@ -86,19 +86,22 @@ def record(atoms, started, with_stress):
     frame for a potential pairs them with ``free_energy``; ``energy`` is GPAW's extrapolation to
     zero smearing (the formation energies use it). The stress costs an extra step in GPAW, so it
     is recorded where the optimizer needed it anyway: when the cell relaxes (eV/A^3, Voigt
-    order xx yy zz yz xz xy, ASE's sign)."""
+    order xx yy zz yz xz xy, ASE's sign). The frame keeps the forces and stress as DFT gave
+    them (``raw_forces``), not as the constraints left them for the optimizer: a fixed atom's
+    force is no zero to learn."""
     forces = atoms.get_forces()
     entry = {
         "energy": float(atoms.get_potential_energy()),
         "free_energy": float(atoms.get_potential_energy(force_consistent=True)),
         "cell": atoms.cell.array.tolist(),
         "positions": atoms.positions.tolist(),
-        "forces": forces.tolist(),
+        "forces": atoms.get_forces(apply_constraint=False).tolist(),
+        "raw_forces": True,
         "fmax": float(np.linalg.norm(forces, axis=1).max()),
         "elapsed_s": time.time() - started,
     }
     if with_stress:
-        entry["stress"] = atoms.get_stress(voigt=True).tolist()
+        entry["stress"] = atoms.get_stress(voigt=True, apply_constraint=False).tolist()
     if world.rank == 0:
         with STEPS.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
