@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class SystemPreset(BaseModel):
@@ -12,6 +12,11 @@ class SystemPreset(BaseModel):
     reference: str
     hosts: list[str]
     note: str = ""
+    model: str | None = Field(
+        None,
+        description="the SevenNet model a sevennet screen of this system uses when --model is "
+        "not given (None: the calculator's default)",
+    )
 
 
 SYSTEMS: dict[str, SystemPreset] = {

@@ -130,9 +130,10 @@ class Calculator(MSONable):
         """A model file is identified by its content, not its path: overwrite the file and no
         result of the old model is reused. A calculator rebuilt from a flow (a queued job)
         refuses a file that changed since the flow was built."""
-        if not self.model or not Path(self.model).is_file():
+        path = self.code.model_file(self)
+        if path is None:
             return
-        digest = file_sha256(self.model)
+        digest = file_sha256(path)
         if self.model_sha256 is not None and self.model_sha256 != digest:
             raise CalculatorError(
                 f"model file '{self.model}' changed since the flow was built "

@@ -52,8 +52,9 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     )
     calc.add_argument(
         "--model",
-        help="SevenNet model (7net-l3i5 default, 7net-0, 7net-mf-0) "
-        "or a model file (required for mace)",
+        help="SevenNet model (7net-l3i5 default; a --system preset may name its own, Li-In: "
+        "7net-li-in, fine-tuned on carrierflow's GPAW frames; 7net-0, 7net-mf-0) or a model "
+        "file (required for mace)",
     )
     calc.add_argument(
         "--fmax", type=float, help="force convergence, eV/A (0.01; 0.05 with --dft-preset fast)"
@@ -279,16 +280,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune a SevenNet model on DFT frames with SevenNet's own trainer",
         description="Fine-tune a shipped SevenNet model on the frames of a data set with "
         "SevenNet's own trainer and fine-tuning preset, validating on the frames of held-out "
-        "phases (never trained on). Writes the best checkpoint and finetune.json (hashes, "
-        "settings, errors before and after on the held-out frames).",
+        "phases (never trained on); without --hold-out it trains on every frame (a model to "
+        "ship: the last epoch, in-sample errors only). Writes the checkpoint and finetune.json "
+        "(hashes, settings, errors before and after on the held-out frames and defects).",
     )
     finetune.add_argument("data", type=Path, help="an .extxyz data set (carrierflow dataset)")
     finetune.add_argument(
         "--hold-out",
         nargs="+",
-        required=True,
+        default=[],
         metavar="PHASE",
-        help="phases whose frames validate and are never trained on (e.g. Li3In2)",
+        help="phases whose frames validate and are never trained on (e.g. Li3In2); none: "
+        "train on every frame",
+    )
+    finetune.add_argument(
+        "--cross-validate",
+        nargs="+",
+        default=[],
+        metavar="PHASE",
+        help="train on every frame (the model to use), and once without each PHASE, validated "
+        "on it: how well the settings carry to a host the model never saw",
+    )
+    finetune.add_argument(
+        "--orderings",
+        nargs=2,
+        type=Path,
+        metavar=("GROUND", "OTHER"),
+        help="with --cross-validate: two structure files of one composition; each model's "
+        "energy of OTHER above GROUND (cell and ions relaxed), beside the base model's",
     )
     finetune.add_argument("--output", type=Path, required=True, help="the training folder")
     _add_settings(finetune, FineTuneSettings)
@@ -369,7 +388,10 @@ def _calculators(args: argparse.Namespace):
         "workdir": args.workdir,
         "uncertainty_eV": args.uncertainty,
     }
-    screen_options = {"model": args.model, "fmax": args.fmax, "optimizer": args.optimizer}
+    model = args.model
+    if model is None and args.calculator == "sevennet" and args.system in SYSTEMS:
+        model = SYSTEMS[args.system].model
+    screen_options = {"model": model, "fmax": args.fmax, "optimizer": args.optimizer}
     refine = getattr(args, "refine", None)
     learn = getattr(args, "learn", None)
     if learn is not None:
@@ -802,8 +824,12 @@ def command_finetune(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         raise UsageError(f"data set '{args.data}' not found")
     frames = read(args.data, ":")
+    if args.cross_validate:
+        return _cross_validate(args, frames, settings)
+    if args.orderings:
+        raise UsageError("--orderings compares the models of --cross-validate: give it too")
     train, valid = split_by_phase(frames, args.hold_out)
-    if not valid or not train:
+    if args.hold_out and (not valid or not train):
         phases = sorted({atoms.info.get("label", "").split(" ")[0] for atoms in frames})
         raise UsageError(
             f"--hold-out {' '.join(args.hold_out)}: "
@@ -811,6 +837,16 @@ def command_finetune(args: argparse.Namespace) -> int:
             f"(phases: {', '.join(phases)}); hold out some phases, not all"
         )
     result = fine_tune(train, valid, settings, args.output, file_sha256(args.data))
+    if not valid:
+        errors = result.errors["train"]
+        print(
+            f"{result.checkpoint} (SHA-256 {result.checkpoint_sha256[:12]}...): trained on all "
+            f"{result.train_frames} frames, in-sample energy RMSE "
+            f"{errors['energy_rmse_eV_atom']:.4f} eV/atom, force RMSE "
+            f"{errors['force_rmse_eV_A']:.3f} eV/A (no frame held out: validate with "
+            f"--hold-out); use it with --model {result.checkpoint}"
+        )
+        return 0
     base, tuned = result.held_out["base"], result.held_out["fine_tuned"]
     print(
         f"{result.checkpoint} (SHA-256 {result.checkpoint_sha256[:12]}...): held-out "
@@ -824,6 +860,63 @@ def command_finetune(args: argparse.Namespace) -> int:
             f"{row['dft_eV']:.3f} eV, base {row['base_eV']:.3f}, fine-tuned "
             f"{row['fine_tuned_eV']:.3f} (at the DFT geometry)"
         )
+    return 0
+
+
+def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSettings) -> int:
+    """carrierflow finetune --cross-validate: the model of every frame and one host-held-out
+    fine-tuning per phase; cross-validation.json and a table of the held-out errors."""
+    from carrierflow.structures.sources import StructureError, read_structure_file
+    from carrierflow.workflows.calculators import file_sha256
+    from carrierflow.workflows.finetune import cross_validated, ordering_energies
+
+    if args.hold_out:
+        raise UsageError("--hold-out and --cross-validate: give one of them")
+    phases = sorted({atoms.info.get("label", "").split(" ")[0] for atoms in frames})
+    unknown = [p for p in args.cross_validate if p not in phases]
+    if unknown or len(args.cross_validate) >= len(phases):
+        raise UsageError(
+            f"--cross-validate {' '.join(args.cross_validate)}: "
+            f"{'no frame of ' + ', '.join(unknown) if unknown else 'every phase'} in "
+            f"{args.data} (phases: {', '.join(phases)}); hold out some phases, not all"
+        )
+    orderings = []
+    for path in args.orderings or []:
+        try:
+            orderings.append((path.stem, read_structure_file(path)))
+        except (StructureError, OSError) as exc:
+            raise UsageError(f"--orderings: {exc}") from exc
+    if orderings and (
+        orderings[0][1].composition.reduced_formula != orderings[1][1].composition.reduced_formula
+    ):
+        raise UsageError("--orderings: give two orderings of one composition")
+    result = cross_validated(frames, args.cross_validate, settings, args.output)
+    result.model.dataset_sha256 = file_sha256(args.data)
+    if orderings:
+        result.orderings = ordering_energies(result, *orderings)
+    (args.output / "cross-validation.json").write_text(result.model_dump_json(indent=2) + "\n")
+    model = result.model
+    print(
+        f"{model.checkpoint} (SHA-256 {model.checkpoint_sha256[:12]}...): trained on all "
+        f"{model.train_frames} frames; use it with --model {model.checkpoint}"
+    )
+    for phase, held in result.cross_validation.items():
+        base, tuned = held.held_out["base"], held.held_out["fine_tuned"]
+        print(
+            f"  without {phase}: its energy RMSE {base['energy_rmse_eV_atom']:.4f} -> "
+            f"{tuned['energy_rmse_eV_atom']:.4f} eV/atom, force RMSE "
+            f"{base['force_rmse_eV_A']:.3f} -> {tuned['force_rmse_eV_A']:.3f} eV/A"
+        )
+        for row in held.held_out_defects:
+            print(
+                f"    {row['name']} ({row['kind']}): E_f DFT {row['dft_eV']:.3f} eV, base "
+                f"{row['base_eV']:.3f}, fine-tuned without {phase} {row['fine_tuned_eV']:.3f}"
+            )
+    for row in result.orderings:
+        energies = ", ".join(
+            f"{k.removesuffix('_meV_atom')} {v:+.1f}" for k, v in row.items() if k.endswith("_atom")
+        )
+        print(f"  {row['other']} above {row['ground']} (meV/atom): {energies}")
     return 0
 
 

@@ -18,6 +18,8 @@ cancels exactly in every formation energy (E_def - E_perf - n mu), so nothing ph
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import subprocess
 import sys
@@ -31,8 +33,10 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from pydantic import BaseModel, Field
+from pymatgen.core import Structure
 
 from carrierflow.workflows.calculators import file_sha256
+from carrierflow.workflows.codes.sevennet import sevennet_checkpoint
 from carrierflow.workflows.schemas import BASE_MODELS, FineTuneSettings
 
 logger = logging.getLogger("carrierflow")
@@ -59,11 +63,13 @@ class FineTuneResult(BaseModel):
     )
     errors: dict[str, dict[str, float]] = Field(
         description="SevenNet's energy (eV/atom), force (eV/A), stress (kbar) RMSE and loss of "
-        "the checkpoint's epoch: 'train' is in-sample, 'valid' the frames held out of training"
+        "the checkpoint's epoch: 'train' is in-sample, 'valid' the frames held out of training "
+        "(absent when none was: a model trained on every frame)"
     )
     held_out: dict[str, dict[str, float]] = Field(
         description="energy and force RMSE on the held-out frames of the base model ('base') "
-        "and of the fine-tuned one ('fine_tuned'), computed here with the ASE calculator"
+        "and of the fine-tuned one ('fine_tuned'), computed here with the ASE calculator "
+        "(empty when no frame was held out)"
     )
     held_out_defects: list[dict] = Field(
         default_factory=list,
@@ -77,13 +83,28 @@ class FineTuneResult(BaseModel):
     elapsed_s: float
 
 
+class CrossValidatedModel(BaseModel):
+    """A model trained on every frame, and how well its settings carry to a host it never saw:
+    for each phase, the same settings trained without that phase's frames and validated on
+    them (errors before and after, and the held-out defects' E_f)."""
+
+    model: FineTuneResult
+    cross_validation: dict[str, FineTuneResult] = Field(
+        description="per held-out phase: the fine-tuning without it, validated on it"
+    )
+    orderings: list[dict] = Field(
+        default_factory=list,
+        description="energy of one ordering of a composition above another (meV/atom), cell "
+        "and ions relaxed with the base model and each fine-tuned one ('model': every frame; "
+        "'without <phase>': that phase held out)",
+    )
+
+
 def base_checkpoint(name: str) -> str:
     """The file of a shipped SevenNet model."""
-    from sevenn.util import pretrained_name_to_path
-
     if name not in BASE_MODELS:
         raise FineTuneError(f"unknown base model '{name}' (fine-tunable: {', '.join(BASE_MODELS)})")
-    return str(pretrained_name_to_path(name))
+    return sevennet_checkpoint(name)
 
 
 def predictions(frames: list[Atoms], checkpoint: str) -> list[tuple[float, np.ndarray]]:
@@ -170,7 +191,7 @@ def _learning_curve(path: Path) -> list[dict[str, float]]:
     return [dict(zip(header, map(float, line.split(",")), strict=True)) for line in lines[1:]]
 
 
-def _errors(row: dict[str, float]) -> dict[str, dict[str, float]]:
+def _errors(row: dict[str, float], valid: bool = True) -> dict[str, dict[str, float]]:
     names = {
         "Energy_RMSE": "energy_rmse_eV_atom",
         "Force_RMSE": "force_rmse_eV_A",
@@ -185,10 +206,13 @@ def _errors(row: dict[str, float]) -> dict[str, dict[str, float]]:
             if np.isfinite(row.get(f"{prefix}_{k}", np.nan))
         }
         for split, prefix in (("train", "trainset"), ("valid", "validset"))
+        if valid or split == "train"
     }
 
 
-def _show_progress(process: subprocess.Popen, curve: Path, epochs: int, every_s=30.0) -> None:
+def _show_progress(
+    process: subprocess.Popen, curve: Path, epochs: int, held_out: bool = True, every_s=30.0
+) -> None:
     """Wait for the trainer, logging its latest epoch and validation errors now and then (an
     epoch over a few dozen Li-In frames takes about a minute on 2 cores)."""
     shown = 0
@@ -203,10 +227,10 @@ def _show_progress(process: subprocess.Popen, curve: Path, epochs: int, every_s=
             shown = len(rows)
             valid = _errors(rows[-1])["valid"]
             logger.info(
-                "  fine-tuning: epoch %d/%d, validation energy RMSE %.4f eV/atom, "
-                "force RMSE %.3f eV/A",
+                "  fine-tuning: epoch %d/%d, %s energy RMSE %.4f eV/atom, force RMSE %.3f eV/A",
                 int(rows[-1]["epoch"]),
                 epochs,
+                "validation" if held_out else "training (in-sample)",
                 valid.get("energy_rmse_eV_atom", float("nan")),
                 valid.get("force_rmse_eV_A", float("nan")),
             )
@@ -220,18 +244,20 @@ def fine_tune(
     dataset_sha256: str | None = None,
 ) -> FineTuneResult:
     """Fine-tune the base model on ``train``, validate on ``valid`` (frames it never sees),
-    and return the best checkpoint (lowest validation loss) with its record."""
-    if not train or not valid:
-        raise FineTuneError(
-            f"fine-tuning needs training and validation frames (got {len(train)} and {len(valid)})"
-        )
+    and return the best checkpoint (lowest validation loss) with its record. Without ``valid``
+    (a model to ship, trained on every frame) the checkpoint is the last epoch's and every
+    error is in-sample; its number of epochs should come from held-out runs."""
+    if not train:
+        raise FineTuneError("fine-tuning needs training frames (got none)")
     started = time.perf_counter()
     checkpoint = base_checkpoint(settings.base_model)
     workdir.mkdir(parents=True, exist_ok=True)
     base = np.array([e for e, _ in predictions(train, checkpoint)])
     offsets = element_offsets(train, base)
     paths = {"train": workdir / "train.extxyz", "valid": workdir / "valid.extxyz"}
-    for split, frames in (("train", train), ("valid", valid)):
+    # SevenNet's trainer wants a validation set: without held-out frames it sees the training
+    # set again (the errors it reports are then in-sample, and recorded as such)
+    for split, frames in (("train", train), ("valid", valid or train)):
         write(paths[split], shifted(frames, offsets), format="extxyz")
     config = sevenn_input(settings, checkpoint, str(paths["train"]), str(paths["valid"]))
     (workdir / "input.yaml").write_text(yaml.safe_dump(config))
@@ -246,8 +272,8 @@ def fine_tune(
     )
     with open(workdir / "sevenn-train.log", "w") as log:
         process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-        _show_progress(process, workdir / "lc.csv", settings.epochs)
-    best = workdir / "checkpoint_best.pth"
+        _show_progress(process, workdir / "lc.csv", settings.epochs, held_out=bool(valid))
+    best = workdir / ("checkpoint_best.pth" if valid else f"checkpoint_{settings.epochs}.pth")
     if process.returncode != 0 or not best.is_file():
         tail = (workdir / "sevenn-train.log").read_text(errors="replace").strip().splitlines()
         raise FineTuneError(
@@ -255,7 +281,7 @@ def fine_tune(
             f"{tail[-1] if tail else 'no output'}"
         )
     curve = _learning_curve(workdir / "lc.csv")
-    chosen = min(curve, key=lambda row: row["validset_TotalLoss"])
+    chosen = min(curve, key=lambda row: row["validset_TotalLoss"]) if valid else curve[-1]
     from sevenn import __version__
 
     result = FineTuneResult(
@@ -269,13 +295,15 @@ def fine_tune(
         train_sha256=file_sha256(paths["train"]),
         valid_sha256=file_sha256(paths["valid"]),
         element_offsets_eV=offsets,
-        errors=_errors(chosen),
+        errors=_errors(chosen, valid=bool(valid)),
         epoch=int(chosen["epoch"]),
-        first_epoch_errors=_errors(curve[0]),
+        first_epoch_errors=_errors(curve[0], valid=bool(valid)),
         held_out={
             "base": evaluate(valid, checkpoint, offsets),
             "fine_tuned": evaluate(valid, str(best), offsets),
-        },
+        }
+        if valid
+        else {},
         held_out_defects=formation_energy_errors(
             valid, [*train, *valid], {"base": checkpoint, "fine_tuned": str(best)}
         ),
@@ -285,6 +313,38 @@ def fine_tune(
     )
     (workdir / "finetune.json").write_text(result.model_dump_json(indent=2) + "\n")
     return result
+
+
+def _frame_ids(frames: list[Atoms]) -> list[str]:
+    return [
+        f"{a.info['fingerprint']}/{a.info['run']}/{a.info['step']}/{a.get_potential_energy():.6f}"
+        for a in frames
+    ]
+
+
+def fine_tuned_model(
+    train: list[Atoms], valid: list[Atoms], settings: FineTuneSettings, root: Path
+) -> FineTuneResult:
+    """The base model fine-tuned on these frames: read back when a model of the same frames,
+    settings and base checkpoint was made before (a rerun, or an interrupted loop), else
+    trained in ``root/<its hash>``."""
+    identity = {
+        "settings": settings.model_dump(),
+        "base_sha256": file_sha256(base_checkpoint(settings.base_model)),
+        "train": _frame_ids(train),
+        "valid": _frame_ids(valid),
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    directory = root / key[:16]
+    record = directory / "finetune.json"
+    if record.is_file():
+        done = FineTuneResult.model_validate_json(record.read_text())
+        if Path(done.checkpoint).is_file() and file_sha256(done.checkpoint) == (
+            done.checkpoint_sha256
+        ):
+            logger.info("reusing the fine-tuned model %s", done.checkpoint)
+            return done
+    return fine_tune(train, valid, settings, directory, dataset_sha256=key)
 
 
 def _final_frames(frames: list[Atoms]) -> dict[tuple[str, str], Atoms]:
@@ -368,3 +428,57 @@ def split_by_phase(frames: list[Atoms], held_out: list[str]) -> tuple[list[Atoms
     train = [a for a, p in zip(frames, phase, strict=True) if p not in held_out]
     valid = [a for a, p in zip(frames, phase, strict=True) if p in held_out]
     return train, valid
+
+
+def cross_validated(
+    frames: list[Atoms], phases: list[str], settings: FineTuneSettings, root: Path
+) -> CrossValidatedModel:
+    """The model of every frame, and one host-held-out fine-tuning per phase with the same
+    settings (each reused on a rerun, :func:`fine_tuned_model`)."""
+    validation = {}
+    for phase in phases:
+        logger.info("cross-validation: fine-tuning without %s", phase)
+        validation[phase] = fine_tuned_model(*split_by_phase(frames, [phase]), settings, root)
+    logger.info("fine-tuning on every frame")
+    model = fine_tuned_model(frames, [], settings, root)
+    return CrossValidatedModel(model=model, cross_validation=validation)
+
+
+def ordering_energies(
+    result: CrossValidatedModel, ground: tuple[str, Structure], other: tuple[str, Structure]
+) -> list[dict]:
+    """:func:`ordering_energy` of the base model and of every fine-tuned model of ``result``."""
+    checkpoints = {"base": base_checkpoint(result.model.settings.base_model)}
+    checkpoints["model"] = result.model.checkpoint
+    for phase, held_out in result.cross_validation.items():
+        checkpoints[f"without {phase}"] = held_out.checkpoint
+    row = {"ground": ground[0], "other": other[0]}
+    for name, checkpoint in checkpoints.items():
+        logger.info("orderings: %s above %s with the %s model", other[0], ground[0], name)
+        row[f"{name}_meV_atom"] = ordering_energy(checkpoint, ground[1], other[1])
+    return [row]
+
+
+def ordering_energy(checkpoint: str, ground: Structure, other: Structure, fmax=0.005) -> float:
+    """E(other) - E(ground) in meV/atom, each relaxed (cell and ions, its symmetry kept) with
+    the checkpoint: two orderings of one composition, whose order a model must get right
+    before its defect energies mean anything (7net-0 puts the PBE ground state of Li5In4
+    9 meV/atom above another ordering, 7net-l3i5 6 meV/atom below it; PBE: 11 below)."""
+    from atomate2.ase.utils import AseRelaxer
+    from sevenn.calculator import SevenNetCalculator
+
+    if ground.composition.reduced_formula != other.composition.reduced_formula:
+        raise FineTuneError(
+            f"orderings of one composition, got {ground.composition.reduced_formula} and "
+            f"{other.composition.reduced_formula}"
+        )
+    relaxer = AseRelaxer(
+        SevenNetCalculator(checkpoint, device="cpu"), optimizer="BFGS", fix_symmetry=True
+    )
+    energies = []
+    for structure in (ground, other):
+        result = relaxer.relax(structure, fmax=fmax, steps=500, final_atoms_object_file=None)
+        if not result.is_force_converged:
+            raise FineTuneError(f"{structure.composition.reduced_formula}: relaxation unconverged")
+        energies.append(result.trajectory.frame_properties[-1]["energy"] / len(structure))
+    return 1000.0 * (energies[1] - energies[0])

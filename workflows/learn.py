@@ -31,14 +31,12 @@ from jobflow import CURRENT_JOB, Flow, JobConfig, Response, job
 
 from carrierflow.analysis.relaxation import mark_shared_final_states
 from carrierflow.analysis.schemas import HostOutcome
-from carrierflow.workflows.calculators import Calculator, file_sha256
+from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.dataset import dft_frames
 from carrierflow.workflows.finetune import (
     FineTuneError,
     FineTuneResult,
-    FineTuneSettings,
-    base_checkpoint,
-    fine_tune,
+    fine_tuned_model,
 )
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
 from carrierflow.workflows.jobs import summarize_results
@@ -85,38 +83,6 @@ def learning_sets(frames: list[Atoms], per_calculation: int) -> tuple[list[Atoms
     for (fp, _), steps in runs.items():
         (valid if fp in validating else train).extend(spread(steps, per_calculation))
     return train, valid
-
-
-def _frame_ids(frames: list[Atoms]) -> list[str]:
-    return [
-        f"{a.info['fingerprint']}/{a.info['run']}/{a.info['step']}/{a.get_potential_energy():.6f}"
-        for a in frames
-    ]
-
-
-def fine_tuned_model(
-    train: list[Atoms], valid: list[Atoms], settings: FineTuneSettings, root: Path
-) -> FineTuneResult:
-    """The base model fine-tuned on these frames: read back when a model of the same frames,
-    settings and base checkpoint was made before (a rerun, or an interrupted loop), else
-    trained in ``root/<its hash>``."""
-    identity = {
-        "settings": settings.model_dump(),
-        "base_sha256": file_sha256(base_checkpoint(settings.base_model)),
-        "train": _frame_ids(train),
-        "valid": _frame_ids(valid),
-    }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    directory = root / key[:16]
-    record = directory / "finetune.json"
-    if record.is_file():
-        done = FineTuneResult.model_validate_json(record.read_text())
-        if Path(done.checkpoint).is_file() and file_sha256(done.checkpoint) == (
-            done.checkpoint_sha256
-        ):
-            logger.info("reusing the fine-tuned model %s", done.checkpoint)
-            return done
-    return fine_tune(train, valid, settings, directory, dataset_sha256=key)
 
 
 def model_record(result: FineTuneResult) -> dict:

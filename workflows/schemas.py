@@ -276,8 +276,9 @@ class MigrationSettings(BaseModel):
     )
 
 
-# the shipped SevenNet models that can be fine-tuned
-BaseModelName = Literal["7net-l3i5", "7net-0"]
+# the shipped SevenNet models that can be fine-tuned: sevenn's, and carrierflow's own
+# (fine-tuning it again continues from what it learnt of the DFT frames)
+BaseModelName = Literal["7net-l3i5", "7net-0", "7net-li-in"]
 BASE_MODELS = get_args(BaseModelName)
 
 

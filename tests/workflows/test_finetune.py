@@ -1,9 +1,10 @@
 """Fine-tuning with SevenNet's own trainer on DFT frames shipped in fixtures/dft."""
 
+import json
 from importlib.resources import files
 
 import pytest
-from ase.io import read
+from ase.io import read, write
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -73,10 +74,9 @@ def test_element_offsets_recover_a_constant_per_element():
     assert offsets == pytest.approx(shift, abs=1e-9)
 
 
-def test_fine_tuning_without_held_out_frames_is_one_line(tmp_path, capsys):
-    frames = read(str(DATA), ":")
-    with pytest.raises(FineTuneError, match="needs training and validation frames"):
-        fine_tune(frames, [], FineTuneSettings(), tmp_path)
+def test_fine_tuning_without_frames_or_with_an_unknown_phase_is_one_line(tmp_path, capsys):
+    with pytest.raises(FineTuneError, match="needs training frames"):
+        fine_tune([], read(str(DATA), ":1"), FineTuneSettings(), tmp_path)
     args = ["finetune", str(DATA), "--hold-out", "LiX", "--output", str(tmp_path / "t")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
@@ -97,8 +97,76 @@ def test_held_out_defects_get_their_dft_and_model_formation_energies():
     assert by_name["v_Li_1a"]["dft_eV"] == pytest.approx(0.51, abs=0.03)
     for row in rows:
         assert row["base_error_eV"] == pytest.approx(row["base_eV"] - row["dft_eV"])
-    # held-out frames with no defect calculation among them (Li3In2's bulk and perfect cell) give none
+    # held-out frames without a defect calculation (Li3In2's bulk and perfect cell) give none
     _, li3in2 = split_by_phase(frames, ["Li3In2"])
     bulk_only = [a for a in li3in2 if "v_" not in a.info["label"] and "_i" not in a.info["label"]]
     assert bulk_only and len(bulk_only) < len(li3in2)
     assert formation_energy_errors(bulk_only, frames, {}) == []
+
+
+def test_a_model_trained_on_every_frame_is_its_last_epoch_with_in_sample_errors_only(
+    tmp_path, capsys
+):
+    """What a shipped model is made by: no frame held out, so nothing may be called validation."""
+    frames = [f for f in read(str(DATA), ":") if f.info["task"] == "bulk_relax"]
+    subset = tmp_path / "bulk.extxyz"
+    write(subset, frames)
+    args = ["finetune", str(subset), "--base-model", "7net-0", "--epochs", "2"]
+    assert main([*args, "--batch-size", "4", "--output", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "trained on all" in out and "in-sample" in out
+    record = json.loads((tmp_path / "t" / "finetune.json").read_text())
+    assert record["checkpoint"].endswith("checkpoint_2.pth") and record["epoch"] == 2
+    assert set(record["errors"]) == {"train"} and record["held_out"] == {}
+    assert record["valid_frames"] == 0 and record["train_frames"] == len(frames)
+    assert record["held_out_defects"] == []
+
+
+def test_cross_validation_trains_one_model_per_held_out_host_and_one_on_every_frame(
+    tmp_path, capsys
+):
+    frames = [f for f in read(str(DATA), ":") if f.info["task"] == "bulk_relax"]
+    subset = tmp_path / "bulk.extxyz"
+    write(subset, frames)
+    args = ["finetune", str(subset), "--base-model", "7net-0", "--epochs", "1"]
+    out_dir = tmp_path / "cv"
+    assert main([*args, "--cross-validate", "Li3In2", "--output", str(out_dir)]) == 0
+    record = json.loads((out_dir / "cross-validation.json").read_text())
+    held = record["cross_validation"]["Li3In2"]
+    assert held["valid_frames"] == sum(f.info["label"].startswith("Li3In2") for f in frames)
+    assert held["train_frames"] + held["valid_frames"] == len(frames)
+    assert record["model"]["train_frames"] == len(frames) and record["model"]["valid_frames"] == 0
+    assert "without Li3In2" in capsys.readouterr().out
+    # a rerun trains nothing: both models are read back by their frames and settings
+    stamps = {p: p.stat().st_mtime for p in out_dir.glob("*/checkpoint*.pth")}
+    assert main([*args, "--cross-validate", "Li3In2", "--output", str(out_dir)]) == 0
+    assert {p: p.stat().st_mtime for p in out_dir.glob("*/checkpoint*.pth")} == stamps
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--cross-validate", "LiX"], "--cross-validate LiX: no frame of LiX"),
+        (["--cross-validate", "Li", "Li5In4", "Li3In2"], "every phase"),
+        (["--cross-validate", "Li3In2", "--hold-out", "Li"], "give one of them"),
+        (["--orderings", "a.json", "b.json"], "--orderings compares the models"),
+    ],
+)
+def test_bad_cross_validation_options_are_one_line(tmp_path, capsys, options, message):
+    args = ["finetune", str(DATA), *options, "--output", str(tmp_path / "t")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "t").exists()
+
+
+def test_the_orderings_of_li5in4_come_out_as_the_base_models_rank_them():
+    """7net-0 ranks the two Li5In4 orderings against PBE (-9 meV/atom), 7net-l3i5 with it."""
+    from carrierflow.workflows.finetune import base_checkpoint, ordering_energy
+
+    fixtures = files("carrierflow.fixtures")
+    ground = Structure.from_file(str(fixtures.joinpath("Li5In4.json")))
+    other = Structure.from_file(str(fixtures.joinpath("Li5In4_In13_alternative.json")))
+    assert ordering_energy(base_checkpoint("7net-0"), ground, other) == pytest.approx(-9, abs=1.5)
+    with pytest.raises(FineTuneError, match="one composition"):
+        ordering_energy(base_checkpoint("7net-0"), ground, other.copy().remove_species(["In"]))

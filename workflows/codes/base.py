@@ -8,6 +8,7 @@ user's settings and asks its code for the rest; adding a potential is one module
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from jobflow import Maker
@@ -49,6 +50,12 @@ class Code:
             raise CalculatorError(
                 f"calculator '{self.name}' takes no --model (got '{calculator.model}')"
             )
+
+    def model_file(self, calculator: Calculator) -> str | None:
+        """The file of the calculator's model, identified by its content (None: no file)."""
+        if calculator.model and Path(calculator.model).is_file():
+            return calculator.model
+        return None
 
     def check_installed(self, calculator: Calculator) -> None:
         """Fail early, with the install command, when the code's package is missing."""
