@@ -19,7 +19,7 @@ from carrierflow.workflows.cluster import ClusterError
 from carrierflow.workflows.codes import CODES
 from carrierflow.workflows.dataset import DatasetError
 from carrierflow.workflows.finetune import FineTuneError
-from carrierflow.workflows.schemas import BASE_MODELS, FineTuneSettings, LearnSettings
+from carrierflow.workflows.schemas import FineTuneSettings, LearnSettings
 from carrierflow.workflows.store import StoreError, check_writable_directory
 
 logger = logging.getLogger("carrierflow")
@@ -169,13 +169,15 @@ def _add_settings(group, model: type[BaseModel], exclude: tuple[str, ...] = ()) 
 
 
 def _settings(model: type[BaseModel], args: argparse.Namespace, **given):
-    """The settings of ``model`` from the command line; an invalid one is a one-line error
-    that names its option (``--fmax: input should be a finite number``)."""
+    """The settings of ``model`` from the command line (a setting the command has no option
+    for keeps its default); an invalid one is a one-line error that names its option
+    (``--fmax: input should be a finite number``)."""
     values = dict(given)
     for name, info in model.model_fields.items():
         flag = (info.json_schema_extra or {}).get("option")
-        if flag is not None and name not in given:
-            values[name] = getattr(args, flag.lstrip("-").replace("-", "_"))
+        dest = flag.lstrip("-").replace("-", "_") if flag else None
+        if dest is not None and name not in given and hasattr(args, dest):
+            values[name] = getattr(args, dest)
     try:
         return model(**values)
     except ValidationError as exc:
@@ -566,13 +568,12 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     }
     if getattr(args, "learn", None) is None:
         return system, species, reference_spec, host_specs, CarrierFlowMaker(**common)
-    if calculator.name != "sevennet" or calculator.model not in BASE_MODELS:
-        raise UsageError(
-            f"--learn fine-tunes a shipped SevenNet model ({', '.join(BASE_MODELS)}); "
-            f"--calculator {calculator.label} cannot be fine-tuned"
-        )
-    tune = _settings(FineTuneSettings, args, base_model=calculator.model)
-    maker = LearningFlowMaker(**common, learn=_settings(LearnSettings, args, fine_tune=tune))
+    # the base model is the screen's: the maker sets it, and refuses one it cannot fine-tune
+    learn = _settings(LearnSettings, args, fine_tune=_settings(FineTuneSettings, args))
+    try:
+        maker = LearningFlowMaker(**common, learn=learn)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     return system, species, reference_spec, host_specs, maker
 
 

@@ -125,7 +125,7 @@ class LearningFlowMaker(CarrierFlowMaker):
         if self.calculator.name != "sevennet" or model not in BASE_MODELS:
             raise ValueError(
                 f"--learn fine-tunes a shipped SevenNet model ({', '.join(BASE_MODELS)}); "
-                f"'{self.calculator.label}' cannot be fine-tuned"
+                f"--calculator {self.calculator.label} cannot be fine-tuned"
             )
         tune = self.learn.fine_tune.model_copy(update={"base_model": model})
         self.learn = self.learn.model_copy(update={"fine_tune": tune})
