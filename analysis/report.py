@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from carrierflow.analysis.documents import checked
 from carrierflow.analysis.relaxation import SHARED_STATE_FLAG
 
 CSV_COLUMNS = [
@@ -505,6 +506,8 @@ def write_report(results: dict, output: Path) -> dict[str, Path]:
         "csv": output / "results.csv",
         "plot": output / "formation_energies.png",
     }
+    # checked against the typed document before anything is written (analysis/documents.py)
+    results = checked(json.loads(strict_json(results)))
     paths["json"].write_text(strict_json(results))
     paths["markdown"].write_text(markdown_table(results))
     paths["csv"].write_text(csv_table(results))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from carrierflow.analysis.documents import RESULTS_SCHEMA_VERSION
 from carrierflow.analysis.formation import site_fraction
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome
-
-RESULTS_SCHEMA_VERSION = 2
 
 
 def dominant_carrier(

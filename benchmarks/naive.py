@@ -20,7 +20,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from carrierflow.structures.presets import SYSTEMS
+from carrierflow.structures.presets import SYSTEMS, preset_model
 from carrierflow.structures.sources import load_structure
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.engine import load_calculator
@@ -73,7 +73,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     preset = SYSTEMS[args.system]
-    calculator = Calculator(args.calculator, model=args.model)
+    model = preset_model(args.system, args.calculator, args.model)
+    calculator = Calculator(args.calculator, model=model)
     settings = DefectSettings(species=preset.species)
     started = time.perf_counter()
     phases, mu = [], None

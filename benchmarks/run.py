@@ -314,6 +314,11 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, default=HERE / "latest.json")
     args = parser.parse_args()
+    # the model the run screens with (the Li-In preset names its fine-tuned one): the naive
+    # script and the start-up measurement use the same
+    from carrierflow.structures.presets import preset_model
+
+    args.model = preset_model(args.system, args.calculator, args.model)
 
     report: dict = {
         "machine": machine(),

@@ -17,6 +17,7 @@ class SystemPreset(BaseModel):
         description="the SevenNet model a sevennet screen of this system uses when --model is "
         "not given (None: the calculator's default)",
     )
+    model_note: str = Field("", description="what the preset's model is, said when a run uses it")
 
 
 SYSTEMS: dict[str, SystemPreset] = {
@@ -33,3 +34,12 @@ SYSTEMS: dict[str, SystemPreset] = {
         note="EMT-computable analogue: Cu in ordered Cu3Au against fcc Cu (fast tests)",
     ),
 }
+
+
+def preset_model(system: str | None, calculator: str, model: str | None) -> str | None:
+    """The model a calculator screens ``system`` with: the one given, else the preset's (a
+    SevenNet model a preset names is for the sevennet calculator only), else None (the
+    calculator's default)."""
+    if model is not None or calculator != "sevennet" or system not in SYSTEMS:
+        return model
+    return SYSTEMS[system].model

@@ -12,7 +12,7 @@ from typing import Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from carrierflow.structures.presets import SYSTEMS
+from carrierflow.structures.presets import SYSTEMS, preset_model
 from carrierflow.structures.sources import StructureError
 from carrierflow.workflows.calculators import DFT_CALCULATORS, CalculatorError
 from carrierflow.workflows.cluster import ClusterError
@@ -390,9 +390,14 @@ def _calculators(args: argparse.Namespace):
         "workdir": args.workdir,
         "uncertainty_eV": args.uncertainty,
     }
-    model = args.model
-    if model is None and args.calculator == "sevennet" and args.system in SYSTEMS:
-        model = SYSTEMS[args.system].model
+    model = preset_model(args.system, args.calculator, args.model)
+    if model is not None and args.model is None:
+        logger.info(
+            "%s preset: screening with %s (%s); --model 7net-l3i5 screens with the base model",
+            args.system,
+            model,
+            SYSTEMS[args.system].model_note,
+        )
     screen_options = {"model": model, "fmax": args.fmax, "optimizer": args.optimizer}
     refine = getattr(args, "refine", None)
     learn = getattr(args, "learn", None)

@@ -29,6 +29,7 @@ import numpy as np
 from ase import Atoms
 from jobflow import CURRENT_JOB, Flow, JobConfig, Response, job
 
+from carrierflow.analysis.documents import Learned, LearnedDefect, verdicts
 from carrierflow.analysis.relaxation import mark_shared_final_states
 from carrierflow.analysis.schemas import HostOutcome
 from carrierflow.workflows.calculators import Calculator
@@ -234,7 +235,7 @@ def learn_decide(
     record = {
         "round": number,
         "model": model,
-        "verdicts": _verdicts(screen_results),
+        "verdicts": {k: v.model_dump() for k, v in verdicts(screen_results).items()},
         "to_refine": {o.label: names for o, names in zip(screened, new, strict=True) if names},
     }
     if any(new) and number < maker.learn.rounds:
@@ -300,17 +301,6 @@ def merge_refined(previous: list[HostOutcome], new: list[HostOutcome | None]) ->
     return merged
 
 
-def _verdicts(results: dict) -> dict:
-    return {
-        phase["formula"]: {
-            "dominant_carrier": phase["dominant_carrier"],
-            "margin_eV": phase["margin_eV"],
-            "lowest_eV": phase["lowest_eV"],
-        }
-        for phase in [results["reference"], *results["hosts"]]
-    }
-
-
 @job
 def learned_results(
     results: dict,
@@ -334,30 +324,30 @@ def learned_results(
         for defect in phase["defects"]:
             tuned = by_name.get(defect["name"])
             defects.append(
-                {
-                    "phase": phase["formula"],
-                    "name": defect["name"],
-                    "kind": defect["kind"],
-                    "dft_eV": defect["formation_energy_eV"],
-                    "dft_supercell_atoms": phase["supercell"]["natoms"],
-                    "fine_tuned_eV": tuned["formation_energy_eV"] if tuned else None,
-                    "fine_tuned_supercell_atoms": screened["supercell"]["natoms"],
-                    "difference_eV": (
+                LearnedDefect(
+                    phase=phase["formula"],
+                    name=defect["name"],
+                    kind=defect["kind"],
+                    dft_eV=defect["formation_energy_eV"],
+                    dft_supercell_atoms=phase["supercell"]["natoms"],
+                    fine_tuned_eV=tuned["formation_energy_eV"] if tuned else None,
+                    fine_tuned_supercell_atoms=screened["supercell"]["natoms"],
+                    difference_eV=(
                         tuned["formation_energy_eV"] - defect["formation_energy_eV"]
                         if tuned
                         else None
                     ),
-                }
+                )
             )
-    results["learned"] = {
-        "settings": learn.model_dump(),
-        "rounds": history,
-        "model": history[-1]["model"],
-        "calculator": screen_results["calculator"],
-        "verdicts": _verdicts(screen_results),
-        "defects": defects,
-        "note": "difference = the fine-tuned screen in its supercell minus DFT in the DFT "
+    results["learned"] = Learned(
+        settings=learn.model_dump(),
+        rounds=history,
+        model=history[-1]["model"],
+        calculator=screen_results["calculator"],
+        verdicts=verdicts(screen_results),
+        defects=defects,
+        note="difference = the fine-tuned screen in its supercell minus DFT in the DFT "
         "supercell: the model's error and the finite-size effect together, in-sample (the "
         "model trained on these DFT calculations)",
-    }
+    ).model_dump(mode="json")
     return results

@@ -13,6 +13,7 @@ import logging
 from jobflow import Flow, Response, job
 from pymatgen.core import Structure
 
+from carrierflow.analysis.documents import RefinedFrom, verdicts
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.relaxation import SHARED_STATE_FLAG
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
@@ -180,16 +181,9 @@ def compare_with_screen(
 @job
 def add_screen_verdicts(results: dict, screen: dict, refine: RefineSettings) -> dict:
     """The refined results document: the DFT results, with the stand-in screen's verdicts."""
-    results["refined_from"] = {
-        "calculator": screen["calculator"],
-        "refine": refine.model_dump(),
-        "verdicts": {
-            phase["formula"]: {
-                "dominant_carrier": phase["dominant_carrier"],
-                "margin_eV": phase["margin_eV"],
-                "lowest_eV": phase["lowest_eV"],
-            }
-            for phase in [screen["reference"], *screen["hosts"]]
-        },
-    }
+    results["refined_from"] = RefinedFrom(
+        calculator=screen["calculator"],
+        refine=refine.model_dump(),
+        verdicts=verdicts(screen),
+    ).model_dump(mode="json")
     return results

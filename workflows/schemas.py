@@ -290,6 +290,16 @@ class FineTuneSettings(BaseModel):
     )
     epochs: int = Field(30, ge=1, le=10000, **option("--epochs", "training epochs"))
     batch_size: int = Field(4, ge=1, le=1024, **option("--batch-size", "frames per batch"))
+    force_weight: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        allow_inf_nan=False,
+        **option(
+            "--force-weight",
+            "weight of the forces against the energy per atom in the loss (the preset's: 1)",
+        ),
+    )
     seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
     device: str = Field("cpu", **option("--device", "torch device of the trainer (cpu, cuda)"))
 

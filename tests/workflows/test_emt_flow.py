@@ -8,9 +8,11 @@ import shutil
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 from helpers import cu_au
 
+from carrierflow.analysis.documents import RESULTS_SCHEMA_VERSION, Results, shipped_schema
 from carrierflow.structures.defects import find_vacancies
 from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.cli import main
@@ -95,6 +97,10 @@ def test_results_schema(emt_run):
     )
     for name in ("results.md", "results.csv", "formation_energies.png"):
         assert (emt_run["output"] / name).stat().st_size > 0
+    # the file is the typed document, and its JSON Schema says so
+    assert results["schema_version"] == RESULTS_SCHEMA_VERSION
+    Results.model_validate(results)
+    jsonschema.validate(results, shipped_schema())
 
 
 def test_formation_energy_does_not_depend_on_the_supercell(emt_run, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 from ase.io import read, write
@@ -170,3 +171,23 @@ def test_the_orderings_of_li5in4_come_out_as_the_base_models_rank_them():
     assert ordering_energy(base_checkpoint("7net-0"), ground, other) == pytest.approx(-9, abs=1.5)
     with pytest.raises(FineTuneError, match="one composition"):
         ordering_energy(base_checkpoint("7net-0"), ground, other.copy().remove_species(["In"]))
+
+
+def test_only_frames_of_one_dft_setting_are_trained_on_together():
+    """The GPAW cell relaxations run at 1.3x the cut-off: their energies do not compare with the
+    400 eV frames (56-64 meV/atom apart in Li-In after the per-element offsets)."""
+    from carrierflow.workflows.finetune import one_dft_setting
+
+    frames = read(str(DATA), ":")
+    settings = {json.loads(f.info["dft_settings"])["encut_eV"] for f in frames}
+    assert settings == {400.0, 520.0}
+    train, valid = split_by_phase(frames, ["Li3In2"])
+    setting, (kept_train, kept_valid), left_out = one_dft_setting(train, valid)
+    assert json.loads(setting)["encut_eV"] == 400.0  # most frames
+    kept = [*kept_train, *kept_valid]
+    assert {f.info["dft_settings"] for f in kept} == {setting}
+    assert left_out == len(frames) - len(kept) > 0
+    assert all(f.info["run"] == "bulk relax" for f in frames if f not in kept)
+    with pytest.raises(FineTuneError, match="no held-out frame has the DFT settings"):
+        bulk = [f for f in frames if f.info["run"] == "bulk relax"]
+        fine_tune([f for f in frames if f not in bulk], bulk, FineTuneSettings(), Path("unused"))
