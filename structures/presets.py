@@ -26,6 +26,12 @@ SYSTEMS: dict[str, SystemPreset] = {
         reference="Li",
         hosts=["Li5In4", "Li3In2"],
         note="Li-In anodes: x = 1.25 (Li5In4) and x = 1.5 (Li3In2) against bcc Li",
+        # SevenNet as shipped puts the Li interstitials of Li-In 0.4-0.5 eV too low against
+        # GPAW and calls the carrier an interstitial; fine-tuned on carrierflow's GPAW frames of
+        # Li-In (fixtures/models/7net-li-in.card.json) it screens with DFT's energies
+        model="7net-li-in",
+        model_note="7net-0 fine-tuned on carrierflow's GPAW frames of Li-In, "
+        "fixtures/models/7net-li-in.card.json",
     ),
     "Cu-Au": SystemPreset(
         species="Cu",

@@ -25,9 +25,9 @@ DATA = files("carrierflow.fixtures").joinpath("dft/li-in-gpaw-fast.extxyz")
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory) -> dict:
-    """7net-0 (the cheaper base) fine-tuned for 3 epochs on the bulk frames of bcc Li and Li5In4,
-    Li3In2's held out."""
-    frames = [f for f in read(str(DATA), ":") if f.info["task"] == "bulk_relax"]
+    """7net-0 (the cheaper base) fine-tuned for 3 epochs on the cell relaxations of bcc Li and
+    Li5In4 (one DFT setting), Li3In2's held out."""
+    frames = [f for f in read(str(DATA), ":") if f.info["run"] == "bulk relax"]
     train, valid = split_by_phase(frames, ["Li3In2"])
     settings = FineTuneSettings(base_model="7net-0", epochs=3, batch_size=2)
     result = fine_tune(train, valid, settings, tmp_path_factory.mktemp("finetune"))
@@ -105,13 +105,19 @@ def test_held_out_defects_get_their_dft_and_model_formation_energies():
     assert formation_energy_errors(bulk_only, frames, {}) == []
 
 
+def _cell_relaxations(tmp_path):
+    """The cell relaxations' frames (one DFT setting, 13 small frames) as a data set file."""
+    frames = [f for f in read(str(DATA), ":") if f.info["run"] == "bulk relax"]
+    subset = tmp_path / "bulk.extxyz"
+    write(subset, frames)
+    return frames, subset
+
+
 def test_a_model_trained_on_every_frame_is_its_last_epoch_with_in_sample_errors_only(
     tmp_path, capsys
 ):
     """What a shipped model is made by: no frame held out, so nothing may be called validation."""
-    frames = [f for f in read(str(DATA), ":") if f.info["task"] == "bulk_relax"]
-    subset = tmp_path / "bulk.extxyz"
-    write(subset, frames)
+    frames, subset = _cell_relaxations(tmp_path)
     args = ["finetune", str(subset), "--base-model", "7net-0", "--epochs", "2"]
     assert main([*args, "--batch-size", "4", "--output", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
@@ -126,9 +132,7 @@ def test_a_model_trained_on_every_frame_is_its_last_epoch_with_in_sample_errors_
 def test_cross_validation_trains_one_model_per_held_out_host_and_one_on_every_frame(
     tmp_path, capsys
 ):
-    frames = [f for f in read(str(DATA), ":") if f.info["task"] == "bulk_relax"]
-    subset = tmp_path / "bulk.extxyz"
-    write(subset, frames)
+    frames, subset = _cell_relaxations(tmp_path)
     args = ["finetune", str(subset), "--base-model", "7net-0", "--epochs", "1"]
     out_dir = tmp_path / "cv"
     assert main([*args, "--cross-validate", "Li3In2", "--output", str(out_dir)]) == 0

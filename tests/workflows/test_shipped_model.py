@@ -1,0 +1,58 @@
+"""The SevenNet model carrierflow ships for Li-In: its checkpoint, the DFT frames it was trained
+on and its card agree, and the Li-In preset screens with it unless --model says otherwise."""
+
+import json
+from importlib.resources import files
+
+import pytest
+from ase.io import read
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from carrierflow.structures.presets import SYSTEMS
+from carrierflow.workflows.calculators import Calculator, file_sha256
+from carrierflow.workflows.cli import _calculators, build_parser
+from carrierflow.workflows.codes.sevennet import FINE_TUNED_MODELS, sevennet_elements
+from carrierflow.workflows.engine import load_calculator
+
+MODELS = files("carrierflow.fixtures").joinpath("models")
+CARD = json.loads(MODELS.joinpath("7net-li-in.card.json").read_text())
+
+
+def test_the_checkpoint_and_the_frames_it_learnt_from_match_their_card():
+    assert FINE_TUNED_MODELS["7net-li-in"] == f"models/{CARD['file']}"
+    assert file_sha256(MODELS.joinpath(CARD["file"])) == CARD["sha256"]
+    data = MODELS.joinpath(CARD["data"])
+    assert file_sha256(data) == CARD["data_sha256"]
+    frames = read(str(data), ":")
+    # every frame of one DFT setting trained; the cell relaxations at 1.3x the cut-off did not
+    same = [f for f in frames if f.info["dft_settings"] == CARD["dft_settings"]]
+    assert len(same) == CARD["train_frames"] == len(frames) - CARD["left_out_frames"]
+    # every number of the card was measured: errors of the model and of its held-out recipe
+    assert CARD["in_sample_errors"]["force_rmse_eV_A"] > 0
+    for held in CARD["host_held_out"].values():
+        assert held["valid_frames"] > 0 and held["defects"]
+
+
+def test_the_li_in_preset_screens_with_the_shipped_model_and_model_gives_the_base_one():
+    assert SYSTEMS["Li-In"].model == "7net-li-in"
+    parser = build_parser()
+    screen, _ = _calculators(parser.parse_args(["run", "--system", "Li-In"]))
+    assert screen.model == "7net-li-in" and screen.model_sha256 == CARD["sha256"]
+    assert CARD["sha256"][:8] in screen.label
+    base, _ = _calculators(parser.parse_args(["run", "--system", "Li-In", "--model", "7net-l3i5"]))
+    assert base.model == "7net-l3i5" and base.model_sha256 is None
+    # another system keeps the calculator's default
+    other, _ = _calculators(parser.parse_args(["run", "--system", "Cu-Au"]))
+    assert other.model == "7net-l3i5"
+
+
+def test_the_shipped_model_loads_and_knows_li_and_in():
+    assert {"Li", "In"} <= sevennet_elements("7net-li-in")
+    calculator = Calculator("sevennet", model="7net-li-in")
+    atoms = AseAtomsAdaptor.get_atoms(
+        Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0] * 3, [0.5] * 3])
+    )
+    atoms.calc = load_calculator(calculator.makers("static")[0])
+    assert -5 < atoms.get_potential_energy() / len(atoms) < 0
+    assert abs(atoms.get_forces()).max() == pytest.approx(0, abs=1e-4)
