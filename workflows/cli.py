@@ -824,7 +824,7 @@ def command_finetune(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from carrierflow.workflows.calculators import file_sha256
-    from carrierflow.workflows.finetune import fine_tune, split_by_phase
+    from carrierflow.workflows.finetune import fine_tune, phase_of, split_by_phase
 
     settings = _settings(FineTuneSettings, args)
     if not args.data.is_file():
@@ -836,7 +836,7 @@ def command_finetune(args: argparse.Namespace) -> int:
         raise UsageError("--orderings compares the models of --cross-validate: give it too")
     train, valid = split_by_phase(frames, args.hold_out)
     if args.hold_out and (not valid or not train):
-        phases = sorted({atoms.info.get("label", "").split(" ")[0] for atoms in frames})
+        phases = sorted({phase_of(atoms) for atoms in frames})
         raise UsageError(
             f"--hold-out {' '.join(args.hold_out)}: "
             f"{'no frame of these phases' if not valid else 'every frame'} in {args.data} "
@@ -853,20 +853,29 @@ def command_finetune(args: argparse.Namespace) -> int:
             f"--hold-out); use it with --model {result.checkpoint}"
         )
         return 0
+    print(
+        f"{result.checkpoint} (SHA-256 {result.checkpoint_sha256[:12]}...); use it with --model "
+        f"{result.checkpoint}"
+    )
+    _print_held_out(result, f"held-out {', '.join(args.hold_out)}")
+    return 0
+
+
+def _print_held_out(result, label: str) -> None:
+    """The held-out errors of a fine-tuning, base against fine-tuned, and every held-out
+    defect's E_f at its DFT geometry."""
     base, tuned = result.held_out["base"], result.held_out["fine_tuned"]
     print(
-        f"{result.checkpoint} (SHA-256 {result.checkpoint_sha256[:12]}...): held-out "
-        f"{', '.join(args.hold_out)} energy RMSE {base['energy_rmse_eV_atom']:.4f} -> "
+        f"  {label}: energy RMSE {base['energy_rmse_eV_atom']:.4f} -> "
         f"{tuned['energy_rmse_eV_atom']:.4f} eV/atom, force RMSE {base['force_rmse_eV_A']:.3f} "
-        f"-> {tuned['force_rmse_eV_A']:.3f} eV/A; use it with --model {result.checkpoint}"
+        f"-> {tuned['force_rmse_eV_A']:.3f} eV/A"
     )
     for row in result.held_out_defects:
         print(
-            f"  held-out {row['phase']} {row['name']} ({row['kind']}): E_f DFT "
-            f"{row['dft_eV']:.3f} eV, base {row['base_eV']:.3f}, fine-tuned "
-            f"{row['fine_tuned_eV']:.3f} (at the DFT geometry)"
+            f"    {row['phase']} {row['name']} ({row['kind']}): E_f DFT {row['dft_eV']:.3f} eV, "
+            f"base {row['base_eV']:.3f}, fine-tuned {row['fine_tuned_eV']:.3f} "
+            "(at the DFT geometry)"
         )
-    return 0
 
 
 def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSettings) -> int:
@@ -874,11 +883,16 @@ def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSe
     fine-tuning per phase; cross-validation.json and a table of the held-out errors."""
     from carrierflow.structures.sources import StructureError, read_structure_file
     from carrierflow.workflows.calculators import file_sha256
-    from carrierflow.workflows.finetune import cross_validated, ordering_energies
+    from carrierflow.workflows.finetune import (
+        check_orderings,
+        cross_validated,
+        ordering_energies,
+        phase_of,
+    )
 
     if args.hold_out:
         raise UsageError("--hold-out and --cross-validate: give one of them")
-    phases = sorted({atoms.info.get("label", "").split(" ")[0] for atoms in frames})
+    phases = sorted({phase_of(atoms) for atoms in frames})
     unknown = [p for p in args.cross_validate if p not in phases]
     if unknown or len(args.cross_validate) >= len(phases):
         raise UsageError(
@@ -892,10 +906,11 @@ def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSe
             orderings.append((path.stem, read_structure_file(path)))
         except (StructureError, OSError) as exc:
             raise UsageError(f"--orderings: {exc}") from exc
-    if orderings and (
-        orderings[0][1].composition.reduced_formula != orderings[1][1].composition.reduced_formula
-    ):
-        raise UsageError("--orderings: give two orderings of one composition")
+    if orderings:
+        try:
+            check_orderings(orderings[0][1], orderings[1][1])
+        except FineTuneError as exc:
+            raise UsageError(f"--orderings: {exc}") from exc
     result = cross_validated(frames, args.cross_validate, settings, args.output)
     result.model.dataset_sha256 = file_sha256(args.data)
     if orderings:
@@ -907,17 +922,7 @@ def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSe
         f"{model.train_frames} frames; use it with --model {model.checkpoint}"
     )
     for phase, held in result.cross_validation.items():
-        base, tuned = held.held_out["base"], held.held_out["fine_tuned"]
-        print(
-            f"  without {phase}: its energy RMSE {base['energy_rmse_eV_atom']:.4f} -> "
-            f"{tuned['energy_rmse_eV_atom']:.4f} eV/atom, force RMSE "
-            f"{base['force_rmse_eV_A']:.3f} -> {tuned['force_rmse_eV_A']:.3f} eV/A"
-        )
-        for row in held.held_out_defects:
-            print(
-                f"    {row['name']} ({row['kind']}): E_f DFT {row['dft_eV']:.3f} eV, base "
-                f"{row['base_eV']:.3f}, fine-tuned without {phase} {row['fine_tuned_eV']:.3f}"
-            )
+        _print_held_out(held, f"without {phase}, on {phase}")
     for row in result.orderings:
         energies = ", ".join(
             f"{k.removesuffix('_meV_atom')} {v:+.1f}" for k, v in row.items() if k.endswith("_atom")

@@ -448,25 +448,41 @@ def formation_energy_errors(
         defect, perfect, bulk_energy = energies
         return defect - perfect - added * bulk_energy / len(bulk)
 
+    # every frame the E_f need (defects share their perfect cell and the bulk), each model
+    # loaded once
+    needed = list({id(a): a for entry in defects for a in entry["frames"]}.values())
+    energies = {
+        name: {
+            id(a): float(e)
+            for a, (e, _) in zip(needed, predictions(needed, checkpoint), strict=True)
+        }
+        for name, checkpoint in checkpoints.items()
+        if needed
+    }
     rows = []
     for entry in defects:
         frames = entry["frames"]
         row = {k: entry[k] for k in ("phase", "name", "kind")}
         dft = tuple(float(a.get_potential_energy()) for a in frames)
         row["dft_eV"] = e_f(dft, entry["added"], frames[2])
-        for name, checkpoint in checkpoints.items():
-            model = tuple(float(e) for e, _ in predictions(list(frames), checkpoint))
+        for name in checkpoints:
+            model = tuple(energies[name][id(a)] for a in frames)
             row[f"{name}_eV"] = e_f(model, entry["added"], frames[2])
             row[f"{name}_error_eV"] = row[f"{name}_eV"] - row["dft_eV"]
         rows.append(row)
     return rows
 
 
+def phase_of(atoms: Atoms) -> str:
+    """The phase a frame belongs to: the first word of its calculation's label."""
+    return atoms.info.get("label", "").split(" ")[0]
+
+
 def split_by_phase(frames: list[Atoms], held_out: list[str]) -> tuple[list[Atoms], list[Atoms]]:
     """Training and validation frames: a frame of a ``held_out`` phase (the first word of its
     calculation's label: ``Li3In2`` of ``Li3In2 v_Li_2c [DFT]``) is held out, so that
     validation sees a host the model did not train on."""
-    phase = [atoms.info.get("label", "").split(" ")[0] for atoms in frames]
+    phase = [phase_of(atoms) for atoms in frames]
     train = [a for a, p in zip(frames, phase, strict=True) if p not in held_out]
     valid = [a for a, p in zip(frames, phase, strict=True) if p in held_out]
     return train, valid
@@ -501,6 +517,15 @@ def ordering_energies(
     return [row]
 
 
+def check_orderings(ground: Structure, other: Structure) -> None:
+    """Two orderings must be of one composition: anything else compares no orderings."""
+    if ground.composition.reduced_formula != other.composition.reduced_formula:
+        raise FineTuneError(
+            f"orderings of one composition, got {ground.composition.reduced_formula} and "
+            f"{other.composition.reduced_formula}"
+        )
+
+
 def ordering_energy(checkpoint: str, ground: Structure, other: Structure, fmax=0.005) -> float:
     """E(other) - E(ground) in meV/atom, each relaxed (cell and ions, its symmetry kept) with
     the checkpoint: two orderings of one composition, whose order a model must get right
@@ -509,11 +534,7 @@ def ordering_energy(checkpoint: str, ground: Structure, other: Structure, fmax=0
     from atomate2.ase.utils import AseRelaxer
     from sevenn.calculator import SevenNetCalculator
 
-    if ground.composition.reduced_formula != other.composition.reduced_formula:
-        raise FineTuneError(
-            f"orderings of one composition, got {ground.composition.reduced_formula} and "
-            f"{other.composition.reduced_formula}"
-        )
+    check_orderings(ground, other)
     relaxer = AseRelaxer(
         SevenNetCalculator(checkpoint, device="cpu"), optimizer="BFGS", fix_symmetry=True
     )

@@ -21,6 +21,9 @@ from carrierflow.workflows.finetune import (
 )
 
 DATA = files("carrierflow.fixtures").joinpath("dft/li-in-gpaw-fast.extxyz")
+ORDERINGS_OF_TWO_COMPOSITIONS = [
+    str(files("carrierflow.fixtures").joinpath(name)) for name in ("Li5In4.json", "Li3In2.json")
+]
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +158,10 @@ def test_cross_validation_trains_one_model_per_held_out_host_and_one_on_every_fr
         (["--cross-validate", "Li", "Li5In4", "Li3In2"], "every phase"),
         (["--cross-validate", "Li3In2", "--hold-out", "Li"], "give one of them"),
         (["--orderings", "a.json", "b.json"], "--orderings compares the models"),
+        (
+            ["--cross-validate", "Li3In2", "--orderings", *ORDERINGS_OF_TWO_COMPOSITIONS],
+            "--orderings: orderings of one composition, got Li5In4 and Li3In2",
+        ),
     ],
 )
 def test_bad_cross_validation_options_are_one_line(tmp_path, capsys, options, message):
