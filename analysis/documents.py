@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from carrierflow.analysis.flags import Flag
 from carrierflow.analysis.schemas import (
     LocalRelaxation,
     PhaseTransport,
@@ -25,7 +26,8 @@ from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice
 
 # 3: typed, checked documents (refined_from and learned blocks declared)
-RESULTS_SCHEMA_VERSION = 3
+# 4: flags are {code, text} (analysis/flags.py), no longer sentences alone
+RESULTS_SCHEMA_VERSION = 4
 SCHEMA_FILE = "results.schema.json"
 
 Kind = Literal["vacancy", "interstitial"]
@@ -56,7 +58,7 @@ class DefectRow(_Document):
     far_field_displacement_A: float
     defect_shift_A: float
     ended_at: str | None
-    flags: list[str]
+    flags: list[Flag]
     local: LocalRelaxation | None
     provenance: dict
     screen: ScreenComparison | None = Field(description="the stand-in beside DFT (--refine)")

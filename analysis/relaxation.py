@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-# the flag of a defect that relaxed into an earlier candidate's state
-SHARED_STATE_FLAG = "same relaxed energy as"
+from carrierflow.analysis.flags import Flag, FlagCode, has
 
 
 def _min_image(lattice: Lattice, frac_delta: np.ndarray) -> np.ndarray:
@@ -158,7 +157,7 @@ def mark_shared_final_states(defects: list, tolerance_eV: float = 0.001) -> None
     Marking again (a later round's defects added to a list marked before) flags nothing twice.
     """
     for index, defect in enumerate(defects):
-        if any(flag.startswith(SHARED_STATE_FLAG) for flag in defect.flags):
+        if has(defect.flags, FlagCode.SHARED_STATE):
             continue
         for earlier in defects[:index]:
             if (
@@ -166,7 +165,10 @@ def mark_shared_final_states(defects: list, tolerance_eV: float = 0.001) -> None
                 and abs(earlier.formation_energy_eV - defect.formation_energy_eV) < tolerance_eV
             ):
                 defect.flags.append(
-                    f"{SHARED_STATE_FLAG} {earlier.name} (within {tolerance_eV * 1000:g} meV): "
-                    "one final state"
+                    Flag(
+                        code=FlagCode.SHARED_STATE,
+                        text=f"same relaxed energy as {earlier.name} "
+                        f"(within {tolerance_eV * 1000:g} meV): one final state",
+                    )
                 )
                 break

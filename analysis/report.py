@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from carrierflow.analysis.documents import checked
-from carrierflow.analysis.relaxation import SHARED_STATE_FLAG
+from carrierflow.analysis.flags import FlagCode, codes, texts
 
 CSV_COLUMNS = [
     "phase",
@@ -59,7 +59,7 @@ def rows(results: dict) -> list[dict]:
                     "steps": d["steps"],
                     "max_displacement_A": d["max_displacement_A"],
                     "ended_at": d["ended_at"],
-                    "flags": "; ".join(d["flags"]),
+                    "flags": "; ".join(texts(d["flags"])),
                     "search": _search(d.get("search")),
                 }
             )
@@ -194,11 +194,7 @@ def _small_cell_lines(results: dict) -> list[str]:
         small = phase["screen_supercell"]
         reached = ", ".join(
             f"{d['name']} {_fmt(d['ranking_energy_eV'])}"
-            + (
-                " (a state above)"
-                if any(f.startswith(SHARED_STATE_FLAG) for f in d["flags"])
-                else ""
-            )
+            + (" (a state above)" if FlagCode.SHARED_STATE in codes(d["flags"]) else "")
             for d in phase["screened"]
         )
         kept = ", ".join(d["name"] for d in phase["defects"])
@@ -300,14 +296,16 @@ def _transport_lines(results: dict) -> list[str]:
                 f"| {_sci(carrier['diffusion_cm2_s'])} "
                 f"| **{transport['dominant_transport_carrier']}** |"
             )
-            notes += [f"- {phase['formula']} {carrier['kind']}: {f}" for f in carrier["flags"]]
+            notes += [
+                f"- {phase['formula']} {carrier['kind']}: {f}" for f in texts(carrier["flags"])
+            ]
             for hop in carrier["hops"]:
                 hop_lines.append(
                     f"| {phase['formula']} | {hop['name']} | {hop['multiplicity']} "
                     f"| {hop['length_A']:.2f} | {_fmt(hop['barrier_eV'])} "
                     f"| {_fmt(hop['reverse_barrier_eV'])} | {'yes' if hop['converged'] else 'NO'} "
                     f"| {'yes' if hop['counts'] else 'no'} "
-                    f"| {'; '.join(hop['flags'])} |"
+                    f"| {'; '.join(texts(hop['flags']))} |"
                 )
     return lines + hop_lines + (["", "Transport notes:", *notes] if notes else [])
 
@@ -337,7 +335,7 @@ def partial_table(partial: dict) -> str:
         lines.append(
             f"| {d['host']} | {d['name']} | {d['kind']} | {code} "
             f"| {_fmt(d['formation_energy_eV'])} | {_fmt(ranking)} "
-            f"| {'yes' if d['converged'] else 'NO'} | {'; '.join(d['flags'])} |"
+            f"| {'yes' if d['converged'] else 'NO'} | {'; '.join(texts(d['flags']))} |"
         )
     if partial["failures"]:
         lines += ["", "Failed calculations (rerun after fixing the cause):"]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
+from carrierflow.analysis.flags import Flag
 from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice
 
@@ -59,7 +60,7 @@ class DefectOutcome(BaseModel):
     far_field_displacement_A: float
     defect_shift_A: float = Field(description="distance the defect centre moved")
     ended_at: str | None = Field(None, description="candidate whose site the defect ended on")
-    flags: list[str] = Field(default_factory=list)
+    flags: list[Flag] = Field(default_factory=list)
     local: LocalRelaxation | None = None
     provenance: dict = Field(
         default_factory=dict, description="task id and code runs behind the energy"
@@ -123,7 +124,7 @@ class HopOutcome(BaseModel):
         False, description="converged, with a saddle between endpoints that stayed put"
     )
     activation_energy_eV: float | None = Field(None, description="E_f + E_m")
-    flags: list[str] = Field(default_factory=list)
+    flags: list[Flag] = Field(default_factory=list)
     provenance: dict = Field(default_factory=dict)
 
 
@@ -138,7 +139,7 @@ class CarrierTransport(BaseModel):
     migration_barrier_eV: float | None = Field(None, description="E_m of the limiting hop")
     limiting_hop: str | None = None
     diffusion_cm2_s: float | None = None
-    flags: list[str] = Field(default_factory=list)
+    flags: list[Flag] = Field(default_factory=list)
 
 
 class PhaseTransport(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from carrierflow.analysis.flags import Flag, FlagCode, has
 from carrierflow.analysis.schemas import CarrierTransport, HopOutcome, PhaseTransport
 
 BOLTZMANN_EV_K = 8.617333262e-5
@@ -11,44 +12,63 @@ CM_PER_A = 1e-8
 # energy differences below this are noise of the NEB
 PROFILE_TOLERANCE_EV = 0.02
 # flags after which a hop's barrier is not a migration barrier
-ENDPOINT_MAXIMUM = "path maximum at an endpoint: no saddle between the images"
-ANOTHER_MINIMUM = "relaxed into another minimum"
-END_LEFT_SITE = "end state left its site"
-DELOCALIZED = "delocalized defect"
-DISQUALIFYING = (ENDPOINT_MAXIMUM, ANOTHER_MINIMUM, END_LEFT_SITE, DELOCALIZED)
+DISQUALIFYING = (
+    FlagCode.ENDPOINT_MAXIMUM,
+    FlagCode.ANOTHER_MINIMUM,
+    FlagCode.END_LEFT_SITE,
+    FlagCode.DELOCALIZED,
+)
 
 
 def profile_flags(
     energies_eV: list[float], symmetric: bool, tolerance_eV: float = PROFILE_TOLERANCE_EV
-) -> list[str]:
+) -> list[Flag]:
     """What is wrong with an energy profile along a hop (endpoints included)."""
     flags = []
     start, end = energies_eV[0], energies_eV[-1]
     highest = max(range(len(energies_eV)), key=energies_eV.__getitem__)
     if highest in (0, len(energies_eV) - 1):
-        flags.append(ENDPOINT_MAXIMUM)
+        flags.append(
+            Flag(
+                code=FlagCode.ENDPOINT_MAXIMUM,
+                text="path maximum at an endpoint: no saddle between the images",
+            )
+        )
     for i in range(1, len(energies_eV) - 1):
         energy = energies_eV[i]
         if energy < min(start, end) - tolerance_eV:
             flags.append(
-                f"image {i} lies {min(start, end) - energy:.3f} eV below both endpoints: "
-                f"it {ANOTHER_MINIMUM}"
+                Flag(
+                    code=FlagCode.ANOTHER_MINIMUM,
+                    text=f"image {i} lies {min(start, end) - energy:.3f} eV below both "
+                    "endpoints: it relaxed into another minimum",
+                )
             )
         elif (
             energies_eV[i - 1] > energy < energies_eV[i + 1]
             and max(energies_eV[:i]) - energy > tolerance_eV
             and max(energies_eV[i + 1 :]) - energy > tolerance_eV
         ):
-            flags.append(f"image {i} is an intermediate minimum: the hop passes another state")
+            flags.append(
+                Flag(
+                    code=FlagCode.INTERMEDIATE_MINIMUM,
+                    text=f"image {i} is an intermediate minimum: the hop passes another state",
+                )
+            )
     if symmetric and abs(end - start) > tolerance_eV:
-        flags.append(f"symmetric hop with endpoints {abs(end - start):.3f} eV apart")
+        flags.append(
+            Flag(
+                code=FlagCode.ASYMMETRIC_ENDPOINTS,
+                text=f"symmetric hop with endpoints {abs(end - start):.3f} eV apart",
+            )
+        )
     return flags
 
 
-def hop_counts(converged: bool, flags: list[str]) -> bool:
+def hop_counts(converged: bool, flags: list[Flag]) -> bool:
     """Whether a hop's barrier enters E_a and D: a converged NEB with a saddle between the
     images, between endpoints that stayed where they were put."""
-    return converged and not any(mark in flag for flag in flags for mark in DISQUALIFYING)
+    return converged and not has(flags, *DISQUALIFYING)
 
 
 def barriers(energies_eV: list[float]) -> tuple[float, float]:
@@ -78,14 +98,16 @@ def carrier_transport(
     hops: list[HopOutcome],
     temperature_K: float,
     attempt_frequency_Hz: float,
-    flags: list[str] | None = None,
+    flags: list[Flag] | None = None,
 ) -> CarrierTransport:
     """E_a = E_f + E_m per hop, the limiting (lowest) E_a and D(T) of one carrier; only hops
     that count (:func:`hop_counts`) enter."""
     flags = list(flags or [])
     usable = [h for h in hops if h.counts and h.barrier_eV is not None]
     if hops and not usable:
-        flags.append("no hop counts: see the flags of each hop")
+        flags.append(
+            Flag(code=FlagCode.NO_HOP_COUNTS, text="no hop counts: see the flags of each hop")
+        )
     if formation_energy_eV is None or not usable:
         return CarrierTransport(kind=kind, defect=defect, hops=hops, flags=flags)
     for hop in usable:

@@ -58,7 +58,7 @@ def defect_entry(defect: DefectOutcome, temperature_K: float) -> dict:
         "far_field_displacement_A": defect.far_field_displacement_A,
         "defect_shift_A": defect.defect_shift_A,
         "ended_at": defect.ended_at,
-        "flags": defect.flags,
+        "flags": [flag.model_dump(mode="json") for flag in defect.flags],
         "local": defect.local.model_dump() if defect.local else None,
         "provenance": defect.provenance,
         "screen": defect.screen.model_dump() if defect.screen else None,

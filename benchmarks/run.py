@@ -112,13 +112,13 @@ def calculation_seconds(store_dir: Path) -> dict[str, tuple[float, int]]:
 def repeated_states(results: dict) -> list[str]:
     """Labels of the defect relaxations that ended in a state an earlier candidate had reached:
     the time a lever that drops duplicate candidates early could save at most."""
-    from carrierflow.analysis.relaxation import SHARED_STATE_FLAG
+    from carrierflow.analysis.flags import FlagCode, codes
 
     return [
         f"{phase['label']} {defect['name']}"
         for phase in [results["reference"], *results["hosts"]]
         for defect in phase["defects"]
-        if any(flag.startswith(SHARED_STATE_FLAG) for flag in defect["flags"])
+        if FlagCode.SHARED_STATE in codes(defect["flags"])
     ]
 
 

@@ -26,6 +26,7 @@ from carrierflow.analysis.relaxation import (
     displacements,
 )
 from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.claims import claimed
 from carrierflow.workflows.schemas import (
     CalculationDoc,
     CalculationFailure,
@@ -258,10 +259,33 @@ def calculate(
     intermediate images only (VASP)."""
     fp = fingerprint(task, makers, structure, calculator.model_sha256)
     stored = _find_stored(fp)
-    if stored is not None:
-        energy = stored.energy_eV if isinstance(stored, CalculationDoc) else stored.energies_eV[0]
-        logger.info("%s: reused from the store (%s, E = %.4f eV)", label, task, energy)
-        return stored
+    if stored is None:
+        with claimed(_claims_store(), fp, label, lambda: _find_stored(fp)) as stored:
+            if stored is None:
+                return _compute(
+                    makers, structure, task, label, calculator, endpoint_energies_eV, fp
+                )
+    energy = stored.energy_eV if isinstance(stored, CalculationDoc) else stored.energies_eV[0]
+    logger.info("%s: reused from the store (%s, E = %.4f eV)", label, task, energy)
+    return stored
+
+
+def _claims_store():
+    """Where calculations are claimed: the job's store, except under jobflow-remote (its queue
+    runs each job once)."""
+    store = CURRENT_JOB.store
+    return None if store is None or _queue_tracks_failures() else store.docs_store
+
+
+def _compute(
+    makers: list[Maker],
+    structure: Structure | list[Structure],
+    task: str,
+    label: str,
+    calculator: Calculator,
+    endpoint_energies_eV: list[float] | None,
+    fp: str,
+) -> CalculationDoc | PathDoc | Response:
     what = {
         "bulk_relax": "cell + ions relaxation",
         "ion_relax": "ionic relaxation",

@@ -83,7 +83,12 @@ class FineTuneResult(BaseModel):
         "fine-tuned models' E_f at the same geometries (single points), eV",
     )
     dataset_sha256: str | None = Field(None, description="SHA-256 of the data set file given")
-    epoch: int = Field(description="the epoch of the best validation loss (the checkpoint)")
+    identity: str | None = Field(
+        None,
+        description="hash of the frames, settings and base checkpoint (names the model's "
+        "folder; a rerun of the same reads the model back)",
+    )
+    epoch: int = Field(description="the checkpoint's epoch: the last (validation never chooses)")
     first_epoch_errors: dict[str, dict[str, float]]
     sevenn_version: str
     elapsed_s: float
@@ -179,6 +184,8 @@ def sevenn_input(settings: FineTuneSettings, checkpoint: str, train: str, valid:
         "random_seed": settings.seed,
         "epoch": settings.epochs,
         "force_loss_weight": settings.force_weight,
+        "optim_param": {**preset["train"]["optim_param"], "lr": settings.learning_rate},
+        "scheduler_param": {**preset["train"]["scheduler_param"], "gamma": settings.lr_decay},
         "per_epoch": settings.epochs,
         "device": settings.device,
         "continue": {**preset["train"]["continue"], "checkpoint": checkpoint},
@@ -270,11 +277,13 @@ def fine_tune(
     settings: FineTuneSettings,
     workdir: Path,
     dataset_sha256: str | None = None,
+    identity: str | None = None,
 ) -> FineTuneResult:
     """Fine-tune the base model on ``train``, validate on ``valid`` (frames it never sees),
-    and return the best checkpoint (lowest validation loss) with its record. Without ``valid``
-    (a model to ship, trained on every frame) the checkpoint is the last epoch's and every
-    error is in-sample; its number of epochs should come from held-out runs."""
+    and return the last epoch's checkpoint with its record. The validation frames measure and
+    never choose: an epoch picked by the held-out host's loss would make its held-out errors
+    optimistic, and the model shipped (trained on every frame) has no other frames to pick by.
+    Without ``valid`` every error is in-sample."""
     if not train:
         raise FineTuneError("fine-tuning needs training frames (got none)")
     held_out = bool(valid)
@@ -311,7 +320,7 @@ def fine_tune(
     with open(workdir / "sevenn-train.log", "w") as log:
         process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
         _show_progress(process, workdir / "lc.csv", settings.epochs, held_out=bool(valid))
-    best = workdir / ("checkpoint_best.pth" if valid else f"checkpoint_{settings.epochs}.pth")
+    best = workdir / f"checkpoint_{settings.epochs}.pth"
     if process.returncode != 0 or not best.is_file():
         tail = (workdir / "sevenn-train.log").read_text(errors="replace").strip().splitlines()
         raise FineTuneError(
@@ -319,7 +328,7 @@ def fine_tune(
             f"{tail[-1] if tail else 'no output'}"
         )
     curve = _learning_curve(workdir / "lc.csv")
-    chosen = min(curve, key=lambda row: row["validset_TotalLoss"]) if valid else curve[-1]
+    chosen = curve[-1]
     from sevenn import __version__
 
     result = FineTuneResult(
@@ -348,6 +357,7 @@ def fine_tune(
             valid, [*train, *valid], {"base": checkpoint, "fine_tuned": str(best)}
         ),
         dataset_sha256=dataset_sha256,
+        identity=identity,
         sevenn_version=__version__,
         elapsed_s=time.perf_counter() - started,
     )
@@ -381,12 +391,15 @@ def fine_tuned_model(
     record = directory / "finetune.json"
     if record.is_file():
         done = FineTuneResult.model_validate_json(record.read_text())
-        if Path(done.checkpoint).is_file() and file_sha256(done.checkpoint) == (
-            done.checkpoint_sha256
+        # a record of an older rule (the lowest-validation-loss epoch) is trained again
+        if (
+            done.epoch == settings.epochs
+            and Path(done.checkpoint).is_file()
+            and file_sha256(done.checkpoint) == done.checkpoint_sha256
         ):
             logger.info("reusing the fine-tuned model %s", done.checkpoint)
             return done
-    return fine_tune(train, valid, settings, directory, dataset_sha256=key)
+    return fine_tune(train, valid, settings, directory, identity=key)
 
 
 def _final_frames(frames: list[Atoms]) -> dict[tuple[str, str], Atoms]:

@@ -11,6 +11,7 @@ from jobflow import Flow, Job, Response, job
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
+from carrierflow.analysis.flags import Flag, FlagCode
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.relaxation import (
     displacements,
@@ -444,14 +445,20 @@ def assess_defect(
     )
     flags = []
     if not relaxed.converged:
-        flags.append(f"not converged in {relaxed.steps} steps")
+        flags.append(
+            Flag(code=FlagCode.NOT_CONVERGED, text=f"not converged in {relaxed.steps} steps")
+        )
     if geometry.ended_at is None:
         flags.append(
-            f"ended off every candidate site (centre moved {geometry.defect_shift_A:.2f} A)"
+            Flag(
+                code=FlagCode.OFF_SITE,
+                text="ended off every candidate site "
+                f"(centre moved {geometry.defect_shift_A:.2f} A)",
+            )
         )
     elif geometry.ended_at != candidate.name:
         verb = "vacancy refilled; vacancy now at" if candidate.kind == "vacancy" else "relaxed into"
-        flags.append(f"{verb} {geometry.ended_at}")
+        flags.append(Flag(code=FlagCode.CHANGED_SITE, text=f"{verb} {geometry.ended_at}"))
     evidence = reconstruction_evidence(
         e_f,
         geometry.far_field_displacement_A,
@@ -460,7 +467,12 @@ def assess_defect(
         can_reorder=len(host.composition.elements) > 1,
     )
     if evidence:
-        flags.append("host reconstruction: " + "; ".join(evidence))
+        flags.append(
+            Flag(
+                code=FlagCode.HOST_RECONSTRUCTION,
+                text="host reconstruction: " + "; ".join(evidence),
+            )
+        )
     outcome = DefectOutcome(
         host=label,
         name=candidate.name,
@@ -540,7 +552,12 @@ def attach_local_relaxation(
         max_displacement_A=float(moved.max()),
         provenance=local.provenance(),
     )
-    outcome.flags.append(f"ranked with the local relaxation (atoms beyond {radius_A:.3g} A fixed)")
+    outcome.flags.append(
+        Flag(
+            code=FlagCode.LOCAL_RANKING,
+            text=f"ranked with the local relaxation (atoms beyond {radius_A:.3g} A fixed)",
+        )
+    )
     return outcome
 
 

@@ -10,6 +10,7 @@ from jobflow import Flow, Job, Response, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from carrierflow.analysis.flags import Flag, FlagCode
 from carrierflow.analysis.schemas import (
     CarrierTransport,
     DefectOutcome,
@@ -18,8 +19,6 @@ from carrierflow.analysis.schemas import (
     PhaseTransport,
 )
 from carrierflow.analysis.transport import (
-    DELOCALIZED,
-    END_LEFT_SITE,
     barriers,
     carrier_transport,
     hop_counts,
@@ -53,7 +52,7 @@ KINDS = ("vacancy", "interstitial")
 END_SITE_TOLERANCE_A = 0.5
 
 
-def hop_start(defects: list[DefectOutcome], kind: str) -> tuple[DefectOutcome | None, list[str]]:
+def hop_start(defects: list[DefectOutcome], kind: str) -> tuple[DefectOutcome | None, list[Flag]]:
     """The lowest defect of a kind whose relaxed state can start hops, and notes.
 
     The defect must not have reconstructed the host. A vacancy must have stayed on its own
@@ -70,21 +69,29 @@ def hop_start(defects: list[DefectOutcome], kind: str) -> tuple[DefectOutcome | 
     ]
     if not usable:
         stayed = "stayed on its site without reconstructing" if kind == "vacancy" else "kept"
-        return None, [f"no {kind} {stayed} the host: no hops computed"]
+        return None, [
+            Flag(code=FlagCode.NO_HOPS, text=f"no {kind} {stayed} the host: no hops computed")
+        ]
     notes = []
     if usable[0] is not of_kind[0]:
         notes.append(
-            f"hops from {usable[0].name}: the lowest {kind} {of_kind[0].name} "
-            + (
-                "left its site or reconstructed the host"
-                if kind == "vacancy"
-                else "reconstructed the host"
+            Flag(
+                code=FlagCode.HOPS_FROM_ANOTHER,
+                text=f"hops from {usable[0].name}: the lowest {kind} {of_kind[0].name} "
+                + (
+                    "left its site or reconstructed the host"
+                    if kind == "vacancy"
+                    else "reconstructed the host"
+                ),
             )
         )
     if usable[0].ended_at != usable[0].name:
         notes.append(
-            f"{usable[0].name} left its site (split or displaced): hops to the symmetry images "
-            "of its relaxed state"
+            Flag(
+                code=FlagCode.HOPS_FROM_RELAXED_STATE,
+                text=f"{usable[0].name} left its site (split or displaced): hops to the "
+                "symmetry images of its relaxed state",
+            )
         )
     return usable[0], notes
 
@@ -113,7 +120,7 @@ def migration_calculations(
             try:
                 hop_jobs = carrier_hops(label, host, plan, defect, calculator, settings, migration)
             except StructureError as exc:
-                notes.append(f"no hops: {exc}")
+                notes.append(Flag(code=FlagCode.NO_HOPS, text=f"no hops: {exc}"))
                 hop_jobs = []
             for one_hop in hop_jobs:
                 jobs += one_hop
@@ -226,20 +233,34 @@ def assess_hop(
     flags = []
     if end is not None:
         if not end.converged:
-            flags.append(f"end state not converged in {end.steps} steps")
+            flags.append(
+                Flag(
+                    code=FlagCode.END_NOT_CONVERGED,
+                    text=f"end state not converged in {end.steps} steps",
+                )
+            )
         final = end.structure
         moved = final.lattice.get_distance_and_image(
             final[index].frac_coords, final.lattice.get_fractional_coords(end_site_cart)
         )[0]
         if moved > END_SITE_TOLERANCE_A:
-            flags.append(f"{END_LEFT_SITE}: the moving atom relaxed {moved:.2f} A away from it")
+            flags.append(
+                Flag(
+                    code=FlagCode.END_LEFT_SITE,
+                    text=f"end state left its site: the moving atom relaxed {moved:.2f} A away "
+                    "from it",
+                )
+            )
     if hop.largest_move_A is not None and hop.largest_move_A < LOCALIZED_MOVE_A:
         flags.append(
-            f"{DELOCALIZED}: no atom moves more than {hop.largest_move_A:.2f} A, the defect "
-            "shifts (a crowdion gliding) and has no hop length in this supercell"
+            Flag(
+                code=FlagCode.DELOCALIZED,
+                text=f"delocalized defect: no atom moves more than {hop.largest_move_A:.2f} A, "
+                "the defect shifts (a crowdion gliding) and has no hop length in this supercell",
+            )
         )
     if not path.converged:
-        flags.append("NEB not converged")
+        flags.append(Flag(code=FlagCode.NEB_NOT_CONVERGED, text="NEB not converged"))
     flags += profile_flags(energies, hop.symmetric)
     return HopOutcome(
         **hop.model_dump(include=set(HopOutcome.model_fields)),  # what the hop is

@@ -14,8 +14,8 @@ from jobflow import Flow, Response, job
 from pymatgen.core import Structure
 
 from carrierflow.analysis.documents import RefinedFrom, verdicts
+from carrierflow.analysis.flags import FlagCode, has
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
-from carrierflow.analysis.relaxation import SHARED_STATE_FLAG
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
 from carrierflow.structures.defects import DefectCandidate, find_vacancies, interstitial_at
 from carrierflow.structures.sources import StructureError, StructureSource
@@ -40,9 +40,7 @@ def lowest_defects(defects: list[DefectOutcome], k: int) -> list[DefectOutcome]:
     chosen = []
     for kind in ("vacancy", "interstitial"):
         distinct = [
-            d
-            for d in defects
-            if d.kind == kind and not any(f.startswith(SHARED_STATE_FLAG) for f in d.flags)
+            d for d in defects if d.kind == kind and not has(d.flags, FlagCode.SHARED_STATE)
         ]
         chosen += sorted(distinct, key=lambda d: d.ranking_energy_eV)[:k]
     return chosen

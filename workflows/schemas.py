@@ -300,6 +300,24 @@ class FineTuneSettings(BaseModel):
             "weight of the forces against the energy per atom in the loss (the preset's: 1)",
         ),
     )
+    learning_rate: float = Field(
+        0.004,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        **option("--learning-rate", "Adam's initial learning rate (the preset's: 0.004)"),
+    )
+    lr_decay: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        **option(
+            "--lr-decay",
+            "factor on the learning rate after every epoch (the preset's: 0.99, made for 100 "
+            "epochs)",
+        ),
+    )
     seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
     device: str = Field("cpu", **option("--device", "torch device of the trainer (cpu, cuda)"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -86,8 +87,20 @@ def open_store(location: str | Path | None = None, create: bool = True) -> JobSt
         "data", database_path=str(path), database_name="carrierflow", storage="sqlite"
     )
     store = JobStore(docs, additional_stores={"data": data})
-    store.connect()
+    # two runs opening a new store at once: montydb creates a collection's SQLite table on its
+    # first write, and a run that read between the other's database file and its tables failed
+    # with "no such table" (1 in 6 two-run starts); make the tables once, under a lock
+    with open(path / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        store.connect()
+        for part in (docs, data):
+            if part._collection.find_one({"_id": _TABLE_PROBE}) is None:
+                part._collection.insert_one({"_id": _TABLE_PROBE})
     return store
+
+
+# a document that makes sure a collection's table exists (never read as a result)
+_TABLE_PROBE = "carrierflow:table"
 
 
 def flow_result(responses: dict, flow, store: JobStore):

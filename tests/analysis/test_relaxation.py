@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from carrierflow.analysis.flags import FlagCode
 from carrierflow.analysis.relaxation import (
     displacements,
     hold_far_atoms,
@@ -77,5 +78,6 @@ def test_candidates_that_relax_to_one_state_are_flagged(defect_outcome):
         outcome("i3", "interstitial", 0.5004),
     ]
     mark_shared_final_states(defects)
-    assert defects[2].flags == ["same relaxed energy as i1 (within 1 meV): one final state"]
+    assert [f.code for f in defects[2].flags] == [FlagCode.SHARED_STATE]
+    assert defects[2].flags[0].text == "same relaxed energy as i1 (within 1 meV): one final state"
     assert defects[0].flags == defects[1].flags == defects[3].flags == []

@@ -78,7 +78,7 @@ def test_every_defect_that_moved_to_another_site_is_flagged(emt_run):
         for d in phase["defects"]:
             assert d["converged"]
             if d["ended_at"] != d["name"]:
-                assert any(d["ended_at"] is None or d["ended_at"] in f for f in d["flags"])
+                assert any(d["ended_at"] is None or d["ended_at"] in f["text"] for f in d["flags"])
 
 
 def test_results_schema(emt_run):

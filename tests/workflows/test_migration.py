@@ -8,10 +8,12 @@ import pytest
 from helpers import cu_au
 from pymatgen.core import Lattice, Structure
 
+from carrierflow.analysis.flags import Flag, FlagCode
 from carrierflow.analysis.transport import (
     BOLTZMANN_EV_K,
     barriers,
     diffusion_coefficient,
+    hop_counts,
     profile_flags,
 )
 from carrierflow.structures.defects import DefectCandidate, build_defect_cell, find_defects
@@ -178,17 +180,32 @@ def test_a_defect_that_only_shifts_has_no_hop_length():
     )
     outcome = assess_hop.original(hop, path)
     assert not outcome.counts and outcome.barrier_eV == pytest.approx(0.1)
-    assert "delocalized defect: no atom moves more than 0.58 A" in outcome.flags[0]
+    assert outcome.flags[0].code == FlagCode.DELOCALIZED
+    assert "no atom moves more than 0.58 A" in outcome.flags[0].text
+
+
+def _codes(flags):
+    return [flag.code for flag in flags]
 
 
 def test_profile_flags_name_what_is_wrong():
     assert profile_flags([0.0, 0.3, 0.6, 0.3, 0.0], symmetric=True) == []
-    assert "path maximum at an endpoint" in profile_flags([0.0, -0.1, -0.2], symmetric=False)[0]
+    assert _codes(profile_flags([0.0, -0.1, -0.2], symmetric=False)) == [FlagCode.ENDPOINT_MAXIMUM]
     below = profile_flags([0.0, 0.2, -0.3, 0.2, 0.0], symmetric=True)
-    assert any("relaxed into another minimum" in f for f in below)
+    assert _codes(below) == [FlagCode.ANOTHER_MINIMUM]
+    assert "0.300 eV below both endpoints" in below[0].text
     dip = profile_flags([0.0, 0.4, 0.1, 0.4, 0.0], symmetric=True)
-    assert any("intermediate minimum" in f for f in dip)
-    assert any("endpoints 0.100 eV apart" in f for f in profile_flags([0, 0.5, 0.1], True))
+    assert _codes(dip) == [FlagCode.INTERMEDIATE_MINIMUM]
+    [apart] = profile_flags([0, 0.5, 0.1], True)
+    assert apart.code == FlagCode.ASYMMETRIC_ENDPOINTS and "0.100 eV apart" in apart.text
+
+
+def test_a_hop_counts_unless_a_disqualifying_flag_says_otherwise_whatever_its_wording():
+    endpoint = Flag(code=FlagCode.ENDPOINT_MAXIMUM, text="reworded")
+    symmetric = Flag(code=FlagCode.ASYMMETRIC_ENDPOINTS, text="path maximum at an endpoint")
+    assert hop_counts(True, [symmetric])
+    assert not hop_counts(True, [endpoint])
+    assert not hop_counts(False, [])
     assert barriers([0.0, 0.5, 0.2]) == pytest.approx((0.5, 0.3))
 
 
@@ -227,13 +244,17 @@ def test_hops_start_from_the_lowest_defect_that_can_start_them(defect_outcome):
         defect_outcome("i_c", "interstitial", 0.4, ended_at="i_c", structure=cell),
     ]
     vacancy, notes = hop_start(defects, "vacancy")
-    assert vacancy.name == "v_b" and "v_a left its site" in notes[0]
+    assert vacancy.name == "v_b" and [n.code for n in notes] == [FlagCode.HOPS_FROM_ANOTHER]
+    assert "v_a left its site" in notes[0].text
     # i_a reconstructed the host; i_b split, and hops to the symmetry images of its state
     interstitial, notes = hop_start(defects, "interstitial")
-    assert interstitial.name == "i_b" and "i_a reconstructed the host" in notes[0]
-    assert "i_b left its site" in notes[1] and "symmetry images" in notes[1]
+    assert interstitial.name == "i_b"
+    assert [n.code for n in notes] == [FlagCode.HOPS_FROM_ANOTHER, FlagCode.HOPS_FROM_RELAXED_STATE]
+    assert "i_a reconstructed the host" in notes[0].text
+    assert "i_b left its site" in notes[1].text and "symmetry images" in notes[1].text
     none, notes = hop_start(defects[:1], "vacancy")
-    assert none is None and "no vacancy stayed on its site" in notes[0]
+    assert none is None and [n.code for n in notes] == [FlagCode.NO_HOPS]
+    assert "no vacancy stayed on its site" in notes[0].text
 
 
 def _phases(results):
@@ -260,7 +281,7 @@ def test_a_split_interstitial_hops_to_the_symmetry_images_of_its_state(emt_migra
     # start moved by a symmetry operation, so both ends have the same energy
     [host] = emt_migration["results"]["hosts"]
     carrier = _carrier(host, "interstitial")
-    assert any("left its site" in note for note in carrier["flags"])
+    assert any(note["code"] == "hops-from-relaxed-state" for note in carrier["flags"])
     assert carrier["hops"]
     for hop in carrier["hops"]:
         assert hop["symmetric"] and hop["start"] == hop["end"] == carrier["defect"]

@@ -34,11 +34,11 @@ def test_reordering_is_flagged_with_its_evidence(sevennet0_li5in4):
     host = sevennet0_li5in4["hosts"][0]
     assert host["supercell"]["natoms"] == 36
     reconstructed = [
-        d for d in host["defects"] if any(f.startswith("host reconstruction") for f in d["flags"])
+        d for d in host["defects"] if any(f["code"] == "host-reconstruction" for f in d["flags"])
     ]
     assert reconstructed, host["defects"]
     for d in reconstructed:
-        evidence = next(f for f in d["flags"] if f.startswith("host reconstruction"))
+        evidence = next(f["text"] for f in d["flags"] if f["code"] == "host-reconstruction")
         assert "negative formation energy" in evidence or "moved up to" in evidence
         assert d["name"] in host["flagged_defects"]
 
@@ -46,7 +46,7 @@ def test_reordering_is_flagged_with_its_evidence(sevennet0_li5in4):
 def test_reconstructed_defects_are_relaxed_again_locally_and_ranked_so(sevennet0_li5in4):
     host = sevennet0_li5in4["hosts"][0]
     for d in host["defects"]:
-        if not any(f.startswith("host reconstruction") for f in d["flags"]):
+        if not any(f["code"] == "host-reconstruction" for f in d["flags"]):
             assert d["local"] is None
             continue
         local = d["local"]
@@ -56,7 +56,7 @@ def test_reconstructed_defects_are_relaxed_again_locally_and_ranked_so(sevennet0
         # holding the far field fixed removes the way down into the other ordering
         assert d["local_formation_energy_eV"] >= d["formation_energy_eV"] - 0.01
         assert d["ranking_energy_eV"] == d["local_formation_energy_eV"]
-        assert any("ranked with the local relaxation" in f for f in d["flags"])
+        assert any(f["code"] == "local-ranking" for f in d["flags"])
     vacancies = [d["ranking_energy_eV"] for d in host["defects"] if d["kind"] == "vacancy"]
     assert host["lowest_eV"]["vacancy"] == min(vacancies)
 
@@ -66,6 +66,6 @@ def test_7net_l3i5_relaxes_the_same_vacancies_locally(tmp_path):
     """The default model ranks the PBE ordering lowest: no reordering, nothing flagged."""
     host = _li5in4_vacancies("7net-l3i5", tmp_path)["hosts"][0]
     for d in host["defects"]:
-        assert not any(f.startswith("host reconstruction") for f in d["flags"]), d
+        assert not any(f["code"] == "host-reconstruction" for f in d["flags"]), d
         assert d["formation_energy_eV"] > 0
         assert d["local"] is None
