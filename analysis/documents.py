@@ -150,16 +150,37 @@ class Results(_Document):
     run_id: str | None = Field(None, description="the run's identity in the store")
 
 
-def verdicts(results: dict) -> dict[str, Verdict]:
+def verdicts(results: Results) -> dict[str, Verdict]:
     """Each phase's verdict in a results document, by formula."""
     return {
-        phase["formula"]: Verdict(
-            dominant_carrier=phase["dominant_carrier"],
-            margin_eV=phase["margin_eV"],
-            lowest_eV=phase["lowest_eV"],
+        phase.formula: Verdict(
+            dominant_carrier=phase.dominant_carrier,
+            margin_eV=phase.margin_eV,
+            lowest_eV=phase.lowest_eV,
         )
-        for phase in [results["reference"], *results["hosts"]]
+        for phase in [results.reference, *results.hosts]
     }
+
+
+def as_document(results: Results | dict) -> dict:
+    """results.json's content from what a flow returns: the :class:`Results` jobs pass between
+    them, or a stored document (a plain dict; the store adds monty's ``@module``/``@class``
+    keys to every model, taken off here). Every declared key is written, unset ones as null, so
+    a run's document and the same document read back from the store are equal."""
+    if isinstance(results, Results):
+        return results.model_dump(mode="json")
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if not k.startswith("@")}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    document = plain(results)
+    if document.get("schema_version") == RESULTS_SCHEMA_VERSION:
+        return Results.model_validate(document).model_dump(mode="json")
+    return document
 
 
 def checked(results: dict) -> dict:

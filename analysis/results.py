@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from jobflow import JobStore
 
+from carrierflow.analysis.documents import as_document
+
 # results stored before runs had an identity carry no run_id
 LEGACY = {"$exists": False}
 
@@ -35,7 +37,7 @@ def find_results(
     )
     if not docs:
         return None
-    return {**docs[0]["output"], "run_id": docs[0].get("metadata", {}).get("run_id")}
+    return {**as_document(docs[0]["output"]), "run_id": docs[0].get("metadata", {}).get("run_id")}
 
 
 def list_runs(store: JobStore) -> list[dict]:

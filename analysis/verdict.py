@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from carrierflow.analysis.documents import RESULTS_SCHEMA_VERSION
+from carrierflow.analysis.documents import RESULTS_SCHEMA_VERSION, Results
 from carrierflow.analysis.formation import site_fraction
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome
 
@@ -125,21 +125,26 @@ def summarize(
     settings: dict,
     reference: HostOutcome,
     hosts: list[HostOutcome],
-) -> dict:
-    """The results document: reference phase, every host, and each verdict."""
+) -> Results:
+    """The results document: reference phase, every host, and each verdict (checked: a
+    non-finite number or an undeclared key fails here, in the job that made it)."""
     uncertainty = calculator["uncertainty_eV"]
     reference_block = host_summary(reference, uncertainty, temperature_K)
     reference_block["mu_eV"] = reference.bulk_energy_per_atom_eV
     reference_vacancy = reference_block["lowest_eV"]["vacancy"]
-    return {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "system": system,
-        "species": species,
-        "calculator": calculator,
-        "code_versions": code_versions([reference, *hosts]),
-        "temperature_K": temperature_K,
-        "settings": settings,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "reference": reference_block,
-        "hosts": [host_summary(h, uncertainty, temperature_K, reference_vacancy) for h in hosts],
-    }
+    return Results.model_validate(
+        {
+            "schema_version": RESULTS_SCHEMA_VERSION,
+            "system": system,
+            "species": species,
+            "calculator": calculator,
+            "code_versions": code_versions([reference, *hosts]),
+            "temperature_K": temperature_K,
+            "settings": settings,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "reference": reference_block,
+            "hosts": [
+                host_summary(h, uncertainty, temperature_K, reference_vacancy) for h in hosts
+            ],
+        }
+    )

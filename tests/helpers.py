@@ -18,6 +18,7 @@ def run_bcc_li(maker, store, root) -> dict:
     document and every calculation document."""
     from jobflow import run_locally
 
+    from carrierflow.analysis.documents import as_document
     from carrierflow.structures.sources import load_fixture
     from carrierflow.workflows.flows import Phase
     from carrierflow.workflows.schemas import CalculationDoc
@@ -33,4 +34,4 @@ def run_bcc_li(maker, store, root) -> dict:
         for r in job.values()
         if isinstance(r.output, CalculationDoc)
     ]
-    return {"results": flow_result(responses, flow, store), "docs": docs}
+    return {"results": as_document(flow_result(responses, flow, store)), "docs": docs}

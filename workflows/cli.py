@@ -586,6 +586,7 @@ def command_run(args: argparse.Namespace) -> int:
     """carrierflow run."""
     from jobflow import run_locally
 
+    from carrierflow.analysis.documents import as_document
     from carrierflow.analysis.results import find_results
     from carrierflow.workflows.schemas import CalculationDoc
     from carrierflow.workflows.store import flow_result, open_store, store_location
@@ -642,7 +643,9 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  {failure.label} ({failure.task}): {failure.error}{where}", file=sys.stderr)
         return 1
     results = flow_result(responses, flow, store)
-    return _write_results({**results, "run_id": run_id}, output, args, system, maker.label)
+    return _write_results(
+        {**as_document(results), "run_id": run_id}, output, args, system, maker.label
+    )
 
 
 def _write_results(

@@ -299,6 +299,14 @@ def fine_tune(
     started = time.perf_counter()
     checkpoint = base_checkpoint(settings.base_model)
     workdir.mkdir(parents=True, exist_ok=True)
+    # a folder trained in before (an interrupted or older run): SevenNet would write lc0.csv
+    # beside the old lc.csv and leave old checkpoints, whose numbers would be read as this run's
+    for old in [
+        *workdir.glob("lc*.csv"),
+        *workdir.glob("checkpoint_*.pth"),
+        workdir / "finetune.json",
+    ]:
+        old.unlink(missing_ok=True)
     base = np.array([e for e, _ in predictions(train, checkpoint)])
     offsets = element_offsets(train, base)
     paths = {"train": workdir / "train.extxyz", "valid": workdir / "valid.extxyz"}

@@ -11,6 +11,7 @@ from jobflow import Flow, Job, Response, job
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
+from carrierflow.analysis.documents import Results
 from carrierflow.analysis.flags import Flag, FlagCode
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.relaxation import (
@@ -613,7 +614,7 @@ def summarize_results(
     settings: DefectSettings,
     reference: HostOutcome,
     hosts: list[HostOutcome],
-) -> dict:
+) -> Results:
     """The results document (results.json), stored with the flow."""
     results = summarize(
         system,
@@ -626,6 +627,6 @@ def summarize_results(
     )
     logger.info(
         "results ready: %s",
-        ", ".join(f"{h['formula']} {h['dominant_carrier']}" for h in results["hosts"]),
+        ", ".join(f"{h.formula} {h.dominant_carrier}" for h in results.hosts),
     )
     return results

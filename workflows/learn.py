@@ -29,7 +29,7 @@ import numpy as np
 from ase import Atoms
 from jobflow import CURRENT_JOB, Flow, JobConfig, Response, job
 
-from carrierflow.analysis.documents import Learned, LearnedDefect, verdicts
+from carrierflow.analysis.documents import Learned, LearnedDefect, Results, verdicts
 from carrierflow.analysis.relaxation import mark_shared_final_states
 from carrierflow.analysis.schemas import HostOutcome
 from carrierflow.workflows.calculators import Calculator
@@ -163,7 +163,7 @@ def learn_round(
     reference: Phase,
     hosts: list[Phase],
     dft: list[HostOutcome],
-    base_results: dict,
+    base_results: Results,
     history: list[dict],
     run_id: str,
 ) -> Response:
@@ -222,10 +222,10 @@ def learn_decide(
     hosts: list[Phase],
     screened: list[HostOutcome],
     screen_reference_bulk: CalculationDoc,
-    screen_results: dict,
+    screen_results: Results,
     model: dict,
     dft: list[HostOutcome],
-    base_results: dict,
+    base_results: Results,
     history: list[dict],
     run_id: str,
 ) -> Response:
@@ -303,51 +303,49 @@ def merge_refined(previous: list[HostOutcome], new: list[HostOutcome | None]) ->
 
 @job
 def learned_results(
-    results: dict,
-    base_results: dict,
-    screen_results: dict,
+    results: Results,
+    base_results: Results,
+    screen_results: Results,
     history: list[dict],
     refine: RefineSettings,
     learn: LearnSettings,
-) -> dict:
+) -> Results:
     """The results of a learning run: the DFT verdicts, the base screen's (``refined_from``),
     and what learning did (``learned``): each round's model and verdicts, and every DFT defect
     beside the last fine-tuned screen's E_f."""
     results = add_screen_verdicts.original(results, base_results, refine)
     defects = []
     for phase, screened in zip(
-        [results["reference"], *results["hosts"]],
-        [screen_results["reference"], *screen_results["hosts"]],
+        [results.reference, *results.hosts],
+        [screen_results.reference, *screen_results.hosts],
         strict=True,
     ):
-        by_name = {d["name"]: d for d in screened["defects"]}
-        for defect in phase["defects"]:
-            tuned = by_name.get(defect["name"])
+        by_name = {d.name: d for d in screened.defects}
+        for defect in phase.defects:
+            tuned = by_name.get(defect.name)
             defects.append(
                 LearnedDefect(
-                    phase=phase["formula"],
-                    name=defect["name"],
-                    kind=defect["kind"],
-                    dft_eV=defect["formation_energy_eV"],
-                    dft_supercell_atoms=phase["supercell"]["natoms"],
-                    fine_tuned_eV=tuned["formation_energy_eV"] if tuned else None,
-                    fine_tuned_supercell_atoms=screened["supercell"]["natoms"],
+                    phase=phase.formula,
+                    name=defect.name,
+                    kind=defect.kind,
+                    dft_eV=defect.formation_energy_eV,
+                    dft_supercell_atoms=phase.supercell.natoms,
+                    fine_tuned_eV=tuned.formation_energy_eV if tuned else None,
+                    fine_tuned_supercell_atoms=screened.supercell.natoms,
                     difference_eV=(
-                        tuned["formation_energy_eV"] - defect["formation_energy_eV"]
-                        if tuned
-                        else None
+                        tuned.formation_energy_eV - defect.formation_energy_eV if tuned else None
                     ),
                 )
             )
-    results["learned"] = Learned(
+    results.learned = Learned(
         settings=learn.model_dump(),
         rounds=history,
         model=history[-1]["model"],
-        calculator=screen_results["calculator"],
+        calculator=screen_results.calculator,
         verdicts=verdicts(screen_results),
         defects=defects,
         note="difference = the fine-tuned screen in its supercell minus DFT in the DFT "
         "supercell: the model's error and the finite-size effect together, in-sample (the "
         "model trained on these DFT calculations)",
-    ).model_dump(mode="json")
+    )
     return results

@@ -10,6 +10,7 @@ from jobflow import Flow, Job, Response, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from carrierflow.analysis.documents import Results
 from carrierflow.analysis.flags import Flag, FlagCode
 from carrierflow.analysis.schemas import (
     CarrierTransport,
@@ -309,12 +310,12 @@ def collect_transport(
 
 @job
 def add_transport(
-    results: dict, transports: list[PhaseTransport], migration: MigrationSettings
-) -> dict:
+    results: Results, transports: list[PhaseTransport], migration: MigrationSettings
+) -> Results:
     """The results document with each phase's transport (reference first)."""
     reference, *hosts = transports
-    results["migration"] = migration.model_dump()
-    results["reference"]["transport"] = reference.model_dump()
-    for block, transport in zip(results["hosts"], hosts, strict=True):
-        block["transport"] = transport.model_dump()
+    results.migration = migration.model_dump()
+    results.reference.transport = reference
+    for block, transport in zip(results.hosts, hosts, strict=True):
+        block.transport = transport
     return results

@@ -13,7 +13,7 @@ import logging
 from jobflow import Flow, Response, job
 from pymatgen.core import Structure
 
-from carrierflow.analysis.documents import RefinedFrom, verdicts
+from carrierflow.analysis.documents import RefinedFrom, Results, verdicts
 from carrierflow.analysis.flags import FlagCode, has
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
@@ -177,11 +177,11 @@ def compare_with_screen(
 
 
 @job
-def add_screen_verdicts(results: dict, screen: dict, refine: RefineSettings) -> dict:
+def add_screen_verdicts(results: Results, screen: Results, refine: RefineSettings) -> Results:
     """The refined results document: the DFT results, with the stand-in screen's verdicts."""
-    results["refined_from"] = RefinedFrom(
-        calculator=screen["calculator"],
+    results.refined_from = RefinedFrom(
+        calculator=screen.calculator,
         refine=refine.model_dump(),
         verdicts=verdicts(screen),
-    ).model_dump(mode="json")
+    )
     return results

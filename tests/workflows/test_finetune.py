@@ -33,8 +33,12 @@ def tuned(tmp_path_factory) -> dict:
     frames = [f for f in read(str(DATA), ":") if f.info["run"] == "bulk relax"]
     train, valid = split_by_phase(frames, ["Li3In2"])
     settings = FineTuneSettings(base_model="7net-0", epochs=3, batch_size=2)
-    result = fine_tune(train, valid, settings, tmp_path_factory.mktemp("finetune"))
-    return {"result": result, "train": train, "valid": valid}
+    workdir = tmp_path_factory.mktemp("finetune")
+    # a folder an earlier training left behind: its curve and checkpoint must not be read back
+    (workdir / "lc.csv").write_text("epoch,lr\n1,0.1\n")
+    (workdir / "checkpoint_3.pth").write_bytes(b"stale")
+    result = fine_tune(train, valid, settings, workdir)
+    return {"result": result, "train": train, "valid": valid, "workdir": workdir}
 
 
 def test_held_out_phases_never_reach_the_training_set():
@@ -46,6 +50,12 @@ def test_held_out_phases_never_reach_the_training_set():
     # "Li" is its own phase, not a prefix of Li5In4 or Li3In2
     _, li = split_by_phase(frames, ["Li"])
     assert li and all(f.info["label"].split()[0] == "Li" for f in li)
+
+
+def test_a_folder_trained_in_before_gives_this_trainings_curve_and_checkpoint(tuned):
+    assert not (tuned["workdir"] / "lc0.csv").exists()
+    assert tuned["result"].epoch == 3 and tuned["result"].errors["train"]["loss"] > 0
+    assert (tuned["workdir"] / "checkpoint_3.pth").read_bytes() != b"stale"
 
 
 def test_fine_tuning_lowers_the_force_error_on_a_host_it_never_saw(tuned):
