@@ -33,6 +33,11 @@ __all__ = [
 ]
 
 
+# force convergence of every relaxation by DFT preset (the study's 0.01 eV/A; the fast preset's
+# coarser mesh and cut-off do not resolve finer forces), unless --fmax says otherwise
+FMAX_EV_A = {"study": 0.01, "fast": 0.05}
+
+
 @dataclass
 class Calculator(MSONable):
     """One calculator: the Makers for bulk relaxation, ionic relaxation and static energies.
@@ -44,7 +49,7 @@ class Calculator(MSONable):
     model
         The model of a machine-learned potential (a shipped name or a file).
     fmax
-        Force convergence of every relaxation, eV/A (0.01; 0.05 with the fast DFT preset).
+        Force convergence of every relaxation, eV/A (:data:`FMAX_EV_A` by DFT preset).
     uncertainty_eV
         The energy uncertainty used by the verdict; documented defaults per calculator.
     max_steps
@@ -88,7 +93,7 @@ class Calculator(MSONable):
             )
         fast = self.preset == "fast"
         if self.fmax is None:
-            self.fmax = 0.05 if fast else 0.01
+            self.fmax = FMAX_EV_A[self.preset]
         # inf relaxed nothing and called it converged; nan ran every relaxation to its limit
         if not (math.isfinite(self.fmax) and self.fmax > 0):
             raise CalculatorError(f"--fmax must be a finite number > 0, got {self.fmax}")

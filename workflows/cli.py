@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -14,10 +15,19 @@ from pydantic import BaseModel, ValidationError
 
 from carrierflow.structures.presets import SYSTEMS, preset_model
 from carrierflow.structures.sources import StructureError
-from carrierflow.workflows.calculators import DFT_CALCULATORS, CalculatorError
+from carrierflow.workflows.calculators import (
+    ASE_OPTIMIZERS,
+    DFT_CALCULATORS,
+    FAST_PRESET_UNCERTAINTY_EV,
+    FMAX_EV_A,
+    Calculator,
+    CalculatorError,
+)
 from carrierflow.workflows.cluster import ClusterError
-from carrierflow.workflows.codes import CODES
+from carrierflow.workflows.codes import CODES, Code
+from carrierflow.workflows.codes.dft import DftCode
 from carrierflow.workflows.dataset import DatasetError
+from carrierflow.workflows.dft import PRESETS
 from carrierflow.workflows.finetune import FineTuneError
 from carrierflow.workflows.schemas import FineTuneSettings, LearnSettings
 from carrierflow.workflows.store import StoreError, check_writable_directory
@@ -32,6 +42,10 @@ EXPECTED_ERRORS = (
     DatasetError,
     FineTuneError,
 )
+
+
+# the Calculator's own defaults, shown and used by its options
+_CALCULATOR_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Calculator)}
 
 
 class UsageError(ValueError):
@@ -57,13 +71,17 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         "file (required for mace)",
     )
     calc.add_argument(
-        "--fmax", type=float, help="force convergence, eV/A (0.01; 0.05 with --dft-preset fast)"
+        "--fmax",
+        type=float,
+        help="force convergence, eV/A ("
+        + ", ".join(f"{preset} {fmax:g}" for preset, fmax in FMAX_EV_A.items())
+        + " with --dft-preset)",
     )
     calc.add_argument(
         "--optimizer",
-        default="BFGS",
-        help="ASE optimizer of the ionic relaxations: BFGS (default), BFGSLineSearch, LBFGS, "
-        "LBFGSLineSearch or FIRE",
+        default=_CALCULATOR_DEFAULTS["optimizer"],
+        help=f"ASE optimizer of the ionic relaxations: {', '.join(ASE_OPTIMIZERS)} "
+        f"({_CALCULATOR_DEFAULTS['optimizer']})",
     )
     calc.add_argument(
         "--refine",
@@ -81,24 +99,19 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     calc.add_argument(
         "--uncertainty",
         type=float,
-        help="energy uncertainty for the verdict, eV (0.1 for the stand-ins)",
+        help="energy uncertainty for the verdict, eV (stand-ins "
+        f"{Code.uncertainty_eV:g}, DFT {DftCode.uncertainty_eV:g}, DFT with --dft-preset fast "
+        f"{FAST_PRESET_UNCERTAINTY_EV:g})",
     )
     dft = parser.add_argument_group("DFT settings (vasp, gpaw; defaults are the study's)")
     dft.add_argument(
         "--dft-preset",
-        choices=["study", "fast"],
-        default="study",
-        help="study: the study's settings; fast: 400 eV, k-spacing 0.05, forces 0.05 eV/A",
+        choices=list(PRESETS),
+        default=_CALCULATOR_DEFAULTS["preset"],
+        help="study: the study's settings; fast: coarser cut-off, k-points and forces (each "
+        "option's help gives both)",
     )
-    dft.add_argument("--encut", type=float, help="plane-wave cut-off, eV (500)")
-    dft.add_argument(
-        "--kspacing",
-        type=float,
-        help="k-point spacing in units of 2pi/A: "
-        "n_i = max(1, ceil(|b_i| / (2pi x spacing))) (0.03)",
-    )
-    dft.add_argument("--ediff", type=float, help="SCF energy convergence per cell, eV (1e-6)")
-    dft.add_argument("--sigma", type=float, help="Methfessel-Paxton smearing width, eV (0.1)")
+    _add_dft_settings(dft)
     dft.add_argument(
         "--potcar", nargs="+", metavar="EL=SYMBOL", help="POTCAR choices (MP's: Li_sv, In_d)"
     )
@@ -106,11 +119,16 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     dft.add_argument(
         "--vasp-cmd", help="the VASP command (default: $CARRIERFLOW_VASP_CMD or atomate2's)"
     )
-    dft.add_argument("--cores", type=int, default=1, help="MPI ranks of each GPAW calculation")
+    dft.add_argument(
+        "--cores",
+        type=int,
+        default=_CALCULATOR_DEFAULTS["cores"],
+        help=f"MPI ranks of each GPAW calculation ({_CALCULATOR_DEFAULTS['cores']})",
+    )
     dft.add_argument(
         "--workdir",
-        default="carrierflow-calculations",
-        help="where DFT calculations run, one folder each (./carrierflow-calculations)",
+        default=_CALCULATOR_DEFAULTS["workdir"],
+        help=f"where DFT calculations run, one folder each (./{_CALCULATOR_DEFAULTS['workdir']})",
     )
     parser.add_argument(
         "--output", help="output directory (default: carrierflow-results/<system>-<calculator>)"
@@ -166,6 +184,30 @@ def _add_settings(group, model: type[BaseModel], exclude: tuple[str, ...] = ()) 
         # a setting without a default says in its description what none means
         shown = "" if default is None else f" ({shown})"
         group.add_argument(flag, help=f"{info.description}{shown}", **kwargs)
+
+
+def _dft_options() -> dict[str, str]:
+    """The DftSettings that have an option: setting name -> flag."""
+    from carrierflow.workflows.dft import DftSettings
+
+    return {
+        name: info.json_schema_extra["option"]
+        for name, info in DftSettings.model_fields.items()
+        if "option" in (info.json_schema_extra or {})
+    }
+
+
+def _add_dft_settings(group) -> None:
+    """The DFT options from DftSettings: no default of their own (a setting given overrides
+    the --dft-preset's), their help shows each preset's value."""
+    from carrierflow.workflows.dft import PRESETS, DftSettings
+
+    for name, flag in _dft_options().items():
+        info = DftSettings.model_fields[name]
+        values = ", ".join(
+            f"{preset} {PRESETS[preset].get(name, info.default):g}" for preset in PRESETS
+        )
+        group.add_argument(flag, type=float, help=f"{info.description} ({values})")
 
 
 def _settings(model: type[BaseModel], args: argparse.Namespace, **given):
@@ -370,18 +412,15 @@ def _calculators(args: argparse.Namespace):
     settings, preset, cores and the verdict's uncertainty go to the DFT one when refining."""
     from carrierflow.workflows.calculators import Calculator
 
-    dft = {
-        field: value
-        for field, value in (
-            ("encut_eV", args.encut),
-            ("kspacing", args.kspacing),
-            ("ediff_eV", args.ediff),
-            ("sigma_eV", args.sigma),
-            ("potcars", _assignments(args.potcar, "--potcar")),
-            ("incar", _incar_tags(args.incar)),
-        )
-        if value is not None
+    given = {
+        name: getattr(args, flag.lstrip("-").replace("-", "_"))
+        for name, flag in _dft_options().items()
     }
+    given |= {
+        "potcars": _assignments(args.potcar, "--potcar"),
+        "incar": _incar_tags(args.incar),
+    }
+    dft = {name: value for name, value in given.items() if value is not None}
     code = {
         "dft": dft,
         "preset": args.dft_preset,

@@ -51,18 +51,19 @@ class DftSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     encut_eV: float = Field(
-        500.0, gt=0, description="plane-wave cut-off", json_schema_extra={"option": "--encut"}
+        500.0, gt=0, description="plane-wave cut-off, eV", json_schema_extra={"option": "--encut"}
     )
     kspacing: float = Field(
         0.03,
         gt=0,
-        description="k-point spacing in units of 2 pi / A (see kpoint_mesh)",
+        description="k-point spacing in units of 2pi/A: n_i = max(1, ceil(|b_i| / (2pi x "
+        "spacing)))",
         json_schema_extra={"option": "--kspacing"},
     )
     ediff_eV: float = Field(
         1e-6,
         gt=0,
-        description="SCF energy convergence per cell",
+        description="SCF energy convergence per cell, eV",
         json_schema_extra={"option": "--ediff"},
     )
     # Methfessel-Paxton of first order: the energy extrapolated to zero smearing stays accurate
@@ -70,7 +71,10 @@ class DftSettings(BaseModel):
     # entropy term (T*S) far below custodian's 1 meV/atom limit in Li-In.
     smearing: str = Field("mp1", pattern=r"^mp[12]$", description="Methfessel-Paxton order")
     sigma_eV: float = Field(
-        0.1, gt=0, description="smearing width", json_schema_extra={"option": "--sigma"}
+        0.1,
+        gt=0,
+        description="Methfessel-Paxton smearing width, eV",
+        json_schema_extra={"option": "--sigma"},
     )
     potcars: dict[str, str] = Field(
         default_factory=dict,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Structure
+
+from carrierflow.workflows.codes.sevennet import FINE_TUNED_MODELS, SEVENNET_MODELS
 
 
 class _CodeRecord(BaseModel):
@@ -276,10 +278,12 @@ class MigrationSettings(BaseModel):
     )
 
 
-# the shipped SevenNet models that can be fine-tuned: sevenn's, and carrierflow's own
-# (fine-tuning it again continues from what it learnt of the DFT frames)
-BaseModelName = Literal["7net-l3i5", "7net-0", "7net-li-in"]
-BASE_MODELS = get_args(BaseModelName)
+# the shipped SevenNet models that can be fine-tuned: sevenn's single-fidelity ones (a
+# multi-fidelity model needs its modal), and carrierflow's own (fine-tuning it again continues
+# from what it learnt of the DFT frames)
+_SINGLE_FIDELITY = tuple(m for m, needs in SEVENNET_MODELS.items() if not needs)
+BASE_MODELS = _SINGLE_FIDELITY + tuple(FINE_TUNED_MODELS)
+BaseModelName = Literal[BASE_MODELS]
 
 
 class FineTuneSettings(BaseModel):
