@@ -16,6 +16,8 @@ from helpers import run_bcc_li
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 
+from carrierflow.analysis.documents import as_document
+from carrierflow.analysis.flags import Flag, FlagCode
 from carrierflow.analysis.report import markdown_table, write_report
 from carrierflow.structures.defects import find_defects
 from carrierflow.structures.sources import load_fixture
@@ -191,7 +193,7 @@ def refined_li(tmp_path_factory) -> dict:
     flow = maker.make(phase, [])
     responses = run_locally(flow, store=JobStore(MemoryStore()), root_dir=root)
     results = responses[flow.output.uuid][max(responses[flow.output.uuid])].output
-    return {"results": results, "label": maker.label, "root": root}
+    return {"results": as_document(results), "label": maker.label, "root": root}
 
 
 @pytest.mark.gpaw
@@ -221,7 +223,7 @@ def test_lowest_defects_takes_k_of_each_kind_and_skips_shared_states(defect_outc
         outcome("v1", "vacancy", 0.5),
         outcome("v2", "vacancy", 0.4),
         outcome("i1", "interstitial", 0.3),
-        outcome("i2", "interstitial", 0.2, ["same relaxed energy as i1 (within 1 meV): ..."]),
+        outcome("i2", "interstitial", 0.2, [Flag(code=FlagCode.SHARED_STATE, text="as i1")]),
         outcome("i3", "interstitial", 0.6),
     ]
     assert [d.name for d in lowest_defects(defects, 1)] == ["v2", "i1"]
