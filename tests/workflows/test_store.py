@@ -2,13 +2,16 @@
 
 import json
 import os
+import shutil
 import uuid
+from pathlib import Path
 
 import mongomock_ng
 import pymongo
 import pytest
 from maggma.stores import MontyStore
 
+from carrierflow.analysis.documents import RESULTS_SCHEMA_VERSION
 from carrierflow.workflows.cli import main
 from carrierflow.workflows.store import open_store
 
@@ -109,3 +112,35 @@ def test_a_mongodb_store_that_cannot_be_reached_is_one_short_line(tmp_path, caps
     [line] = [line for line in err.splitlines() if line.startswith("carrierflow: error:")]
     assert "cannot reach the store configured in" in line and "within 5 s" in line
     assert len(line) < 400 and "Traceback" not in err
+
+
+def test_a_store_written_by_an_earlier_version_is_found_reused_and_rendered(tmp_path, capsys):
+    """tests/workflows/stores/README.md: a store of commit ee92940 (results schema 3)."""
+    store = tmp_path / "store"
+    shutil.copytree(Path(__file__).parent / "stores" / "ee92940", store)
+    args = [
+        "--system",
+        "Cu-Au",
+        "--calculator",
+        "emt",
+        "--defects",
+        "vacancy",
+        "--store",
+        str(store),
+    ]
+    capsys.readouterr()
+    assert main(["run", *args, "--output", str(tmp_path / "same")]) == 0
+    assert "is finished in the store" in capsys.readouterr().err
+    old = json.loads((tmp_path / "same" / "results.json").read_text())
+    assert old["schema_version"] == 3
+    # another temperature: another run, of the same calculations
+    assert main(["run", *args, "--temperature", "500", "--output", str(tmp_path / "hot")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("reused from the store") == 6
+    assert "relaxation of" not in err and "single point of" not in err
+    new = json.loads((tmp_path / "hot" / "results.json").read_text())
+    assert new["schema_version"] == RESULTS_SCHEMA_VERSION
+    assert [d["formation_energy_eV"] for d in new["hosts"][0]["defects"]] == [
+        d["formation_energy_eV"] for d in old["hosts"][0]["defects"]
+    ]
+    assert main(["report", *args, "--output", str(tmp_path / "report")]) == 0
