@@ -51,7 +51,9 @@ class DefectRow(_Document):
         description="E_f with the far field fixed, when the host reconstructed"
     )
     ranking_energy_eV: float = Field(description="the E_f the verdict ranks by")
-    site_fraction: float = Field(description="equilibrium site fraction at temperature_K")
+    site_fraction: float | None = Field(
+        description="equilibrium site fraction at temperature_K (None: its atoms ran together)"
+    )
     converged: bool
     steps: int
     max_displacement_A: float

@@ -21,6 +21,7 @@ class FlagCode(StrEnum):
     HOST_RECONSTRUCTION = "host-reconstruction"
     LOCAL_RANKING = "local-ranking"  # ranked by the relaxation with the far field fixed
     SHARED_STATE = "shared-state"  # same final state as an earlier candidate
+    COLLAPSED = "collapsed"  # atoms ran together: a hole in the model, not a state; never ranked
     # a hop
     END_NOT_CONVERGED = "end-not-converged"
     END_LEFT_SITE = "end-left-site"

@@ -9,6 +9,28 @@ from pymatgen.core import Lattice, Structure
 
 from carrierflow.analysis.flags import Flag, FlagCode, has
 
+# a relaxed cell whose closest atoms are nearer than this fraction of the perfect cell's closest
+# pair ran together: found with the fine-tuned 7net-li-in, whose energy fell without bound (to
+# -1e17 eV in 500 steps) from a Li5In4 vacancy start with its neighbours pushed out by 30 %
+COLLAPSE_FRACTION = 0.5
+
+
+def shortest_distance(structure: Structure) -> float:
+    """The closest pair of atoms, periodic images included (A)."""
+    distances = structure.distance_matrix + np.diag(np.full(len(structure), np.inf))
+    return float(distances.min())
+
+
+def collapse(relaxed: Structure, perfect: Structure) -> str | None:
+    """Why a relaxed defect cell is no physical state (its atoms ran together), or None."""
+    closest, reference = shortest_distance(relaxed), shortest_distance(perfect)
+    if closest < COLLAPSE_FRACTION * reference:
+        return (
+            f"atoms ran together: {closest:.2f} A apart after relaxation (the perfect cell's "
+            f"closest pair {reference:.2f} A); a hole in the model, not a state, never ranked"
+        )
+    return None
+
 
 def _min_image(lattice: Lattice, frac_delta: np.ndarray) -> np.ndarray:
     """Cartesian minimum-image vectors for fractional differences (n, 3)."""

@@ -381,7 +381,8 @@ def plot_formation_energies(results: dict, path: Path) -> None:
     colours = {"vacancy": "#3b6fb6", "interstitial": "#d9822b"}
     yardstick = results["reference"]["lowest_eV"]["vacancy"]
     for ax, phase in zip(axes[0], phases, strict=True):
-        defects = phase["defects"]
+        # a relaxation whose atoms ran together has no energy worth a bar (it is in the table)
+        defects = [d for d in phase["defects"] if FlagCode.COLLAPSED not in codes(d["flags"])]
         x = range(len(defects))
         heights = [d["ranking_energy_eV"] for d in defects]
         bars = ax.bar(x, heights, color=[colours[d["kind"]] for d in defects])

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
-from carrierflow.analysis.flags import Flag
+from carrierflow.analysis.flags import Flag, FlagCode, has
 from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice
 
@@ -41,6 +41,10 @@ class StartsSearch(BaseModel):
     distinct_states: int = Field(description="final states more than 1 meV apart")
     spread_eV: float = Field(description="highest minus lowest E_f: the path dependence")
     winner: str = Field(description="the start that reached the lowest E_f")
+    collapsed: list[str] = Field(
+        default_factory=list,
+        description="starts whose atoms ran together (a hole in the model): left out above",
+    )
 
 
 class DefectOutcome(BaseModel):
@@ -72,6 +76,11 @@ class DefectOutcome(BaseModel):
     search: StartsSearch | None = Field(
         None, description="with several starts: what each reached (the lowest is this one)"
     )
+
+    @property
+    def collapsed(self) -> bool:
+        """Its atoms ran together in the relaxation: no state, never ranked."""
+        return has(self.flags, FlagCode.COLLAPSED)
 
     @property
     def ranking_energy_eV(self) -> float:

@@ -37,7 +37,7 @@ def dominant_carrier(
 
 
 def _lowest(defects: list[DefectOutcome], kind: str) -> DefectOutcome | None:
-    of_kind = [d for d in defects if d.kind == kind]
+    of_kind = [d for d in defects if d.kind == kind and not d.collapsed]
     return min(of_kind, key=lambda d: d.ranking_energy_eV) if of_kind else None
 
 
@@ -51,7 +51,9 @@ def defect_entry(defect: DefectOutcome, temperature_K: float) -> dict:
         "formation_energy_eV": defect.formation_energy_eV,
         "local_formation_energy_eV": defect.local.formation_energy_eV if defect.local else None,
         "ranking_energy_eV": defect.ranking_energy_eV,
-        "site_fraction": site_fraction(defect.ranking_energy_eV, temperature_K),
+        "site_fraction": None
+        if defect.collapsed
+        else site_fraction(defect.ranking_energy_eV, temperature_K),
         "converged": defect.converged,
         "steps": defect.steps,
         "max_displacement_A": defect.max_displacement_A,

@@ -15,6 +15,7 @@ from carrierflow.analysis.documents import Results
 from carrierflow.analysis.flags import Flag, FlagCode
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.relaxation import (
+    collapse,
     displacements,
     hold_far_atoms,
     mark_shared_final_states,
@@ -287,7 +288,7 @@ def kept_for_final_cell(
     kept = []
     for kind in ("vacancy", "interstitial"):
         ordered = sorted(
-            (state for state in states if state[1].kind == kind),
+            (state for state in states if state[1].kind == kind and not state[1].collapsed),
             key=lambda state: state[1].ranking_energy_eV,
         )
         distinct: list[tuple[str, DefectOutcome]] = []
@@ -392,7 +393,7 @@ def final_cell_defects(
 def carry_search(relaxed: list[DefectOutcome], searched: DefectOutcome) -> DefectOutcome:
     """A candidate's lowest state in the final cell (of its small-cell states relaxed there),
     with the record of its small-cell search."""
-    outcome = min(relaxed, key=lambda o: o.ranking_energy_eV).model_copy(deep=True)
+    outcome = min(relaxed, key=ranking_key).model_copy(deep=True)
     outcome.search = searched.search
     return outcome
 
@@ -460,6 +461,9 @@ def assess_defect(
     elif geometry.ended_at != candidate.name:
         verb = "vacancy refilled; vacancy now at" if candidate.kind == "vacancy" else "relaxed into"
         flags.append(Flag(code=FlagCode.CHANGED_SITE, text=f"{verb} {geometry.ended_at}"))
+    ran_together = collapse(relaxed.structure, perfect_structure)
+    if ran_together:
+        flags.append(Flag(code=FlagCode.COLLAPSED, text=ran_together))
     evidence = reconstruction_evidence(
         e_f,
         geometry.far_field_displacement_A,
@@ -493,7 +497,7 @@ def assess_defect(
         provenance=relaxed.provenance(),
         structure=relaxed.structure,
     )
-    if not evidence or not settings.local_relaxation:
+    if not evidence or not settings.local_relaxation or ran_together:
         return outcome
     logger.warning(
         "%s %s: host reconstruction (%s); relaxing again with atoms beyond %.3g A fixed",
@@ -508,6 +512,11 @@ def assess_defect(
     return Response(replace=Flow([local, attach], output=attach.output))
 
 
+def ranking_key(outcome: DefectOutcome) -> tuple[bool, float]:
+    """How a defect's states rank: by energy, a relaxation whose atoms ran together last."""
+    return outcome.collapsed, outcome.ranking_energy_eV
+
+
 # starts that end within this of each other reached one final state
 SAME_STATE_EV = 0.001
 
@@ -517,16 +526,19 @@ def lowest_start(tags: list[str], outcomes: list[DefectOutcome]) -> DefectOutcom
     """The lowest final state one defect's starts reached, with the record of the search: what
     each start reached, how many distinct states, the spread (the path dependence a single
     relaxation would have hidden) and the winner."""
-    energies = [o.ranking_energy_eV for o in outcomes]
-    best = int(np.argmin(energies))
+    best = min(range(len(outcomes)), key=lambda i: ranking_key(outcomes[i]))
+    # starts whose atoms ran together are no states: listed apart, never the spread
+    states = [(t, o) for t, o in zip(tags, outcomes, strict=True) if not o.collapsed]
+    energies = [o.ranking_energy_eV for _, o in states] or [outcomes[best].ranking_energy_eV]
     distinct = 1 + int(np.count_nonzero(np.diff(np.sort(energies)) > SAME_STATE_EV))
     winner = outcomes[best].model_copy(deep=True)
     winner.search = StartsSearch(
-        starts=tags,
-        formation_energies_eV=energies,
-        distinct_states=distinct,
+        starts=[t for t, _ in states],
+        formation_energies_eV=[o.ranking_energy_eV for _, o in states],
+        distinct_states=distinct if states else 0,
         spread_eV=float(max(energies) - min(energies)),
         winner=tags[best],
+        collapsed=[t for t, o in zip(tags, outcomes, strict=True) if o.collapsed],
     )
     return winner
 

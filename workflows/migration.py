@@ -60,7 +60,10 @@ def hop_start(defects: list[DefectOutcome], kind: str) -> tuple[DefectOutcome | 
     site (hops go from site to site); an interstitial that left its site (split or displaced)
     hops to the symmetry images of its relaxed state.
     """
-    of_kind = sorted((d for d in defects if d.kind == kind), key=lambda d: d.ranking_energy_eV)
+    of_kind = sorted(
+        (d for d in defects if d.kind == kind and not d.collapsed),
+        key=lambda d: d.ranking_energy_eV,
+    )
     usable = [
         d
         for d in of_kind

@@ -36,11 +36,14 @@ logger = logging.getLogger("carrierflow")
 
 def lowest_defects(defects: list[DefectOutcome], k: int) -> list[DefectOutcome]:
     """The ``k`` lowest vacancies and ``k`` lowest interstitials by ranking energy, leaving out
-    candidates that relaxed into an earlier one's state."""
+    candidates that relaxed into an earlier one's state and relaxations whose atoms ran
+    together."""
     chosen = []
     for kind in ("vacancy", "interstitial"):
         distinct = [
-            d for d in defects if d.kind == kind and not has(d.flags, FlagCode.SHARED_STATE)
+            d
+            for d in defects
+            if d.kind == kind and not has(d.flags, FlagCode.SHARED_STATE, FlagCode.COLLAPSED)
         ]
         chosen += sorted(distinct, key=lambda d: d.ranking_energy_eV)[:k]
     return chosen

@@ -1,0 +1,46 @@
+"""A relaxation whose atoms ran together (a hole in the model) is flagged and never ranked.
+
+Found with the fine-tuned 7net-li-in: a Li5In4 vacancy start with its neighbours pushed out by 30 %
+relaxed to -1e17 eV in 500 steps; unguarded it would have been the lowest state of the search."""
+
+from pymatgen.core import Lattice, Structure
+
+from carrierflow.analysis.flags import Flag, FlagCode
+from carrierflow.analysis.relaxation import collapse
+from carrierflow.analysis.verdict import _lowest, defect_entry
+from carrierflow.workflows.jobs import lowest_start
+from carrierflow.workflows.refine import lowest_defects
+
+RAN_TOGETHER = Flag(code=FlagCode.COLLAPSED, text="atoms ran together")
+
+
+def test_atoms_that_ran_together_are_named_and_a_relaxed_cell_is_not():
+    perfect = Structure(Lattice.cubic(3.51), ["Li", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    perfect.make_supercell(2)
+    relaxed = perfect.copy()
+    relaxed.translate_sites([0], [0.02, 0.01, 0.0])
+    assert collapse(relaxed, perfect) is None
+    relaxed.translate_sites([1], relaxed[0].coords - relaxed[1].coords + [0.3, 0, 0], False)
+    assert "0.30 A apart" in collapse(relaxed, perfect)
+
+
+def test_a_collapsed_start_never_wins_and_stays_out_of_the_spread(defect_outcome):
+    outcomes = [
+        defect_outcome("i1", "interstitial", 0.62),
+        defect_outcome("i1", "interstitial", -1e17, flags=[RAN_TOGETHER]),
+        defect_outcome("i1", "interstitial", 0.55),
+    ]
+    winner = lowest_start.original(["small", "neighbours +30%", "split"], outcomes)
+    assert winner.formation_energy_eV == 0.55 and winner.search.winner == "split"
+    assert winner.search.collapsed == ["neighbours +30%"]
+    assert winner.search.starts == ["small", "split"]
+    assert abs(winner.search.spread_eV - 0.07) < 1e-9
+
+
+def test_a_collapsed_defect_is_in_the_results_but_not_in_the_verdict(defect_outcome):
+    good = defect_outcome("v1", "vacancy", 0.4)
+    hole = defect_outcome("v2", "vacancy", -1e17, flags=[RAN_TOGETHER])
+    assert _lowest([good, hole], "vacancy") is good
+    assert _lowest([hole], "vacancy") is None
+    assert defect_entry(hole, 300.0)["site_fraction"] is None
+    assert [d.name for d in lowest_defects([good, hole], 2)] == ["v1"]
