@@ -44,6 +44,11 @@ def _alive(claim: dict, now: float) -> bool:
     return now - claim["started"] < STALE_AFTER_S
 
 
+def _claim_id(fingerprint: str) -> str:
+    """A calculation's one claim document (its ``_id``)."""
+    return f"claim:{fingerprint}"
+
+
 def _take(collection, fingerprint: str, label: str) -> dict | None:
     """Insert this process's claim; None when it holds it now, else the live claim that holds
     it. One document per calculation (its ``_id``): the database's unique key decides between
@@ -56,7 +61,7 @@ def _take(collection, fingerprint: str, label: str) -> dict | None:
         "pid": os.getpid(),
         "started": time.time(),
     }
-    key = f"claim:{fingerprint}"
+    key = _claim_id(fingerprint)
     while True:
         try:
             collection.insert_one({"_id": key, CLAIM_KEY: claim})
@@ -94,7 +99,7 @@ def claimed(
                 holder["pid"],
             )
             waited = True
-        while (held := collection.find_one({"_id": f"claim:{fingerprint}"})) is not None:
+        while (held := collection.find_one({"_id": _claim_id(fingerprint)})) is not None:
             if not _alive(held[CLAIM_KEY], time.time()):
                 break
             time.sleep(POLL_S)
@@ -108,7 +113,7 @@ def claimed(
     finally:
         collection.delete_one(
             {
-                "_id": f"claim:{fingerprint}",
+                "_id": _claim_id(fingerprint),
                 f"{CLAIM_KEY}.host": socket.gethostname(),
                 f"{CLAIM_KEY}.pid": os.getpid(),
             }

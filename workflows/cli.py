@@ -186,6 +186,11 @@ def _add_settings(group, model: type[BaseModel], exclude: tuple[str, ...] = ()) 
         group.add_argument(flag, help=f"{info.description}{shown}", **kwargs)
 
 
+def _dest(flag: str) -> str:
+    """The argparse attribute of an option: ``--min-image-distance`` -> ``min_image_distance``."""
+    return flag.lstrip("-").replace("-", "_")
+
+
 def _dft_options() -> dict[str, str]:
     """The DftSettings that have an option: setting name -> flag."""
     from carrierflow.workflows.dft import DftSettings
@@ -217,7 +222,7 @@ def _settings(model: type[BaseModel], args: argparse.Namespace, **given):
     values = dict(given)
     for name, info in model.model_fields.items():
         flag = (info.json_schema_extra or {}).get("option")
-        dest = flag.lstrip("-").replace("-", "_") if flag else None
+        dest = _dest(flag) if flag else None
         if dest is not None and name not in given and hasattr(args, dest):
             values[name] = getattr(args, dest)
     try:
@@ -412,10 +417,7 @@ def _calculators(args: argparse.Namespace):
     settings, preset, cores and the verdict's uncertainty go to the DFT one when refining."""
     from carrierflow.workflows.calculators import Calculator
 
-    given = {
-        name: getattr(args, flag.lstrip("-").replace("-", "_"))
-        for name, flag in _dft_options().items()
-    }
+    given = {name: getattr(args, _dest(flag)) for name, flag in _dft_options().items()}
     given |= {
         "potcars": _assignments(args.potcar, "--potcar"),
         "incar": _incar_tags(args.incar),
@@ -550,7 +552,7 @@ def _flags_given(args: argparse.Namespace, model: type[BaseModel], exclude=()) -
         flag = (info.json_schema_extra or {}).get("option")
         if flag is None or name in exclude:
             continue
-        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        value = getattr(args, _dest(flag), None)
         if value != info.get_default(call_default_factory=True):
             given.append(flag)
     return given
