@@ -13,6 +13,11 @@ from carrierflow.analysis.flags import Flag, FlagCode, has
 # pair ran together: found with the fine-tuned 7net-li-in, whose energy fell without bound (to
 # -1e17 eV in 500 steps) from a Li5In4 vacancy start with its neighbours pushed out by 30 %
 COLLAPSE_FRACTION = 0.5
+# a running relaxation stops itself when its closest pair falls below this fraction of its start's
+# closest pair (the engine's guard): below COLLAPSE_FRACTION, so a stopped cell is one the flag
+# names anyway. Unstopped, the collapse above ran to its step limit and slowed to minutes per force
+# call (every atom within the model's cutoff of every other)
+STOP_FRACTION = 0.4
 
 
 def shortest_distance(structure: Structure) -> float:

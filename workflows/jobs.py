@@ -461,7 +461,7 @@ def assess_defect(
     elif geometry.ended_at != candidate.name:
         verb = "vacancy refilled; vacancy now at" if candidate.kind == "vacancy" else "relaxed into"
         flags.append(Flag(code=FlagCode.CHANGED_SITE, text=f"{verb} {geometry.ended_at}"))
-    ran_together = collapse(relaxed.structure, perfect_structure)
+    ran_together = relaxed.stopped or collapse(relaxed.structure, perfect_structure)
     if ran_together:
         flags.append(Flag(code=FlagCode.COLLAPSED, text=ran_together))
     evidence = reconstruction_evidence(

@@ -61,9 +61,15 @@ class CalculationDoc(_CodeRecord):
         description="SHA-256 of the numbers a rerun reuses (see reused_numbers); None in stores "
         "written before it existed",
     )
+    stopped: str | None = Field(
+        None,
+        description="why the relaxation stopped itself before converging (its atoms ran "
+        "together); None for one that ran its course",
+    )
 
     def reused_numbers(self) -> list:
-        """What a rerun takes from this document: its energy, convergence and final structure."""
+        """What a rerun takes from this document: its energy, convergence and final structure
+        (and why it stopped, where it stopped itself)."""
         return [
             self.fingerprint,
             self.energy_eV,
@@ -71,6 +77,7 @@ class CalculationDoc(_CodeRecord):
             self.converged,
             self.max_force_eV_A,
             _structure_numbers(self.structure),
+            *([self.stopped] if self.stopped else []),
         ]
 
 

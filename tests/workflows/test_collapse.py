@@ -44,3 +44,47 @@ def test_a_collapsed_defect_is_in_the_results_but_not_in_the_verdict(defect_outc
     assert _lowest([hole], "vacancy") is None
     assert defect_entry(hole, 300.0)["site_fraction"] is None
     assert [d.name for d in lowest_defects([good, hole], 2)] == ["v1"]
+
+
+def _run(job):
+    from jobflow import JobStore, run_locally
+    from maggma.stores import MemoryStore
+
+    responses = run_locally(job, store=JobStore(MemoryStore()), ensure_success=True)
+    return responses[job.uuid][1].output
+
+
+def _lj_relax(epsilon: float, steps: int = 300):
+    from atomate2.ase.jobs import LennardJonesRelaxMaker
+
+    # Lennard-Jones with a negative epsilon: the r^-12 term attracts, so the energy falls without
+    # bound as two atoms meet -- the shape of the hole found in 7net-li-in, in three lines
+    return LennardJonesRelaxMaker(
+        calculator_kwargs={"epsilon": epsilon, "sigma": 2.0, "rc": 6.0},
+        relax_kwargs={"fmax": 0.01, "final_atoms_object_file": None},
+        steps=steps,
+    )
+
+
+def _cu_cell() -> Structure:
+    fcc = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    cell = Structure(Lattice.cubic(3.61), ["Cu"] * 4, fcc)
+    cell.make_supercell(2)
+    cell.translate_sites([0], [0.03, 0.02, 0.01])
+    return cell
+
+
+def test_a_relaxation_whose_atoms_run_together_stops_itself_and_is_kept_as_not_converged():
+    from carrierflow.analysis.relaxation import STOP_FRACTION, shortest_distance
+    from carrierflow.workflows.calculators import Calculator
+    from carrierflow.workflows.engine import calculation
+
+    start = _cu_cell()
+    emt = Calculator("emt")
+    doc = _run(calculation(emt, "ion_relax", start, "hole", makers=[_lj_relax(-1.0)]))
+    assert doc.stopped.startswith("atoms ran together")
+    assert not doc.converged and doc.steps < 300
+    assert shortest_distance(doc.structure) < STOP_FRACTION * shortest_distance(start)
+    # a potential with a wall relaxes the same start to its end, unstopped
+    sound = _run(calculation(emt, "ion_relax", start, "wall", makers=[_lj_relax(0.01)]))
+    assert sound.stopped is None and sound.converged
