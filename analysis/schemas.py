@@ -24,15 +24,6 @@ class LocalRelaxation(BaseModel):
     provenance: dict = Field(default_factory=dict)
 
 
-class ScreenComparison(BaseModel):
-    """A refined defect's stand-in formation energies beside its DFT one."""
-
-    calculator: str
-    formation_energy_eV: float = Field(description="stand-in, in the DFT supercell")
-    screen_formation_energy_eV: float = Field(description="stand-in, in the screening supercell")
-    error_eV: float = Field(description="stand-in minus DFT, same supercell and start")
-
-
 class StartsSearch(BaseModel):
     """The search over several starts of one candidate: what each start reached."""
 
@@ -44,6 +35,20 @@ class StartsSearch(BaseModel):
     collapsed: list[str] = Field(
         default_factory=list,
         description="starts whose atoms ran together (a hole in the model): left out above",
+    )
+
+
+class ScreenComparison(BaseModel):
+    """A refined defect's stand-in formation energies beside its DFT one."""
+
+    calculator: str
+    formation_energy_eV: float = Field(description="stand-in, in the DFT supercell")
+    screen_formation_energy_eV: float = Field(description="stand-in, in the screening supercell")
+    error_eV: float = Field(description="stand-in minus DFT, same supercell and start")
+    search: StartsSearch | None = Field(
+        None,
+        description="with --starts: the stand-in's search in the DFT supercell, whose lowest "
+        "state DFT started from",
     )
 
 

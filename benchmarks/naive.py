@@ -23,6 +23,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from carrierflow.structures.presets import SYSTEMS, preset_model
 from carrierflow.structures.sources import load_structure
 from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.codes import DEFAULT_CODE
 from carrierflow.workflows.engine import load_calculator
 from carrierflow.workflows.jobs import plan_defects
 from carrierflow.workflows.schemas import DefectSettings
@@ -68,7 +69,7 @@ def plan_summary(plan) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="Li-In")
-    parser.add_argument("--calculator", default="sevennet")
+    parser.add_argument("--calculator", default=DEFAULT_CODE)
     parser.add_argument("--model")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()

@@ -21,6 +21,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from carrierflow.structures.sources import load_structure
 from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.codes import DEFAULT_CODE
 from carrierflow.workflows.jobs import plan_defects
 from carrierflow.workflows.schemas import DefectSettings
 
@@ -51,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="Li3In2")
     parser.add_argument("--species", default="Li")
-    parser.add_argument("--calculator", default="sevennet")
+    parser.add_argument("--calculator", default=DEFAULT_CODE)
     parser.add_argument("--model")
     parser.add_argument("--defects", nargs="*", help="defect names (default: all)")
     parser.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS))

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from carrierflow.workflows.codes import DEFAULT_CODE
+
 HERE = Path(__file__).resolve().parent
 TARGETS = {"time_to_answer_s": 180.0, "speedup_vs_naive": 4.0, "overhead_fraction": 0.10}
 SAME_ENERGY_EV = 0.01
@@ -280,14 +282,17 @@ def force_call_scaling(args: argparse.Namespace, sizes: list[int], calls: int = 
             atoms.get_forces()
         natoms.append(len(atoms))
         seconds.append((time.perf_counter() - started) / calls)
-    exponent = float(np.polyfit(np.log(natoms), np.log(seconds), 1)[0])
+    # a slope needs two sizes at least (one size gives a fit of noise, not an exponent)
+    exponent = (
+        float(np.polyfit(np.log(natoms), np.log(seconds), 1)[0]) if len(set(natoms)) > 1 else None
+    )
     return {"natoms": natoms, "seconds_per_call": seconds, "exponent": exponent}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="Li-In")
-    parser.add_argument("--calculator", default="sevennet")
+    parser.add_argument("--calculator", default=DEFAULT_CODE)
     parser.add_argument("--model")
     parser.add_argument("--k", type=int, default=2, help="interstitials kept by the pre-screen")
     parser.add_argument(
@@ -491,7 +496,11 @@ def table(report: dict) -> str:
             ),
             "",
         ),
-        ("cost exponent vs atoms", f"{scaling['exponent']:.2f}", "~1"),
+        (
+            "cost exponent vs atoms",
+            "-" if scaling["exponent"] is None else f"{scaling['exponent']:.2f}",
+            "~1",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'figure':<{width}} | value | target", f"{'-' * width}-|-------|-------"]

@@ -24,7 +24,7 @@ from carrierflow.workflows.calculators import (
     CalculatorError,
 )
 from carrierflow.workflows.cluster import ClusterError
-from carrierflow.workflows.codes import CODES, Code
+from carrierflow.workflows.codes import CODES, DEFAULT_CODE, Code
 from carrierflow.workflows.codes.dft import DftCode
 from carrierflow.workflows.dataset import DatasetError
 from carrierflow.workflows.dft import PRESETS
@@ -61,8 +61,8 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     calc = parser.add_argument_group("calculator")
     calc.add_argument(
         "--calculator",
-        default="sevennet",
-        help=f"one of {', '.join(CODES)} (default: sevennet)",
+        default=DEFAULT_CODE,
+        help=f"one of {', '.join(CODES)} ({DEFAULT_CODE})",
     )
     calc.add_argument(
         "--model",

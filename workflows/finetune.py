@@ -24,7 +24,6 @@ import logging
 import subprocess
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 from carrierflow.workflows.calculators import file_sha256
-from carrierflow.workflows.codes.sevennet import sevennet_checkpoint
+from carrierflow.workflows.codes.sevennet import fine_tune_preset, sevennet_checkpoint
 from carrierflow.workflows.schemas import BASE_MODELS, FineTuneSettings
 
 logger = logging.getLogger("carrierflow")
@@ -175,7 +174,7 @@ def sevenn_input(settings: FineTuneSettings, checkpoint: str, train: str, valid:
     """SevenNet's fine-tuning preset on the base checkpoint's architecture."""
     from sevenn.checkpoint import SevenNetCheckpoint
 
-    preset = yaml.safe_load(files("sevenn.presets").joinpath("fine_tune.yaml").read_text())
+    preset = fine_tune_preset()
     model = SevenNetCheckpoint(checkpoint).yaml_dict("continue")["model"]
     for key in ("train_shift_scale", "train_denominator"):
         model[key] = preset["model"][key]

@@ -220,16 +220,17 @@ class CarrierFlowMaker(Maker):
         screen_mu_bulk,
         screened: list,
         names: list[list[str]] | None = None,
-    ) -> tuple[list, list]:
+    ) -> tuple[list, list, list]:
         """DFT bulk relaxations of every phase and the refinement of its stand-in's lowest
-        defects (or of ``names[i]`` in phase i); returns the jobs and every phase's DFT
-        outcome (None for a phase with nothing to refine)."""
+        defects (or of ``names[i]`` in phase i); returns the jobs, every phase's DFT outcome
+        (None for a phase with nothing to refine) and its DFT bulk."""
         dft = self.refine
-        jobs, outputs, reference_bulk = [], [], None
+        jobs, outputs, bulks, reference_bulk = [], [], [], None
         for index, (phase, screen_outcome) in enumerate(zip(phases, screened, strict=True)):
             bulk = self._bulk(dft, phase, is_reference=index == 0, suffix=" [DFT]")
             reference_bulk = reference_bulk or bulk
             jobs.append(bulk)
+            bulks.append(bulk.output)
             if names is not None and not names[index]:
                 outputs.append(None)
                 continue
@@ -250,7 +251,7 @@ class CarrierFlowMaker(Maker):
             )
             jobs.append(refined)
             outputs.append(refined.output)
-        return jobs, outputs
+        return jobs, outputs, bulks
 
     def _refinement(
         self, phases: list[Phase], screen_mu_bulk, screened: list, screen, run_id: str
@@ -258,7 +259,7 @@ class CarrierFlowMaker(Maker):
         """DFT for the stand-in's lowest defects of every phase (reference first), and the
         DFT verdicts."""
         dft = self.refine
-        jobs, outputs = self._refinement_jobs(phases, self.calculator, screen_mu_bulk, screened)
+        jobs, outputs, _ = self._refinement_jobs(phases, self.calculator, screen_mu_bulk, screened)
         dft_results = summarize_results(
             self.system, dft.describe(), self.settings, outputs[0], outputs[1:]
         )

@@ -104,6 +104,19 @@ def starts_of(
     )
 
 
+def small_cell_settings(settings: DefectSettings) -> DefectSettings:
+    """The settings of the small-cell screen (``--screen-image-distance``): its image distance,
+    and no local relaxation there. Its states are ranked by their free relaxation; the final
+    cell assesses reconstruction. Why: the far-field radius is capped at half the image
+    distance, so in a 7 A cell the "far field" is the defect's second shell. Measured on Li-In
+    with 7net-li-in: Li5In4 Li_i1 and Li_i2 moved atoms beyond 4.1 A there, their far-field-fixed
+    energies ranked them out of the kept states (Li_i1 free 0.733 eV, kept ones from 0.835), and
+    the search's lowest interstitial ended at 0.701 eV against the single start's 0.540."""
+    return settings.model_copy(
+        update={"min_image_distance_A": settings.screen_image_distance_A, "local_relaxation": False}
+    )
+
+
 def plan_defects(
     label: str, host: Structure, settings: DefectSettings, given: Structure | None = None
 ) -> DefectPlan:
@@ -160,14 +173,8 @@ def defect_calculations(
         plan.choice.natoms,
         plan.choice.min_image_distance_A,
     )
-    screen = settings.screen_image_distance_A
-    if screen is not None:
-        small = plan_defects(
-            label,
-            bulk.structure,
-            settings.model_copy(update={"min_image_distance_A": screen}),
-            given,
-        )
+    if settings.screen_image_distance_A is not None:
+        small = plan_defects(label, bulk.structure, small_cell_settings(settings), given)
         if small.choice.natoms < plan.choice.natoms:
             logger.info(
                 "%s: every start in a %d-atom supercell first (images %.2f A apart)",
@@ -178,8 +185,14 @@ def defect_calculations(
             perfect_job = calculation(
                 calculator, "static", small.perfect, f"{label} perfect supercell (screen)"
             )
-            jobs, outcomes, states = _search(
-                label, small, perfect_job, mu, calculator, settings, " (screen)"
+            jobs, outcomes, states = search_starts(
+                label,
+                small,
+                perfect_job,
+                mu,
+                calculator,
+                small_cell_settings(settings),
+                " (screen)",
             )
             final = final_cell_defects(
                 label,
@@ -200,7 +213,7 @@ def defect_calculations(
                 )
             )
     perfect_job = calculation(calculator, "static", plan.perfect, f"{label} perfect supercell")
-    jobs, outcomes, _ = _search(label, plan, perfect_job, mu, calculator, settings)
+    jobs, outcomes, _ = search_starts(label, plan, perfect_job, mu, calculator, settings)
     host_job = collect_host(
         label, source, bulk, plan.choice, perfect_job.output, outcomes, is_reference
     )
@@ -211,7 +224,7 @@ def defect_calculations(
     )
 
 
-def _search(
+def search_starts(
     label: str,
     plan: DefectPlan,
     perfect_job: Job,
@@ -219,12 +232,15 @@ def _search(
     calculator: Calculator,
     settings: DefectSettings,
     suffix: str = "",
+    seed_tag: str = "",
 ) -> tuple[list, list, list]:
     """Every start of every selected defect of a plan relaxed and assessed: the jobs, each
     defect's lowest final state, and every start's final state (with its tag) per defect."""
     jobs, outcomes, states = [], [], []
     for index, (candidate, cell) in enumerate(zip(plan.selected, plan.cells, strict=True)):
-        tagged = starts_of(label, candidate, cell, settings, settings.starts, host=plan.host)
+        tagged = starts_of(
+            label, candidate, cell, settings, settings.starts, seed_tag, host=plan.host
+        )
         searched = []
         for number, (tag, start) in enumerate(tagged):
             name = f"{label} {candidate.name}{suffix}" + (f" [{tag}]" if number else "")
@@ -327,10 +343,7 @@ def final_cell_defects(
     (:func:`carrierflow.structures.embedding.embed_relaxation`); a candidate's outcome is the
     lowest of its states there, with its small-cell search. The verdict uses these;
     ``screened`` (each candidate's lowest state in the small cell) is kept beside them."""
-    small_settings = settings.model_copy(
-        update={"min_image_distance_A": settings.screen_image_distance_A}
-    )
-    small = plan_defects(label, bulk.structure, small_settings, given)
+    small = plan_defects(label, bulk.structure, small_cell_settings(settings), given)
     plan = plan_defects(label, bulk.structure, settings, given)
     mark_shared_final_states(screened)
     everything = [

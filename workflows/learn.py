@@ -28,23 +28,27 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from jobflow import CURRENT_JOB, Flow, JobConfig, Response, job
+from pymatgen.core import Structure
 
 from carrierflow.analysis.documents import Learned, LearnedDefect, Results, verdicts
 from carrierflow.analysis.relaxation import mark_shared_final_states
 from carrierflow.analysis.schemas import HostOutcome
 from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.codes.sevennet import SevenNet
 from carrierflow.workflows.dataset import dft_frames
+from carrierflow.workflows.engine import calculation
 from carrierflow.workflows.finetune import (
     FineTuneError,
     FineTuneResult,
     fine_tuned_model,
 )
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
-from carrierflow.workflows.jobs import summarize_results
-from carrierflow.workflows.refine import add_screen_verdicts, lowest_defects
+from carrierflow.workflows.jobs import place_defects, starts_of, summarize_results
+from carrierflow.workflows.refine import add_screen_verdicts, dft_cell, lowest_defects
 from carrierflow.workflows.schemas import (
     BASE_MODELS,
     CalculationDoc,
+    DefectSettings,
     LearnSettings,
     RefineSettings,
 )
@@ -123,7 +127,7 @@ class LearningFlowMaker(CarrierFlowMaker):
         if self.migration is not None:
             raise ValueError("migration barriers of a learning run are not available yet")
         model = self.calculator.model
-        if self.calculator.name != "sevennet" or model not in BASE_MODELS:
+        if self.calculator.name != SevenNet.name or model not in BASE_MODELS:
             raise ValueError(
                 f"--learn fine-tunes a shipped SevenNet model ({', '.join(BASE_MODELS)}); "
                 f"--calculator {self.calculator.label} cannot be fine-tuned"
@@ -145,11 +149,75 @@ class LearningFlowMaker(CarrierFlowMaker):
         """Screen, refine, then learn (rounds run as the flow runs)."""
         jobs, reference_bulk, screened, summary = self._screen(reference, hosts)
         run_id = self.run_id(reference, hosts)
-        refinement, outcomes = self._refinement_jobs(
-            [reference, *hosts], self.calculator, reference_bulk, screened
+        phases = [reference, *hosts]
+        refinement, outcomes, bulks = self._refinement_jobs(
+            phases, self.calculator, reference_bulk, screened
         )
-        first = learn_round(1, self, reference, hosts, outcomes, summary.output, [], run_id)
-        return self._flow([*jobs, *refinement, first], first, run_id)
+        points = [
+            dft_start_points(
+                phase.label,
+                bulk,
+                screen,
+                self.refine,
+                self.settings,
+                self.refine_settings,
+                self.learn.start_points,
+                phase.structure,
+            )
+            for phase, bulk, screen in zip(phases, bulks, screened, strict=True)
+            if self.learn.start_points
+        ]
+        first = learn_round(
+            1,
+            self,
+            reference,
+            hosts,
+            outcomes,
+            summary.output,
+            [],
+            run_id,
+            [p.output for p in points],
+        )
+        return self._flow([*jobs, *refinement, *points, first], first, run_id)
+
+
+@job
+def dft_start_points(
+    label: str,
+    bulk: CalculationDoc,
+    screen: HostOutcome,
+    calculator: Calculator,
+    settings: DefectSettings,
+    refine: RefineSettings,
+    count: int,
+    given: Structure | None = None,
+) -> Response:
+    """DFT single points at the first ``count`` distorted starts of each defect the refinement
+    takes, in its DFT cell (the starts a ``--starts`` search would relax there after the small
+    rattle: split interstitials, neighbours pulled in and pushed out by 30 %).
+
+    Why: a DFT relaxation's frames run from the stand-in's minimum to DFT's and never come
+    near another atom's core; the search's starts do (neighbours 30 % out meet their own
+    neighbours at about 70 % of a bond). With no frame closer than 2.11 A, the fine-tuned
+    7net-li-in had nothing that holds atoms apart: in the Li-In search benchmark three Li5In4
+    vacancy starts ran together (to 0.4 A, -3e5 eV and lower within 36 force calls)."""
+    host, choice, perfect, candidates = dft_cell(bulk, screen, settings, refine, given)
+    chosen = {d.name for d in lowest_defects(screen.defects, refine.k)}
+    selected = [c for c in candidates if c.name in chosen]
+    cells, _ = place_defects(label, host, choice, perfect, selected, settings, "/dft")
+    jobs = []
+    for candidate, cell in zip(selected, cells, strict=True):
+        tagged = starts_of(label, candidate, cell, settings, 1 + count, "/dft", host=host)
+        for tag, start in tagged[1:]:
+            name = f"{label} {candidate.name} [DFT start: {tag}]"
+            jobs.append(calculation(calculator, "static", start, name))
+    logger.info(
+        "%s: DFT single points at %d distorted starts of %s",
+        label,
+        len(jobs),
+        ", ".join(sorted(chosen)),
+    )
+    return Response(replace=Flow(jobs, output=[j.output.fingerprint for j in jobs]))
 
 
 def _elements(phases: list[Phase]) -> set[str]:
@@ -166,9 +234,11 @@ def learn_round(
     base_results: Results,
     history: list[dict],
     run_id: str,
+    start_points: list | None = None,
 ) -> Response:
     """Round ``number``: fine-tune on every DFT frame of the system so far, screen every phase
-    with the fine-tuned model, and replace this job by that screen and the decision."""
+    with the fine-tuned model, and replace this job by that screen and the decision
+    (``start_points``: the DFT single points of the first round's starts, which it waits for)."""
     phases = [reference, *hosts]
     if CURRENT_JOB.store is None:
         raise RuntimeError("learn_round reads the DFT frames from the store: run it with one")
@@ -244,7 +314,7 @@ def learn_decide(
             number,
             "; ".join(f"{label} {', '.join(n)}" for label, n in record["to_refine"].items()),
         )
-        jobs, outcomes = maker._refinement_jobs(
+        jobs, outcomes, _ = maker._refinement_jobs(
             [reference, *hosts], tuned, screen_reference_bulk, screened, names=new
         )
         merged = merge_refined(dft, outcomes)

@@ -19,15 +19,21 @@ from carrierflow.analysis.formation import added_atoms, chemical_potential, form
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
 from carrierflow.structures.defects import DefectCandidate, find_vacancies, interstitial_at
 from carrierflow.structures.sources import StructureError, StructureSource
-from carrierflow.structures.supercells import choose_supercell, make_supercell
+from carrierflow.structures.supercells import (
+    SupercellChoice,
+    choose_supercell,
+    make_supercell,
+)
 from carrierflow.structures.symmetry import symmetrize
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.engine import calculation
 from carrierflow.workflows.jobs import (
+    DefectPlan,
     assess_defect,
     check_same_calculator,
     collect_host,
     place_defects,
+    search_starts,
 )
 from carrierflow.workflows.schemas import CalculationDoc, DefectSettings, RefineSettings
 
@@ -70,6 +76,21 @@ def transfer_candidates(
     return candidates
 
 
+def dft_cell(
+    bulk: CalculationDoc,
+    screen: HostOutcome,
+    settings: DefectSettings,
+    refine: RefineSettings,
+    given: Structure | None = None,
+) -> tuple[Structure, SupercellChoice, Structure, list[DefectCandidate]]:
+    """The refinement's cell of one phase: the DFT-relaxed host symmetrized, its DFT-sized
+    supercell, the perfect supercell, and the screen's defects as candidates there."""
+    host = symmetrize(bulk.structure)
+    choice = choose_supercell(host, refine.min_image_distance_A, refine.max_atoms)
+    perfect = make_supercell(host, choice)
+    return host, choice, perfect, transfer_candidates(screen.defects, host, settings.species, given)
+
+
 @job
 def refine_defects(
     label: str,
@@ -91,12 +112,9 @@ def refine_defects(
     calculations (choices made on the symmetrized host, as the screen's:
     :func:`carrierflow.workflows.jobs.plan_defects`)."""
     check_same_calculator([bulk.calculator, reference_bulk.calculator])
-    host = symmetrize(bulk.structure)
     mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
     screen_mu = chemical_potential(screen_reference_bulk.energy_eV, screen_reference_bulk.natoms)
-    choice = choose_supercell(host, refine.min_image_distance_A, refine.max_atoms)
-    perfect = make_supercell(host, choice)
-    candidates = transfer_candidates(screen.defects, host, settings.species, given)
+    host, choice, perfect, candidates = dft_cell(bulk, screen, settings, refine, given)
     chosen = (
         set(names)
         if names is not None
@@ -118,12 +136,43 @@ def refine_defects(
     outcomes = []
     selected = [c for c in candidates if c.name in chosen]
     cells, starts = place_defects(label, host, choice, perfect, selected, settings, "/dft")
-    for candidate, cell, start in zip(selected, cells, starts, strict=True):
-        prerelax = calculation(
-            screen_calculator, "ion_relax", start, f"{label} {candidate.name} [DFT cell]"
+    if settings.starts > 1:
+        # the search again, in the DFT cell and with the stand-in: each defect's starts relaxed
+        # there, and DFT from the lowest state they reach. Carrying the screen's winner over
+        # instead would need the two hosts' cells matched atom by atom (the DFT host's lattice
+        # differs by about 1 %), and the stand-in's lowest state of the DFT cell is the one a
+        # DFT relaxation should start from; each relaxation costs seconds there
+        plan = DefectPlan(
+            host=host,
+            choice=choice,
+            perfect=perfect,
+            candidates=candidates,
+            selected=selected,
+            cells=cells,
+            starts=starts,
         )
+        made, prerelaxed, _ = search_starts(
+            label,
+            plan,
+            screen_perfect,
+            screen_mu,
+            screen_calculator,
+            settings,
+            " [DFT cell]",
+            "/dft",
+        )
+        jobs += made
+    else:
+        prerelaxed = []
+        for candidate, start in zip(selected, starts, strict=True):
+            prerelax = calculation(
+                screen_calculator, "ion_relax", start, f"{label} {candidate.name} [DFT cell]"
+            )
+            jobs.append(prerelax)
+            prerelaxed.append(prerelax.output)
+    for candidate, cell, stand_in in zip(selected, cells, prerelaxed, strict=True):
         relax = calculation(
-            calculator, "ion_relax", prerelax.output.structure, f"{label} {candidate.name} [DFT]"
+            calculator, "ion_relax", stand_in.structure, f"{label} {candidate.name} [DFT]"
         )
         assess = assess_defect(
             label,
@@ -132,7 +181,7 @@ def refine_defects(
             candidates,
             candidate,
             cell,
-            prerelax.output.structure,
+            stand_in.structure,
             relax.output,
             dft_perfect.output,
             mu,
@@ -141,12 +190,12 @@ def refine_defects(
         )
         compare = compare_with_screen(
             assess.output,
-            prerelax.output,
+            stand_in,
             screen_perfect.output,
             screen_mu,
             next(d for d in screen.defects if d.name == candidate.name),
         )
-        jobs += [prerelax, relax, assess, compare]
+        jobs += [relax, assess, compare]
         outcomes.append(compare.output)
     host_job = collect_host(label, source, bulk, choice, dft_perfect.output, outcomes, is_reference)
     jobs.append(host_job)
@@ -156,25 +205,28 @@ def refine_defects(
 @job
 def compare_with_screen(
     outcome: DefectOutcome,
-    screen_relaxed: CalculationDoc,
+    screen_relaxed: CalculationDoc | DefectOutcome,
     screen_perfect: CalculationDoc,
     screen_mu: float,
     screened: DefectOutcome,
 ) -> DefectOutcome:
-    """Put the stand-in's E_f of the same defect in the same cell beside the DFT one."""
-    check_same_calculator([screen_relaxed.calculator, screen_perfect.calculator])
+    """Put the stand-in's E_f of the same defect in the same cell beside the DFT one (its
+    pre-relaxation, or the lowest state of its search there, assessed on ``screen_perfect``)."""
+    if isinstance(screen_relaxed, CalculationDoc):
+        check_same_calculator([screen_relaxed.calculator, screen_perfect.calculator])
     screen_eV = formation_energy(
         screen_relaxed.energy_eV,
         screen_perfect.energy_eV,
         added_atoms(outcome.kind),
         screen_mu,
     )
-    described = screen_relaxed.calculator
+    described = screen_perfect.calculator
     outcome.screen = ScreenComparison(
         calculator=described["name"] + (f" {described['model']}" if described["model"] else ""),
         formation_energy_eV=screen_eV,
         screen_formation_energy_eV=screened.ranking_energy_eV,
         error_eV=screen_eV - outcome.formation_energy_eV,
+        search=getattr(screen_relaxed, "search", None),
     )
     return outcome
 

@@ -9,7 +9,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Structure
 
-from carrierflow.workflows.codes.sevennet import FINE_TUNED_MODELS, SEVENNET_MODELS
+from carrierflow.workflows.codes.sevennet import (
+    FINE_TUNED_MODELS,
+    SEVENNET_MODELS,
+    fine_tune_preset,
+)
 
 
 class _CodeRecord(BaseModel):
@@ -293,6 +297,10 @@ BASE_MODELS = _SINGLE_FIDELITY + tuple(FINE_TUNED_MODELS)
 BaseModelName = Literal[BASE_MODELS]
 
 
+# the defaults of the training options are SevenNet's fine-tuning preset's
+_PRESET_TRAIN = fine_tune_preset()["train"]
+
+
 class FineTuneSettings(BaseModel):
     """What a fine-tuning run does; every field is recorded with the checkpoint."""
 
@@ -302,31 +310,32 @@ class FineTuneSettings(BaseModel):
     epochs: int = Field(30, ge=1, le=10000, **option("--epochs", "training epochs"))
     batch_size: int = Field(4, ge=1, le=1024, **option("--batch-size", "frames per batch"))
     force_weight: float = Field(
-        1.0,
+        _PRESET_TRAIN["force_loss_weight"],
         gt=0,
         le=1000,
         allow_inf_nan=False,
         **option(
             "--force-weight",
-            "weight of the forces against the energy per atom in the loss (the preset's: 1)",
+            "weight of the forces against the energy per atom in the loss; default: "
+            "SevenNet's fine-tuning preset's",
         ),
     )
     learning_rate: float = Field(
-        0.004,
+        _PRESET_TRAIN["optim_param"]["lr"],
         gt=0,
         le=1,
         allow_inf_nan=False,
-        **option("--learning-rate", "Adam's initial learning rate (the preset's: 0.004)"),
+        **option("--learning-rate", "Adam's initial learning rate; default: SevenNet's preset's"),
     )
     lr_decay: float = Field(
-        0.99,
+        _PRESET_TRAIN["scheduler_param"]["gamma"],
         gt=0,
         le=1,
         allow_inf_nan=False,
         **option(
             "--lr-decay",
-            "factor on the learning rate after every epoch (the preset's: 0.99, made for 100 "
-            "epochs)",
+            "factor on the learning rate after every epoch; default: SevenNet's preset's, "
+            "made for 100 epochs",
         ),
     )
     seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
@@ -349,6 +358,17 @@ class LearnSettings(BaseModel):
         **option(
             "--learn-frames",
             "with --learn: DFT frames per calculation to train on, spread over its energies",
+        ),
+    )
+    start_points: int = Field(
+        2,
+        ge=0,
+        le=8,
+        **option(
+            "--learn-start-points",
+            "with --learn: DFT single points at this many distorted starts of each refined "
+            "defect (split interstitials, neighbours 30 %% in and out: the short pairs a "
+            "search meets; 0: none)",
         ),
     )
     fine_tune: FineTuneSettings = Field(

@@ -15,6 +15,7 @@ from helpers import run_bcc_li
 from jobflow import JobStore
 from maggma.stores import MemoryStore
 
+from carrierflow.analysis.relaxation import shortest_distance
 from carrierflow.analysis.report import markdown_table, write_report
 from carrierflow.analysis.schemas import HostOutcome
 from carrierflow.structures.sources import load_fixture
@@ -192,6 +193,20 @@ def test_the_loop_gives_the_dft_verdict_with_the_fine_tuned_screen_beside_it(lea
     assert "## Learned from DFT" in report and model["checkpoint_sha256"][:12] in report
     paths = write_report(results, tmp_path / "out")
     assert json.loads(paths["json"].read_text())["learned"]["model"] == model
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_the_loop_adds_dft_single_points_at_the_searchs_distorted_starts(learned_li):
+    docs = [d for d in learned_li["first"]["docs"] if d.calculator["name"] == "gpaw"]
+    points = [d for d in docs if "[DFT start:" in d.label]
+    assert len(points) == 2 and {d.task for d in points} == {"static"}
+    assert {d.label.split("start: ")[1] for d in points} == {"neighbours -30%]", "neighbours +30%]"}
+    # neighbours pushed out meet their own neighbours: closer pairs than any DFT relaxation has,
+    # the short range a fine-tuned model otherwise never sees
+    relaxed = [d for d in docs if d.task == "ion_relax"]
+    closest = min(shortest_distance(d.structure) for d in points)
+    assert closest < 0.85 * min(shortest_distance(d.structure) for d in relaxed)
 
 
 @pytest.mark.gpaw

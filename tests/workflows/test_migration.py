@@ -389,3 +389,18 @@ def test_li_in_migration_completes_with_a_barrier_or_a_flag_for_every_hop(tmp_pa
             for hop in carrier["hops"]:
                 assert (hop["counts"] and hop["barrier_eV"] >= 0) or hop["flags"], hop["name"]
     assert (tmp_path / "out" / "barriers.png").exists()
+
+
+def test_with_starts_the_hops_start_from_the_searched_ground_state(tmp_path):
+    # EMT Cu: the single start stays on the octahedral site, the split starts find the <100>
+    # dumbbell lower (README, several starts); the hops must start from the searched state
+    extra = ("--starts", "3", "--migration", "--defects", "interstitial", "--max-hops", "1")
+    assert main(cu_au("run", tmp_path / "store", tmp_path / "out", *extra)) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    copper = results["reference"]
+    lowest = min(copper["defects"], key=lambda d: d["formation_energy_eV"])
+    assert lowest["search"]["winner"] != lowest["search"]["starts"][0]
+    carrier = _carrier(copper, "interstitial")
+    assert carrier["defect"] == lowest["name"]
+    assert carrier["formation_energy_eV"] == pytest.approx(lowest["formation_energy_eV"])
+    assert carrier["hops"]

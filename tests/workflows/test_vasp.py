@@ -281,6 +281,32 @@ def test_refining_with_the_stand_in_vasp_reproduces_the_screen(tmp_path, capsys,
     assert "stand-in error (eV)" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_with_starts_dft_refines_the_lowest_state_of_a_search_in_the_dft_cell(
+    tmp_path, capsys, monkeypatch
+):
+    # the stand-in VASP computes EMT: DFT relaxed from the stand-in's lowest state reproduces
+    # that state's E_f, so a DFT E_f equal to the search's lowest says where DFT started
+    monkeypatch.setitem(SETTINGS, "PMG_VASP_PSP_DIR", str(write_fake_potcars(tmp_path / "pot")))
+    monkeypatch.setattr("carrierflow.workflows.vasp_makers.CUSTODIAN_POLLING_S", 0.5)
+    args = ["run", "--system", "Cu-Au", "--calculator", "emt", "--refine", "vasp"]
+    args += ["--vasp-cmd", f"{sys.executable} {STANDIN}", "--workdir", str(tmp_path / "calc")]
+    args += ["--dft-min-image-distance", "7", "--store", str(tmp_path / "store")]
+    args += ["--defects", "interstitial", "--starts", "3", "--output", str(tmp_path / "out")]
+    assert main(args) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    searches = []
+    for phase in [results["reference"], *results["hosts"]]:
+        (defect,) = phase["defects"]
+        search = defect["screen"]["search"]
+        assert len(search["starts"]) + len(search["collapsed"]) == 3
+        lowest = min(search["formation_energies_eV"])
+        assert defect["screen"]["formation_energy_eV"] == pytest.approx(lowest, abs=1e-6)
+        assert defect["formation_energy_eV"] == pytest.approx(lowest, abs=2e-3)
+        searches.append(search)
+    # the search was no formality: some starts ended in other states, higher ones
+    assert any(s["distinct_states"] > 1 and s["spread_eV"] > 0.01 for s in searches)
+
+
 @pytest.fixture(scope="module")
 def vasp_migration(vasp_runs) -> dict:
     """Migration barriers through the stand-in VASP's NEB mode (SYNTHETIC, EMT), on the VASP

@@ -9,5 +9,15 @@ from carrierflow.workflows.codes import chgnet, emt, gpaw, mace, sevennet, vasp 
 from carrierflow.workflows.codes.base import CODES, TASKS, CalculatorError, Code, register
 
 DFT_CALCULATORS = frozenset(name for name, code in CODES.items() if code.is_dft)
+# the screen's code when none is named
+DEFAULT_CODE = sevennet.SevenNet.name
 
-__all__ = ["CODES", "DFT_CALCULATORS", "TASKS", "CalculatorError", "Code", "register"]
+__all__ = [
+    "CODES",
+    "DEFAULT_CODE",
+    "DFT_CALCULATORS",
+    "TASKS",
+    "CalculatorError",
+    "Code",
+    "register",
+]

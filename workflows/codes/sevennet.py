@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
+
+import yaml
 
 from carrierflow.workflows.codes.ase import ForceFieldCode
 from carrierflow.workflows.codes.base import CalculatorError, register
@@ -15,6 +19,16 @@ SEVENNET_MODELS = {"7net-l3i5": {}, "7net-0": {}, "7net-mf-0": {"modal": "PBE"}}
 # fixtures/dft (how each was made and validated: its card, fixtures/models/<name>.card.json)
 FINE_TUNED_MODELS = {"7net-li-in": "models/7net-li-in.pth"}
 DEFAULT_SEVENNET_MODEL = "7net-l3i5"
+
+
+@cache
+def fine_tune_preset() -> dict:
+    """SevenNet's fine-tuning preset (``sevenn/presets/fine_tune.yaml``): the training input
+    and the defaults of carrierflow's training options. Read from the installed package without
+    importing it (sevenn imports torch: seconds before a command could check its options)."""
+    spec = importlib.util.find_spec("sevenn")
+    preset = Path(spec.submodule_search_locations[0]) / "presets" / "fine_tune.yaml"
+    return yaml.safe_load(preset.read_text())
 
 
 def sevennet_checkpoint(model: str) -> str:
