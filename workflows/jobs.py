@@ -129,12 +129,26 @@ def plan_defects(
     """
     host = symmetrize(host)
     choice = choose_supercell(host, settings.min_image_distance_A, settings.max_atoms)
-    perfect = make_supercell(host, choice)
     candidates = find_defects(
         host, settings.species, settings.interstitial_min_distance_A, given=given
     )
     selected = [c for c in candidates if c.kind in settings.defect_kinds]
-    cells, starts = place_defects(label, host, choice, perfect, selected, settings)
+    return placed_plan(label, host, choice, candidates, selected, settings)
+
+
+def placed_plan(
+    label: str,
+    host: Structure,
+    choice: SupercellChoice,
+    candidates: list[DefectCandidate],
+    selected: list[DefectCandidate],
+    settings: DefectSettings,
+    seed_tag: str = "",
+) -> DefectPlan:
+    """The plan of a chosen supercell: its perfect cell and each selected candidate placed in
+    it with its start (:func:`place_defects`)."""
+    perfect = make_supercell(host, choice)
+    cells, starts = place_defects(label, host, choice, perfect, selected, settings, seed_tag)
     return DefectPlan(
         host=host,
         choice=choice,

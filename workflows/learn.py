@@ -43,8 +43,8 @@ from carrierflow.workflows.finetune import (
     fine_tuned_model,
 )
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
-from carrierflow.workflows.jobs import place_defects, starts_of, summarize_results
-from carrierflow.workflows.refine import add_screen_verdicts, dft_cell, lowest_defects
+from carrierflow.workflows.jobs import starts_of, summarize_results
+from carrierflow.workflows.refine import add_screen_verdicts, dft_plan, lowest_defects
 from carrierflow.workflows.schemas import (
     BASE_MODELS,
     CalculationDoc,
@@ -201,13 +201,11 @@ def dft_start_points(
     neighbours at about 70 % of a bond). With no frame closer than 2.11 A, the fine-tuned
     7net-li-in had nothing that holds atoms apart: in the Li-In search benchmark three Li5In4
     vacancy starts ran together (to 0.4 A, -3e5 eV and lower within 36 force calls)."""
-    host, choice, perfect, candidates = dft_cell(bulk, screen, settings, refine, given)
     chosen = {d.name for d in lowest_defects(screen.defects, refine.k)}
-    selected = [c for c in candidates if c.name in chosen]
-    cells, _ = place_defects(label, host, choice, perfect, selected, settings, "/dft")
+    plan = dft_plan(label, bulk, screen, chosen, settings, refine, given)
     jobs = []
-    for candidate, cell in zip(selected, cells, strict=True):
-        tagged = starts_of(label, candidate, cell, settings, 1 + count, "/dft", host=host)
+    for candidate, cell in zip(plan.selected, plan.cells, strict=True):
+        tagged = starts_of(label, candidate, cell, settings, 1 + count, "/dft", host=plan.host)
         for tag, start in tagged[1:]:
             name = f"{label} {candidate.name} [DFT start: {tag}]"
             jobs.append(calculation(calculator, "static", start, name))

@@ -20,9 +20,7 @@ from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenCompa
 from carrierflow.structures.defects import DefectCandidate, find_vacancies, interstitial_at
 from carrierflow.structures.sources import StructureError, StructureSource
 from carrierflow.structures.supercells import (
-    SupercellChoice,
     choose_supercell,
-    make_supercell,
 )
 from carrierflow.structures.symmetry import symmetrize
 from carrierflow.workflows.calculators import Calculator
@@ -32,7 +30,7 @@ from carrierflow.workflows.jobs import (
     assess_defect,
     check_same_calculator,
     collect_host,
-    place_defects,
+    placed_plan,
     search_starts,
 )
 from carrierflow.workflows.schemas import CalculationDoc, DefectSettings, RefineSettings
@@ -76,19 +74,23 @@ def transfer_candidates(
     return candidates
 
 
-def dft_cell(
+def dft_plan(
+    label: str,
     bulk: CalculationDoc,
     screen: HostOutcome,
+    chosen: set[str],
     settings: DefectSettings,
     refine: RefineSettings,
     given: Structure | None = None,
-) -> tuple[Structure, SupercellChoice, Structure, list[DefectCandidate]]:
-    """The refinement's cell of one phase: the DFT-relaxed host symmetrized, its DFT-sized
-    supercell, the perfect supercell, and the screen's defects as candidates there."""
+) -> DefectPlan:
+    """The refinement's plan of one phase: the DFT-relaxed host symmetrized, its DFT-sized
+    supercell, the screen's defects as candidates there and the ``chosen`` ones placed, each
+    with its start (seeded apart from the screen's)."""
     host = symmetrize(bulk.structure)
     choice = choose_supercell(host, refine.min_image_distance_A, refine.max_atoms)
-    perfect = make_supercell(host, choice)
-    return host, choice, perfect, transfer_candidates(screen.defects, host, settings.species, given)
+    candidates = transfer_candidates(screen.defects, host, settings.species, given)
+    selected = [c for c in candidates if c.name in chosen]
+    return placed_plan(label, host, choice, candidates, selected, settings, "/dft")
 
 
 @job
@@ -114,43 +116,34 @@ def refine_defects(
     check_same_calculator([bulk.calculator, reference_bulk.calculator])
     mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
     screen_mu = chemical_potential(screen_reference_bulk.energy_eV, screen_reference_bulk.natoms)
-    host, choice, perfect, candidates = dft_cell(bulk, screen, settings, refine, given)
     chosen = (
         set(names)
         if names is not None
         else {d.name for d in lowest_defects(screen.defects, refine.k)}
     )
+    plan = dft_plan(label, bulk, screen, chosen, settings, refine, given)
     logger.info(
         "%s: refining %s with %s in a %d-atom supercell (images %.2f A apart)",
         label,
         ", ".join(sorted(chosen)),
         calculator.label,
-        choice.natoms,
-        choice.min_image_distance_A,
+        plan.choice.natoms,
+        plan.choice.min_image_distance_A,
     )
-    dft_perfect = calculation(calculator, "static", perfect, f"{label} perfect supercell [DFT]")
+    dft_perfect = calculation(
+        calculator, "static", plan.perfect, f"{label} perfect supercell [DFT]"
+    )
     screen_perfect = calculation(
-        screen_calculator, "static", perfect, f"{label} perfect supercell [DFT cell]"
+        screen_calculator, "static", plan.perfect, f"{label} perfect supercell [DFT cell]"
     )
     jobs = [dft_perfect, screen_perfect]
     outcomes = []
-    selected = [c for c in candidates if c.name in chosen]
-    cells, starts = place_defects(label, host, choice, perfect, selected, settings, "/dft")
     if settings.starts > 1:
         # the search again, in the DFT cell and with the stand-in: each defect's starts relaxed
         # there, and DFT from the lowest state they reach. Carrying the screen's winner over
         # instead would need the two hosts' cells matched atom by atom (the DFT host's lattice
         # differs by about 1 %), and the stand-in's lowest state of the DFT cell is the one a
         # DFT relaxation should start from; each relaxation costs seconds there
-        plan = DefectPlan(
-            host=host,
-            choice=choice,
-            perfect=perfect,
-            candidates=candidates,
-            selected=selected,
-            cells=cells,
-            starts=starts,
-        )
         made, prerelaxed, _ = search_starts(
             label,
             plan,
@@ -164,21 +157,21 @@ def refine_defects(
         jobs += made
     else:
         prerelaxed = []
-        for candidate, start in zip(selected, starts, strict=True):
+        for candidate, start in zip(plan.selected, plan.starts, strict=True):
             prerelax = calculation(
                 screen_calculator, "ion_relax", start, f"{label} {candidate.name} [DFT cell]"
             )
             jobs.append(prerelax)
             prerelaxed.append(prerelax.output)
-    for candidate, cell, stand_in in zip(selected, cells, prerelaxed, strict=True):
+    for candidate, cell, stand_in in zip(plan.selected, plan.cells, prerelaxed, strict=True):
         relax = calculation(
             calculator, "ion_relax", stand_in.structure, f"{label} {candidate.name} [DFT]"
         )
         assess = assess_defect(
             label,
-            host,
-            choice,
-            candidates,
+            plan.host,
+            plan.choice,
+            plan.candidates,
             candidate,
             cell,
             stand_in.structure,
@@ -197,7 +190,9 @@ def refine_defects(
         )
         jobs += [relax, assess, compare]
         outcomes.append(compare.output)
-    host_job = collect_host(label, source, bulk, choice, dft_perfect.output, outcomes, is_reference)
+    host_job = collect_host(
+        label, source, bulk, plan.choice, dft_perfect.output, outcomes, is_reference
+    )
     jobs.append(host_job)
     return Response(replace=Flow(jobs, output=host_job.output, name=f"{label} refinement"))
 
