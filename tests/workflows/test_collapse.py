@@ -46,11 +46,12 @@ def test_a_collapsed_defect_is_in_the_results_but_not_in_the_verdict(defect_outc
     assert [d.name for d in lowest_defects([good, hole], 2)] == ["v1"]
 
 
-def _run(job):
+def _run(job, store=None):
     from jobflow import JobStore, run_locally
     from maggma.stores import MemoryStore
 
-    responses = run_locally(job, store=JobStore(MemoryStore()), ensure_success=True)
+    store = store if store is not None else JobStore(MemoryStore())
+    responses = run_locally(job, store=store, ensure_success=True)
     return responses[job.uuid][1].output
 
 
@@ -88,3 +89,21 @@ def test_a_relaxation_whose_atoms_run_together_stops_itself_and_is_kept_as_not_c
     # a potential with a wall relaxes the same start to its end, unstopped
     sound = _run(calculation(emt, "ion_relax", start, "wall", makers=[_lj_relax(0.01)]))
     assert sound.stopped is None and sound.converged
+
+
+def test_a_stopped_relaxation_is_reused_on_a_rerun_with_its_reason():
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    from carrierflow.workflows.calculators import Calculator
+    from carrierflow.workflows.engine import calculation
+
+    store, start = JobStore(MemoryStore()), _cu_cell()
+
+    def hole():
+        return calculation(Calculator("emt"), "ion_relax", start, "hole", makers=[_lj_relax(-1.0)])
+
+    first = _run(hole(), store)
+    again = _run(hole(), store)
+    assert again.reused and not first.reused
+    assert again.stopped == first.stopped and again.energy_eV == first.energy_eV
