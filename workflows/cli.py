@@ -27,7 +27,7 @@ from carrierflow.workflows.cluster import ClusterError
 from carrierflow.workflows.codes import CODES, DEFAULT_CODE, Code
 from carrierflow.workflows.codes.dft import DftCode
 from carrierflow.workflows.dataset import DatasetError
-from carrierflow.workflows.dft import PRESETS
+from carrierflow.workflows.dft import PRESETS, DftSettings
 from carrierflow.workflows.finetune import FineTuneError
 from carrierflow.workflows.schemas import FineTuneSettings, LearnSettings
 from carrierflow.workflows.store import StoreError, check_writable_directory
@@ -193,8 +193,6 @@ def _dest(flag: str) -> str:
 
 def _dft_options() -> dict[str, str]:
     """The DftSettings that have an option: setting name -> flag."""
-    from carrierflow.workflows.dft import DftSettings
-
     return {
         name: info.json_schema_extra["option"]
         for name, info in DftSettings.model_fields.items()
@@ -205,8 +203,6 @@ def _dft_options() -> dict[str, str]:
 def _add_dft_settings(group) -> None:
     """The DFT options from DftSettings: no default of their own (a setting given overrides
     the --dft-preset's), their help shows each preset's value."""
-    from carrierflow.workflows.dft import PRESETS, DftSettings
-
     for name, flag in _dft_options().items():
         info = DftSettings.model_fields[name]
         values = ", ".join(

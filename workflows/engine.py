@@ -373,24 +373,19 @@ def _compute(
     output = last.output
     forces = getattr(output, "forces", None)
     max_force = float(np.linalg.norm(np.array(forces), axis=1).max()) if forces else None
-    final = output.structure
-    doc = CalculationDoc(
-        fingerprint=fp,
-        task=task,
-        label=label,
-        calculator=described,
+    doc = _calculation_document(
+        fp,
+        task,
+        label,
+        described,
+        output.structure,
         energy_eV=float(output.energy),
-        natoms=len(final),
-        formula=final.composition.reduced_formula,
-        structure=final,
         steps=sum(_ionic_steps(d) for d in task_docs),
         converged=task == "static" or all(_converged(d) for d in task_docs),
         max_force_eV_A=max_force,
         elapsed_s=elapsed,
-        job_uuid=CURRENT_JOB.job.uuid if CURRENT_JOB.job else None,
         code=_code_record(task_docs),
     )
-    doc.checksum = numbers_checksum(doc.reused_numbers())
     logger.info(
         "%s: E = %.4f eV, %d steps%s, %.1f s",
         label,
@@ -407,25 +402,40 @@ def _stopped_document(
 ) -> CalculationDoc:
     """A relaxation that stopped itself (its atoms ran together): its last state, not
     converged, with the reason; the defect's assessment flags it and nothing ranks it."""
-    structure = AseAtomsAdaptor.get_structure(stop.atoms)
+    doc = _calculation_document(
+        fp,
+        task,
+        label,
+        described,
+        AseAtomsAdaptor.get_structure(stop.atoms),
+        energy_eV=stop.energy,
+        steps=stop.calls,
+        converged=False,
+        max_force_eV_A=float(np.linalg.norm(stop.forces, axis=1).max()),
+        elapsed_s=time.perf_counter() - started,
+        stopped=str(stop),
+    )
+    logger.warning("%s: stopped: %s", label, doc.stopped)
+    return doc
+
+
+def _calculation_document(
+    fp: str, task: str, label: str, described: dict, structure: Structure, **numbers
+) -> CalculationDoc:
+    """The stored document of a finished calculation (its final ``structure`` and the numbers
+    given), with this job's id and the checksum a rerun checks."""
     doc = CalculationDoc(
         fingerprint=fp,
         task=task,
         label=label,
         calculator=described,
-        energy_eV=stop.energy,
         natoms=len(structure),
         formula=structure.composition.reduced_formula,
         structure=structure,
-        steps=stop.calls,
-        converged=False,
-        max_force_eV_A=float(np.linalg.norm(stop.forces, axis=1).max()),
-        elapsed_s=time.perf_counter() - started,
         job_uuid=CURRENT_JOB.job.uuid if CURRENT_JOB.job else None,
-        stopped=str(stop),
+        **numbers,
     )
     doc.checksum = numbers_checksum(doc.reused_numbers())
-    logger.warning("%s: stopped: %s", label, doc.stopped)
     return doc
 
 

@@ -188,7 +188,8 @@ def defect_calculations(
         plan.choice.min_image_distance_A,
     )
     if settings.screen_image_distance_A is not None:
-        small = plan_defects(label, bulk.structure, small_cell_settings(settings), given)
+        small_settings = small_cell_settings(settings)
+        small = plan_defects(label, bulk.structure, small_settings, given)
         if small.choice.natoms < plan.choice.natoms:
             logger.info(
                 "%s: every start in a %d-atom supercell first (images %.2f A apart)",
@@ -205,7 +206,7 @@ def defect_calculations(
                 perfect_job,
                 mu,
                 calculator,
-                small_cell_settings(settings),
+                small_settings,
                 " (screen)",
             )
             final = final_cell_defects(

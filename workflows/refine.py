@@ -19,9 +19,7 @@ from carrierflow.analysis.formation import added_atoms, chemical_potential, form
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
 from carrierflow.structures.defects import DefectCandidate, find_vacancies, interstitial_at
 from carrierflow.structures.sources import StructureError, StructureSource
-from carrierflow.structures.supercells import (
-    choose_supercell,
-)
+from carrierflow.structures.supercells import choose_supercell
 from carrierflow.structures.symmetry import symmetrize
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.engine import calculation
