@@ -104,6 +104,7 @@ def partial_results(
     return {
         "system": system,
         "label": label,
+        **({"run_id": run_id} if run_id is not None else {}),
         "calculations": len(calculations),
         "calculation_labels": [c["label"] for c in calculations],
         "failures": failures,

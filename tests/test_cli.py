@@ -1,12 +1,16 @@
 """Bad input ends in one clear line and exit code 2; nothing finished is lost."""
 
+import argparse
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import cu_au
 from pymatgen.core import Lattice, Structure
 
 from carrierflow.structures.sources import load_fixture, load_structure
-from carrierflow.workflows.cli import main
+from carrierflow.workflows.cli import build_parser, main
 
 
 def _error(capsys, *args) -> str:
@@ -47,7 +51,7 @@ def paths(tmp_path):
         ),
         (
             ["--system", "Li-In", "--calculator", "gpaw", "--dft-preset", "fast", "--cores", "0"],
-            "cores must be at least 1, got 0",
+            "--cores must be at least 1, got 0",
         ),
         (
             ["--system", "Li-In", "--calculator", "chgnet", "--refine", "gpaw", "--refine-k", "0"],
@@ -59,7 +63,7 @@ def paths(tmp_path):
         ),
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--encut", "400"],
-            "calculator 'emt' takes no DFT settings (got encut_eV)",
+            "calculator 'emt' takes no DFT settings (got --encut)",
         ),
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--vasp-cmd", "vasp_std"],
@@ -92,6 +96,10 @@ def paths(tmp_path):
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--uncertainty", "inf"],
             "--uncertainty must be a finite number >= 0, got inf",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--uncertainty", "nan"],
+            "--uncertainty must be a finite number >= 0, got nan",
         ),
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--min-image-distance", "inf"],
@@ -127,6 +135,53 @@ def paths(tmp_path):
 )
 def test_bad_input_is_one_clear_line(capsys, paths, args, message):
     assert message in _error(capsys, "run", *args, *paths)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# options the README names on other programs' command lines: setup.sh, jobflow-remote's `jf`,
+# SLURM's sbatch, and the benchmark script (read from its parser below)
+_NOT_CARRIERFLOWS = {"--gpaw", "--errors", "--export"}
+
+
+def _cli_options() -> dict[str, set[str]]:
+    """Every option of every carrierflow command: option -> the commands that take it."""
+    parser = build_parser()
+    options: dict[str, set[str]] = {o: {""} for a in parser._actions for o in a.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                for option in (o for a in sub._actions for o in a.option_strings):
+                    options.setdefault(option, set()).add(command)
+    return options
+
+
+def test_the_readme_names_every_option_of_run_and_no_option_that_does_not_exist():
+    text = README.read_text()
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
+    benchmark = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    foreign = _NOT_CARRIERFLOWS | set(
+        re.findall(r'add_argument\(\s*"(--[a-z-]+)"', benchmark.read_text())
+    )
+    options = _cli_options()
+    assert named - foreign <= set(options), sorted(named - foreign - set(options))
+    run = {o for o, commands in options.items() if "run" in commands and o.startswith("--")}
+    assert run <= named, sorted(run - named)
+
+
+@pytest.mark.parametrize(
+    ("args", "quoted"),
+    [
+        (["--fmax", "inf"], "--fmax must be a finite number > 0, got inf"),
+        (["--min-image-distance", "0.1"], "--min-image-distance: input should be"),
+    ],
+)
+def test_the_error_messages_the_readme_quotes_are_the_ones_the_cli_prints(
+    capsys, paths, args, quoted
+):
+    line = _error(capsys, "run", "--system", "Cu-Au", "--calculator", "emt", *args, *paths)
+    shown = line.removeprefix("carrierflow: error: ")
+    assert shown.startswith(quoted)
+    assert f"`{shown}`" in " ".join(README.read_text().split())
 
 
 def test_unwritable_output_and_store(capsys, tmp_path):

@@ -102,7 +102,7 @@ class Calculator(MSONable):
                 f"unknown optimizer '{self.optimizer}' (known: {', '.join(ASE_OPTIMIZERS)})"
             )
         if self.cores < 1:
-            raise CalculatorError(f"cores must be at least 1, got {self.cores}")
+            raise CalculatorError(f"--cores must be at least 1, got {self.cores}")
         if self.uncertainty_eV is not None and not (
             math.isfinite(self.uncertainty_eV) and self.uncertainty_eV >= 0
         ):
@@ -113,7 +113,9 @@ class Calculator(MSONable):
             self.uncertainty_eV = FAST_PRESET_UNCERTAINTY_EV if fast else self.code.uncertainty_eV
         if not self.code.is_dft:
             if self.dft or fast:
-                given = ", ".join(self.dft) or f"preset {self.preset}"
+                given = (
+                    ", ".join(map(DftSettings.option, self.dft)) or f"--dft-preset {self.preset}"
+                )
                 raise CalculatorError(
                     f"calculator '{self.name}' takes no DFT settings (got {given})"
                 )

@@ -113,10 +113,6 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     )
     _add_dft_settings(dft)
     dft.add_argument(
-        "--potcar", nargs="+", metavar="EL=SYMBOL", help="POTCAR choices (MP's: Li_sv, In_d)"
-    )
-    dft.add_argument("--incar", nargs="+", metavar="TAG=VALUE", help="further INCAR tags")
-    dft.add_argument(
         "--vasp-cmd", help="the VASP command (default: $CARRIERFLOW_VASP_CMD or atomate2's)"
     )
     dft.add_argument(
@@ -192,11 +188,11 @@ def _dest(flag: str) -> str:
 
 
 def _dft_options() -> dict[str, str]:
-    """The DftSettings that have an option: setting name -> flag."""
+    """The numeric DftSettings that have an option: setting name -> flag."""
     return {
         name: info.json_schema_extra["option"]
         for name, info in DftSettings.model_fields.items()
-        if "option" in (info.json_schema_extra or {})
+        if "option" in (info.json_schema_extra or {}) and info.annotation is float
     }
 
 
@@ -209,6 +205,12 @@ def _add_dft_settings(group) -> None:
             f"{preset} {PRESETS[preset].get(name, info.default):g}" for preset in PRESETS
         )
         group.add_argument(flag, type=float, help=f"{info.description} ({values})")
+    for name in ("potcars", "incar"):  # given as EL=SYMBOL or TAG=VALUE
+        info = DftSettings.model_fields[name]
+        extra = info.json_schema_extra
+        group.add_argument(
+            extra["option"], nargs="+", metavar=extra["metavar"], help=info.description
+        )
 
 
 def _settings(model: type[BaseModel], args: argparse.Namespace, **given):
@@ -415,7 +417,7 @@ def _calculators(args: argparse.Namespace):
 
     given = {name: getattr(args, _dest(flag)) for name, flag in _dft_options().items()}
     given |= {
-        "potcars": _assignments(args.potcar, "--potcar"),
+        "potcars": _assignments(args.potcar, DftSettings.option("potcars")),
         "incar": _incar_tags(args.incar),
     }
     dft = {name: value for name, value in given.items() if value is not None}
@@ -468,7 +470,7 @@ def _assignments(items: list[str] | None, option: str) -> dict[str, str] | None:
 def _incar_tags(items: list[str] | None) -> dict | None:
     from pymatgen.io.vasp import Incar
 
-    tags = _assignments(items, "--incar")
+    tags = _assignments(items, DftSettings.option("incar"))
     if tags is None:
         return None
     return {key.upper(): Incar.proc_val(key.upper(), value) for key, value in tags.items()}

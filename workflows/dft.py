@@ -79,10 +79,18 @@ class DftSettings(BaseModel):
     potcars: dict[str, str] = Field(
         default_factory=dict,
         description="VASP POTCAR per element, over the Materials Project choices (Li_sv, In_d)",
+        json_schema_extra={"option": "--potcar", "metavar": "EL=SYMBOL"},
     )
     incar: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="further VASP INCAR tags, applied last"
+        default_factory=dict,
+        description="further VASP INCAR tags, applied last",
+        json_schema_extra={"option": "--incar", "metavar": "TAG=VALUE"},
     )
+
+    @classmethod
+    def option(cls, setting: str) -> str:
+        """A setting's command-line option (``encut_eV`` -> ``--encut``), for messages."""
+        return (cls.model_fields[setting].json_schema_extra or {}).get("option", setting)
 
     def overrides(self) -> dict:
         """The settings that differ from the study's."""

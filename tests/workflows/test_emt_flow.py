@@ -255,11 +255,42 @@ def test_report_finds_exactly_the_run_its_options_describe(emt_run, tmp_path, ca
     assert {d["kind"] for p in _phases(again) for d in p["defects"]} == {"vacancy"}
     # options nobody ran find nothing rather than another run's table
     capsys.readouterr()
-    assert main(cu_au("report", store, tmp_path / "none", "--fmax", "0.02")) == 2
-    assert "no stored results for Cu-Au with emt and these options" in capsys.readouterr().err
+    for option, value in [("--fmax", "0.02"), ("--uncertainty", "0.2"), ("--optimizer", "FIRE")]:
+        assert main(cu_au("report", store, tmp_path / "none", option, value)) == 2, option
+        assert "no stored results for Cu-Au with emt and these options" in capsys.readouterr().err
     assert main(["runs", "--store", str(store)]) == 0
     listed = capsys.readouterr().out
     assert default["run_id"][:8] in listed and again["run_id"][:8] in listed
+
+
+def test_an_unfinished_newer_run_is_reported_as_unfinished_not_with_an_older_runs_table(
+    emt_run, tmp_path, capsys
+):
+    store = tmp_path / "store"
+    shutil.copytree(emt_run["store"], store)
+    newer = ["--fmax", "0.02"]
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _INTERRUPT_AFTER_TWO,
+            *cu_au("run", store, tmp_path / "out", *newer),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 130
+    capsys.readouterr()
+    assert main(cu_au("report", store, tmp_path / "newer", *newer)) == 0
+    assert "run not finished" in capsys.readouterr().out
+    assert not (tmp_path / "newer" / "results.json").exists()
+    partial = json.loads((tmp_path / "newer" / "results.partial.json").read_text())
+    assert partial["run_id"] != emt_run["results"]["run_id"]
+    # the finished run is still what its own options report
+    assert main(cu_au("report", store, tmp_path / "older")) == 0
+    older = json.loads((tmp_path / "older" / "results.json").read_text())
+    assert older["run_id"] == emt_run["results"]["run_id"]
 
 
 def test_runs_with_other_options_write_to_folders_of_their_own(emt_run, tmp_path, monkeypatch):

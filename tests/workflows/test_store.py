@@ -98,7 +98,18 @@ def test_a_stored_number_changed_after_it_was_written_is_recomputed_not_reused(
     assert vacancy["formation_energy_eV"] == pytest.approx(want["formation_energy_eV"], abs=1e-9)
 
 
-def test_a_mongodb_store_that_cannot_be_reached_is_one_short_line(tmp_path, capsys):
+def test_a_mongodb_store_that_cannot_be_reached_is_one_short_line(tmp_path, capsys, monkeypatch):
+    # pymongo waits 30 s for a server by default: the client must be given the short limit
+    import maggma.stores.mongolike as mongolike
+
+    given = []
+
+    def client(*args, **kwargs):
+        given.append(kwargs.get("serverSelectionTimeoutMS"))
+        return real(*args, **kwargs)
+
+    real = mongolike.MongoClient
+    monkeypatch.setattr(mongolike, "MongoClient", client)
     # a host name that never resolves (RFC 2606): no server can answer
     config = tmp_path / "jobstore.yaml"
     config.write_text(
@@ -112,6 +123,7 @@ def test_a_mongodb_store_that_cannot_be_reached_is_one_short_line(tmp_path, caps
     [line] = [line for line in err.splitlines() if line.startswith("carrierflow: error:")]
     assert "cannot reach the store configured in" in line and "within 5 s" in line
     assert len(line) < 400 and "Traceback" not in err
+    assert given and set(given) == {5000}
 
 
 def test_a_store_written_by_an_earlier_version_is_found_reused_and_rendered(tmp_path, capsys):
