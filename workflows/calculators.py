@@ -190,6 +190,7 @@ class Calculator(MSONable):
             "model": self.model,
             "model_sha256": self.model_sha256,
             "version": package_version,
+            "carrierflow_version": version("carrierflow"),
             "fmax_eV_A": self.fmax,
             "uncertainty_eV": self.uncertainty_eV,
             "optimizer": self.optimizer,

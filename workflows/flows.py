@@ -95,7 +95,9 @@ class CarrierFlowMaker(Maker):
             if calculator is None:
                 return None
             described = calculator.describe()
+            # versions are recorded, not identities: see CACHE_VERSION in the engine
             described.pop("version", None)
+            described.pop("carrierflow_version", None)
             return described
 
         identity = {

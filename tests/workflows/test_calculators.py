@@ -26,7 +26,7 @@ def test_makers_follow_the_flow_roles():
 
 def test_description_records_version_and_uncertainty():
     described = Calculator("emt", fmax=0.02).describe()
-    assert described["name"] == "emt" and described["version"]
+    assert described["name"] == "emt" and described["version"] and described["carrierflow_version"]
     assert described["fmax_eV_A"] == 0.02
     assert described["uncertainty_eV"] == pytest.approx(0.1)
     assert Calculator("chgnet", uncertainty_eV=0.05).describe()["uncertainty_eV"] == 0.05
