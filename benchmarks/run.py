@@ -5,7 +5,9 @@
 
 Measures, in one run: the time from command start to results.json of ``carrierflow run`` (model
 loading included), the naive baseline (benchmarks/naive.py: the same structures relaxed one by one
-with ASE BFGS, the model loaded per structure) and the agreement of their formation energies, the
+with ASE BFGS, the model loaded per structure; with ``--starts N`` in ``--run-options`` the naive
+search, every start in the final cell, compared on each phase's lowest E_f per kind) and the
+agreement of their formation energies, the
 workflow overhead (wall time not spent in calculations, start-up and model loading), the VASP job
 count after an interstitial pre-screen against every candidate, and the cost of one force call
 against supercell size. Prints a table, writes JSON, and ends with the line
@@ -140,7 +142,14 @@ def start_up(args: argparse.Namespace) -> float:
     return timed([sys.executable, "-c", code])
 
 
+def starts_option(run_options: str) -> int:
+    """The ``--starts`` of the run's options (1 without it)."""
+    words = shlex.split(run_options)
+    return int(words[words.index("--starts") + 1]) if "--starts" in words else 1
+
+
 def naive_baseline(args: argparse.Namespace, work: Path) -> dict:
+    """The naive script, with as many starts per candidate as the run (the naive search)."""
     work.mkdir(parents=True, exist_ok=True)
     output = work / "naive.json"
     command = [
@@ -149,6 +158,8 @@ def naive_baseline(args: argparse.Namespace, work: Path) -> dict:
         "--system",
         args.system,
         *calculator_args(args),
+        "--starts",
+        str(starts_option(args.run_options)),
         "--output",
         str(output),
     ]
@@ -169,6 +180,22 @@ def formation_energy_gap(results: dict, naive: dict) -> float:
         for name, d in phase["defects"].items()
         if (phase["label"], name) in run
     ]
+    return max(gaps) if gaps else float("nan")
+
+
+def naive_lowest_gap(results: dict, naive: dict) -> float:
+    """The largest |lowest E_f(run) - lowest E_f(naive)| over every phase and kind: what a
+    search and the naive search must agree on (their other states need not)."""
+    run = {phase["formula"]: phase for phase in [results["reference"], *results["hosts"]]}
+    gaps = []
+    for phase in naive["phases"]:
+        for kind in ("vacancy", "interstitial"):
+            energies = [
+                d["formation_energy_eV"] for d in phase["defects"].values() if d["kind"] == kind
+            ]
+            mine = run[phase["label"]]["lowest_eV"][kind]
+            if energies and mine is not None:
+                gaps.append(abs(mine - min(energies)))
     return max(gaps) if gaps else float("nan")
 
 
@@ -352,8 +379,10 @@ def main() -> None:
         if not args.skip_naive:
             print("== naive baseline", flush=True)
             naive = naive_baseline(args, work / "naive")
-            gap = formation_energy_gap(answer["results"], naive)
+            searched = starts_option(args.run_options) > 1
+            gap = (naive_lowest_gap if searched else formation_energy_gap)(answer["results"], naive)
             report |= {
+                "naive_starts": starts_option(args.run_options),
                 "plan_differences_vs_naive": plan_differences(answer["results"], naive),
                 "naive_s": naive["wall_s"],
                 "max_formation_energy_gap_eV": gap,
@@ -435,7 +464,9 @@ def table(report: dict) -> str:
             ),
             ("naive baseline (s)", f"{report['naive_s']:.1f}", ""),
             (
-                "max |E_f run - naive| (eV)",
+                "max |lowest E_f run - naive search| (eV, per phase and kind)"
+                if report.get("naive_starts", 1) > 1
+                else "max |E_f run - naive| (eV)",
                 f"{report['max_formation_energy_gap_eV']:.4f}",
                 f"<= {SAME_ENERGY_EV}",
             ),

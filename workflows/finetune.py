@@ -68,8 +68,9 @@ class FineTuneResult(BaseModel):
     )
     errors: dict[str, dict[str, float]] = Field(
         description="SevenNet's energy (eV/atom), force (eV/A), stress (kbar) RMSE and loss of "
-        "the checkpoint's epoch: 'train' is in-sample, 'valid' the frames held out of training "
-        "(absent when none was: a model trained on every frame)"
+        "the checkpoint's epoch: 'train' is in-sample, averaged over the epoch's batches while "
+        "the model changes (not the checkpoint's own error), 'valid' the frames held out of "
+        "training, after the epoch (absent when none was: a model trained on every frame)"
     )
     held_out: dict[str, dict[str, float]] = Field(
         description="energy and force RMSE on the held-out frames of the base model ('base') "
