@@ -379,10 +379,12 @@ def main() -> None:
         if not args.skip_naive:
             print("== naive baseline", flush=True)
             naive = naive_baseline(args, work / "naive")
-            searched = starts_option(args.run_options) > 1
-            gap = (naive_lowest_gap if searched else formation_energy_gap)(answer["results"], naive)
+            starts = starts_option(args.run_options)
+            gap = (naive_lowest_gap if starts > 1 else formation_energy_gap)(
+                answer["results"], naive
+            )
             report |= {
-                "naive_starts": starts_option(args.run_options),
+                "naive_starts": starts,
                 "plan_differences_vs_naive": plan_differences(answer["results"], naive),
                 "naive_s": naive["wall_s"],
                 "max_formation_energy_gap_eV": gap,

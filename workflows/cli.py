@@ -188,11 +188,12 @@ def _dest(flag: str) -> str:
 
 
 def _dft_options() -> dict[str, str]:
-    """The numeric DftSettings that have an option: setting name -> flag."""
+    """The numeric DftSettings that have an option: setting name -> flag (the others, given as
+    assignments, have a metavar)."""
     return {
         name: info.json_schema_extra["option"]
         for name, info in DftSettings.model_fields.items()
-        if "option" in (info.json_schema_extra or {}) and info.annotation is float
+        if "option" in (info.json_schema_extra or {}) and "metavar" not in info.json_schema_extra
     }
 
 
@@ -205,12 +206,12 @@ def _add_dft_settings(group) -> None:
             f"{preset} {PRESETS[preset].get(name, info.default):g}" for preset in PRESETS
         )
         group.add_argument(flag, type=float, help=f"{info.description} ({values})")
-    for name in ("potcars", "incar"):  # given as EL=SYMBOL or TAG=VALUE
-        info = DftSettings.model_fields[name]
-        extra = info.json_schema_extra
-        group.add_argument(
-            extra["option"], nargs="+", metavar=extra["metavar"], help=info.description
-        )
+    for info in DftSettings.model_fields.values():  # given as EL=SYMBOL or TAG=VALUE
+        extra = info.json_schema_extra or {}
+        if "metavar" in extra:
+            group.add_argument(
+                extra["option"], nargs="+", metavar=extra["metavar"], help=info.description
+            )
 
 
 def _settings(model: type[BaseModel], args: argparse.Namespace, **given):
