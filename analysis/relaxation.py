@@ -8,6 +8,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from carrierflow.analysis.flags import Flag, FlagCode, has
+from carrierflow.structures.defects import shortest_distance
 
 # a relaxed cell whose closest atoms are nearer than this fraction of the perfect cell's closest
 # pair ran together: found with the fine-tuned 7net-li-in, whose energy fell without bound (to
@@ -18,12 +19,6 @@ COLLAPSE_FRACTION = 0.5
 # names anyway. Unstopped, the collapse above ran to its step limit and slowed to minutes per force
 # call (every atom within the model's cutoff of every other)
 STOP_FRACTION = 0.4
-
-
-def shortest_distance(structure: Structure) -> float:
-    """The closest pair of atoms, periodic images included (A)."""
-    distances = structure.distance_matrix + np.diag(np.full(len(structure), np.inf))
-    return float(distances.min())
 
 
 def collapse(relaxed: Structure, perfect: Structure) -> str | None:

@@ -67,13 +67,16 @@ def rows(results: dict) -> list[dict]:
 
 
 def _search(search: dict | None) -> str:
-    """``3 starts, 2 states, spread 0.18 eV, won by neighbours -30%``."""
+    """``3 starts, 2 states, spread 0.18 eV, won by neighbours -30%`` (with a small-cell screen:
+    ``...; final cell: first start``)."""
     if not search:
         return ""
+    final = search.get("final_cell_winner")
     return (
         f"{len(search['starts'])} starts, {search['distinct_states']} "
         f"state{'s' if search['distinct_states'] > 1 else ''}, spread "
         f"{search['spread_eV']:.3f} eV, won by {search['winner']}"
+        + (f"; final cell: {final}" if final else "")
     )
 
 

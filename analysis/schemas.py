@@ -36,6 +36,12 @@ class StartsSearch(BaseModel):
         default_factory=list,
         description="starts whose atoms ran together (a hole in the model): left out above",
     )
+    final_cell_winner: str | None = Field(
+        None,
+        description="with --screen-image-distance: the final-cell relaxation that gave the "
+        "lowest state: 'first start' (a single-start run's) or 'screen: <start>' (a small-cell "
+        "state carried over)",
+    )
 
 
 class ScreenComparison(BaseModel):

@@ -347,6 +347,39 @@ def distort_neighbours(structure: Structure, centre_cart, fraction: float) -> St
     return distorted["distorted_structure"]
 
 
+# no distorted start has a pair closer than this fraction of its undistorted cell's closest pair.
+# Why 0.6: a 30 % pull-in puts every bond of the shell at 0.70 by design, and the collapse flag
+# (analysis/relaxation.py) calls a cell whose closest pair is under 0.5 of the perfect cell's
+# ran together. Measured on Li-In, 7 A screen cells (20-27 atoms): neighbours of a vacancy
+# pushed out by 30 % meet their own periodic images' neighbours at 0.38-0.46 of a bond (Li5In4
+# v_Li_1a: 1.19 A against 2.82), and 7net-li-in ran that start together; in the 10 A cells the
+# same push leaves 0.68-0.73, untouched. ShakeNBreak keeps its rattles at 0.8 of a bond and its
+# distortions unfloored.
+START_FLOOR_FRACTION = 0.6
+
+
+def shortest_distance(structure: Structure) -> float:
+    """The closest pair of atoms, periodic images included (A)."""
+    distances = structure.distance_matrix + np.diag(np.full(len(structure), np.inf))
+    return float(distances.min())
+
+
+def floored_distortion(
+    structure: Structure, centre_cart, fraction: float
+) -> tuple[float, Structure]:
+    """:func:`distort_neighbours` by ``fraction``, scaled back a percent at a time until no pair
+    is closer than START_FLOOR_FRACTION of the undistorted cell's closest pair: the fraction
+    used and the structure."""
+    floor = START_FLOOR_FRACTION * shortest_distance(structure)
+    steps = round(abs(fraction) * 100)
+    for step in range(steps, 0, -1):
+        used = float(np.sign(fraction)) * step / 100
+        distorted = distort_neighbours(structure, centre_cart, used)
+        if shortest_distance(distorted) >= floor:
+            return used, distorted
+    return 0.0, structure.copy()
+
+
 def rattle_strongly(
     structure: Structure, centre_cart, radius_A: float, stdev_A: float, seed: str
 ) -> Structure:
@@ -441,7 +474,8 @@ def defect_starts(
     rattle (seeded by ``seed``: the start of a single-start run); for an interstitial of a
     ``host``, then split interstitials on the nearest atom of its species
     (:func:`split_orientations`, at most :data:`SPLIT_ORIENTATIONS`); then :data:`START_PLAN` in
-    order (repeated with new seeds past its length)."""
+    order (repeated with new seeds past its length), a distortion scaled back where it would
+    bring atoms too close (:func:`floored_distortion`; its tag names the fraction used)."""
     starts = [(f"rattle {amplitude_A:g} A", cell.structure)]
     splits = []
     if cell.kind == "interstitial" and host is not None and count > 1:
@@ -461,8 +495,8 @@ def defect_starts(
         repeat = index // len(START_PLAN)
         suffix = f" #{repeat + 1}" if repeat else ""
         if kind == "distort":
-            distorted = distort_neighbours(cell.structure, cell.site_cart, value)
-            starts.append((f"neighbours {value:+.0%}{suffix}", distorted))
+            used, distorted = floored_distortion(cell.structure, cell.site_cart, value)
+            starts.append((f"neighbours {used:+.0%}{suffix}", distorted))
         else:
             rattled = rattle_strongly(
                 cell.structure, cell.site_cart, radius_A, value, f"{seed}/start {number}"

@@ -352,12 +352,19 @@ def final_cell_defects(
     is_reference: bool = False,
     given: Structure | None = None,
 ) -> Response:
-    """After the small-cell screen: its lowest distinct states of each kind
-    (:func:`kept_for_final_cell`) relaxed again in the final supercell, each from its small-cell
-    geometry carried into the large cell
+    """After the small-cell screen: in the final supercell, every candidate's first start (the
+    start of a single-start run: same structure, so a single-start store is reused) and the
+    screen's lowest distinct states of each kind (:func:`kept_for_final_cell`), each from its
+    small-cell geometry carried into the large cell
     (:func:`carrierflow.structures.embedding.embed_relaxation`); a candidate's outcome is the
-    lowest of its states there, with its small-cell search. The verdict uses these;
-    ``screened`` (each candidate's lowest state in the small cell) is kept beside them."""
+    lowest of its relaxations there, with its small-cell search. The verdict uses these;
+    ``screened`` (each candidate's lowest state in the small cell) is kept beside them.
+
+    Why the first starts too: the small cell need not hold the large cell's states. Measured on
+    Li-In with 7net-li-in (63-atom final cell, 27-atom screen): the single start relaxes Li5In4
+    Li_i2 to 0.661 eV; in the screen cell that start ends in another state near 1.0 eV, so the
+    kept states ended the search at 0.837 eV. With the first starts the search's lowest E_f can
+    never be above a single-start run's."""
     small = plan_defects(label, bulk.structure, small_cell_settings(settings), given)
     plan = plan_defects(label, bulk.structure, settings, given)
     mark_shared_final_states(screened)
@@ -368,7 +375,8 @@ def final_cell_defects(
     ]
     kept = kept_for_final_cell(everything, settings.keep, calculator.uncertainty_eV)
     logger.info(
-        "%s: %d distinct states again in the %d-atom supercell: %s",
+        "%s: each candidate's first start and %d distinct states of the screen again in the "
+        "%d-atom supercell: %s",
         label,
         len(kept),
         plan.choice.natoms,
@@ -376,30 +384,25 @@ def final_cell_defects(
     )
     perfect_job = calculation(calculator, "static", plan.perfect, f"{label} perfect supercell")
     jobs, outcomes = [perfect_job], []
-    names = [c.name for c in plan.selected]
-    by_candidate: dict[str, list[tuple[str, DefectOutcome]]] = {}
-    for tag, state in kept:
-        by_candidate.setdefault(state.name, []).append((tag, state))
-    for name, chosen in by_candidate.items():
-        index = names.index(name)
+    for index, candidate in enumerate(plan.selected):
+        name = candidate.name
+        chosen = [(FIRST_START, plan.starts[index], f"{label} {name}")] + [
+            (
+                f"screen: {tag.removeprefix(name).strip()}",
+                embed_relaxation(small.cells[index], state.structure, plan.cells[index]),
+                f"{label} {name} [from {tag.removeprefix(name).strip()}]",
+            )
+            for tag, state in kept
+            if state.name == name
+        ]
         relaxed = []
-        for number, (tag, state) in enumerate(chosen):
-            start = embed_relaxation(small.cells[index], state.structure, plan.cells[index])
-            suffix = f" [from {tag.removeprefix(name).strip()}]" if number else ""
+        for _, start, job_name in chosen:
             made, outcome = _relax_and_assess(
-                label,
-                plan,
-                index,
-                start,
-                f"{label} {name}{suffix}",
-                perfect_job,
-                mu,
-                calculator,
-                settings,
+                label, plan, index, start, job_name, perfect_job, mu, calculator, settings
             )
             jobs += made
             relaxed.append(outcome)
-        carried = carry_search(relaxed, screened[index])
+        carried = carry_search([origin for origin, _, _ in chosen], relaxed, screened[index])
         jobs.append(carried)
         outcomes.append(carried.output)
     host_job = collect_host(
@@ -417,12 +420,21 @@ def final_cell_defects(
     return Response(replace=Flow(jobs, output=host_job.output, name=f"{label} final cell"))
 
 
+# how the final cell names a candidate's first start among its relaxations there
+FIRST_START = "first start"
+
+
 @job
-def carry_search(relaxed: list[DefectOutcome], searched: DefectOutcome) -> DefectOutcome:
-    """A candidate's lowest state in the final cell (of its small-cell states relaxed there),
-    with the record of its small-cell search."""
-    outcome = min(relaxed, key=ranking_key).model_copy(deep=True)
-    outcome.search = searched.search
+def carry_search(
+    origins: list[str], relaxed: list[DefectOutcome], searched: DefectOutcome
+) -> DefectOutcome:
+    """A candidate's lowest state in the final cell (its first start and its small-cell states
+    relaxed there, named by ``origins``), with the record of its small-cell search and which
+    final-cell relaxation won."""
+    best = min(range(len(relaxed)), key=lambda i: ranking_key(relaxed[i]))
+    outcome = relaxed[best].model_copy(deep=True)
+    if searched.search is not None:
+        outcome.search = searched.search.model_copy(update={"final_cell_winner": origins[best]})
     return outcome
 
 

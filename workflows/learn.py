@@ -194,13 +194,15 @@ def dft_start_points(
 ) -> Response:
     """DFT single points at the first ``count`` distorted starts of each defect the refinement
     takes, in its DFT cell (the starts a ``--starts`` search would relax there after the small
-    rattle: split interstitials, neighbours pulled in and pushed out by 30 %).
+    rattle: split interstitials, neighbours pulled in and pushed out by up to 30 %, see
+    :func:`carrierflow.structures.defects.floored_distortion`).
 
     Why: a DFT relaxation's frames run from the stand-in's minimum to DFT's and never come
-    near another atom's core; the search's starts do (neighbours 30 % out meet their own
-    neighbours at about 70 % of a bond). With no frame closer than 2.11 A, the fine-tuned
-    7net-li-in had nothing that holds atoms apart: in the Li-In search benchmark three Li5In4
-    vacancy starts ran together (to 0.4 A, -3e5 eV and lower within 36 force calls)."""
+    near another atom's core; the search's starts do (neighbours 30 % in sit at 70 % of a bond
+    from the site, pushed out they meet their own neighbours at 60-73 %). With no frame closer
+    than 2.11 A, the fine-tuned 7net-li-in had nothing that holds atoms apart: in the Li-In
+    search benchmark three Li5In4 vacancy starts ran together (to 0.4 A, -3e5 eV and lower
+    within 36 force calls)."""
     chosen = {d.name for d in lowest_defects(screen.defects, refine.k)}
     plan = dft_plan(label, bulk, screen, chosen, settings, refine, given)
     jobs = []

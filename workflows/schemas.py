@@ -161,7 +161,8 @@ class DefectSettings(BaseModel):
         **option(
             "--starts",
             "relaxation starts per defect candidate: the small rattle, then its neighbours "
-            "pulled in and pushed out by 30 and 15 percent and stronger rattles; the lowest "
+            "pulled in and pushed out by 30 and 15 percent (less where atoms would meet closer "
+            "than 60 percent of the cell's closest pair) and stronger rattles; the lowest "
             "final state counts",
         ),
     )
@@ -367,7 +368,7 @@ class LearnSettings(BaseModel):
         **option(
             "--learn-start-points",
             "with --learn: DFT single points at this many distorted starts of each refined "
-            "defect (split interstitials, neighbours 30 %% in and out: the short pairs a "
+            "defect (split interstitials, neighbours up to 30 %% in and out: the short pairs a "
             "search meets; 0: none)",
         ),
     )

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 
 from carrierflow.structures.defects import (
+    START_FLOOR_FRACTION,
     build_defect_cell,
     defect_starts,
     distort_neighbours,
     find_defects,
+    floored_distortion,
+    shortest_distance,
     split_orientations,
 )
 from carrierflow.structures.sources import load_fixture
@@ -63,6 +66,25 @@ def test_distortion_moves_the_nearest_neighbours_along_their_bonds(fraction):
     assert np.count_nonzero(shell) == 12  # fcc: twelve nearest neighbours around the vacancy
     assert after[shell] == pytest.approx((1 + fraction) * before[shell])
     assert after[~shell] == pytest.approx(before[~shell])
+
+
+def test_a_push_that_would_run_atoms_together_is_scaled_back_to_the_floor():
+    # in a 27-atom fcc Cu cell the 12 neighbours of a vacancy pushed out by 30 % meet their
+    # periodic images' at 0.40 of a bond, below the collapse flag's 0.5: the search starts at
+    # the largest push that keeps every pair at 0.6 of the cell's closest one (+20 % here),
+    # and a pull-in (0.70 by design) is left as asked
+    cell = _cell("vacancy")
+    closest = shortest_distance(cell.structure)
+    assert shortest_distance(distort_neighbours(cell.structure, cell.site_cart, 0.3)) < (
+        0.5 * closest
+    )
+    used, pushed = floored_distortion(cell.structure, cell.site_cart, 0.3)
+    assert 0 < used < 0.3 and shortest_distance(pushed) >= START_FLOOR_FRACTION * closest
+    farther = distort_neighbours(cell.structure, cell.site_cart, used + 0.01)
+    assert shortest_distance(farther) < START_FLOOR_FRACTION * closest
+    assert floored_distortion(cell.structure, cell.site_cart, -0.3)[0] == -0.3
+    tags = [tag for tag, _ in defect_starts(cell, "Cu/x", 3, 4.0, 0.03)]
+    assert tags[1:] == ["neighbours -30%", f"neighbours {used:+.0%}"]
 
 
 def _host_cell(kind_index: int = 0):

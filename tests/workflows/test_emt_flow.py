@@ -386,10 +386,12 @@ def test_the_search_shows_in_the_table(searched, tmp_path):
 
 @pytest.fixture(scope="module")
 def small_first(emt_run, tmp_path_factory) -> dict:
-    """Four starts per defect in a small cell (images 7 A apart), the two lowest distinct states
-    of each kind again in the final cell; then the same command again."""
+    """Four starts per defect in a small cell (images 7 A apart), then each candidate's first
+    start and the two lowest distinct states of each kind again in the final cell, on a copy of
+    the single-start run's store; then the same command again."""
     root = tmp_path_factory.mktemp("small-first")
     store = root / "store"
+    shutil.copytree(emt_run["store"], store)
     options = ("--starts", "4", "--screen-image-distance", "7", "--keep", "2")
     assert main(cu_au("run", store, root / "out", *options)) == 0
     first = json.loads((root / "out" / "results.json").read_text())
@@ -400,15 +402,27 @@ def small_first(emt_run, tmp_path_factory) -> dict:
 
 
 def test_a_small_cell_screen_relaxes_every_start_small_and_the_lowest_in_the_final_cell(
-    small_first,
+    small_first, emt_run
 ):
-    for phase in _phases(small_first["results"]):
+    phases = zip(_phases(small_first["results"]), _phases(emt_run["results"]), strict=True)
+    for phase, single in phases:
         small, final = phase["screen_supercell"], phase["supercell"]
         assert small["natoms"] < final["natoms"] and small["min_image_distance_A"] >= 7
         screened = {d["name"]: d for d in phase["screened"]}
         assert all(len(d["search"]["starts"]) == 4 for d in screened.values())
+        # every candidate is relaxed in the final cell from its first start (a single-start
+        # run's), so none ends above the single start; the screen's states can only lower it
+        single_energy = {d["name"]: d["ranking_energy_eV"] for d in single["defects"]}
+        assert {d["name"] for d in phase["defects"]} == set(screened) == set(single_energy)
+        for defect in phase["defects"]:
+            assert defect["ranking_energy_eV"] <= single_energy[defect["name"]] + 1e-6
+            assert defect["search"]["starts"] == screened[defect["name"]]["search"]["starts"]
+            won = defect["search"]["final_cell_winner"]
+            assert won == "first start" or won.removeprefix("screen: ") in {
+                start for d in screened.values() for start in d["search"]["starts"]
+            }
         # every start's final state counts: --keep 2 distinct ones per kind (or more within
-        # the 0.1 eV uncertainty) went to the final cell, each as its candidate
+        # the 0.1 eV uncertainty) went to the final cell from the screen
         for kind in ("vacancy", "interstitial"):
             states = sorted(
                 e
@@ -417,10 +431,37 @@ def test_a_small_cell_screen_relaxes_every_start_small_and_the_lowest_in_the_fin
                 for e in d["search"]["formation_energies_eV"]
             )
             distinct = [e for i, e in enumerate(states) if i == 0 or e - states[i - 1] > 0.001]
-            kept = [d for d in phase["defects"] if d["kind"] == kind]
-            assert 1 <= len(kept) <= max(2, sum(e - distinct[0] <= 0.1 for e in distinct))
-            for defect in kept:
-                assert defect["search"] == screened[defect["name"]]["search"]
+            carried = _final_cell_labels(small_first["store"], phase["label"], kind, screened)
+            assert 1 <= len(carried) <= max(2, sum(e - distinct[0] <= 0.1 for e in distinct))
+
+
+def _final_cell_labels(store, label: str, kind: str, screened: dict) -> list[str]:
+    """The final-cell relaxations of one host's small-cell states of one kind (``[from ...]``)."""
+    from carrierflow.workflows.store import open_store
+
+    names = [name for name, d in screened.items() if d["kind"] == kind]
+    jobs = open_store(store, create=False)
+    found = {
+        doc["output"]["label"]
+        for doc in jobs.query({"output.task": "ion_relax"}, properties=["output.label"])
+        if any(doc["output"]["label"].startswith(f"{label} {n} [from ") for n in names)
+    }
+    jobs.close()
+    return sorted(found)
+
+
+def test_a_small_cell_screen_reuses_the_single_start_relaxations(small_first, emt_run):
+    # each candidate's first start in the final cell is the single-start run's calculation
+    from carrierflow.workflows.store import open_store
+
+    jobs = open_store(small_first["store"], create=False)
+    for phase in _phases(small_first["results"]):
+        for defect in phase["defects"]:
+            docs = list(
+                jobs.query({"output.label": f"{phase['label']} {defect['name']}"}, ["output"])
+            )
+            assert docs and any(doc["output"]["reused"] for doc in docs)
+    jobs.close()
 
 
 def test_the_small_cell_screen_finds_the_states_of_the_search_in_the_final_cell(
