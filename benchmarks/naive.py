@@ -6,7 +6,8 @@ loading the model again for every structure; no workflow, no store. Prints a JSO
 every formation energy. With ``--starts N`` it is the naive structure search: every one of the
 N starts of every candidate that ``carrierflow run --starts N`` makes, relaxed in the final cell
 (no small cells, no merging), each candidate's E_f the lowest of its starts; a start whose atoms
-ran together (the workflow's own rule, applied after the relaxation) is left out.
+ran together (the workflow's own rule, :func:`carrierflow.analysis.relaxation.collapse`, applied
+after the relaxation: the naive loop has no guard that stops one) is left out.
 
     python benchmarks/naive.py --system Li-In --calculator sevennet --output naive.json
 """
@@ -23,7 +24,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from carrierflow.analysis.relaxation import STOP_FRACTION, shortest_distance
+from carrierflow.analysis.relaxation import collapse
 from carrierflow.structures.presets import SYSTEMS, preset_model
 from carrierflow.structures.sources import load_structure
 from carrierflow.workflows.calculators import Calculator
@@ -99,7 +100,7 @@ def main() -> None:
             for tag, start in starts:
                 e_defect, relaxed, steps = relax(start, calculator, relax_cell=False)
                 added = len(start) - len(plan.perfect)
-                ran_together = shortest_distance(relaxed) < STOP_FRACTION * shortest_distance(start)
+                ran_together = collapse(relaxed, plan.perfect) is not None
                 tried.append(
                     {
                         "start": tag,
