@@ -56,3 +56,27 @@ def test_the_shipped_model_loads_and_knows_li_and_in():
     atoms.calc = load_calculator(calculator.makers("static")[0])
     assert -5 < atoms.get_potential_energy() / len(atoms) < 0
     assert abs(atoms.get_forces()).max() == pytest.approx(0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "card_file",
+    sorted(
+        p.name
+        for p in files("carrierflow.fixtures").joinpath("dft").iterdir()
+        if p.name.endswith(".card.json")
+    ),
+)
+def test_every_shipped_dft_data_set_matches_its_card(card_file):
+    """The frames committed as the DFT runs go on: the file is the one its card describes
+    (a re-export without its card, or a card of another file, fails here)."""
+    folder = files("carrierflow.fixtures").joinpath("dft")
+    card = json.loads(folder.joinpath(card_file).read_text())
+    data = folder.joinpath(card["file"])
+    assert file_sha256(data) == card["sha256"]
+    frames = read(str(data), ":")
+    assert len(frames) == card["frames"] and sum(map(len, frames)) == card["atoms"]
+    per_calculation: dict[str, int] = {}
+    for atoms in frames:
+        per_calculation[atoms.info["label"]] = per_calculation.get(atoms.info["label"], 0) + 1
+        assert atoms.get_forces().shape == (len(atoms), 3)
+    assert per_calculation == card["frames_per_calculation"]
