@@ -36,16 +36,23 @@ def gpaw_frames(directory: Path) -> list[Atoms]:
     Steps recorded before the worker kept forces (no ``forces`` in the line) are skipped:
     an energy without forces is no training frame; so are steps of a run with fixed atoms
     recorded before the worker kept the forces DFT gave (a fixed atom's force was stored as
-    zero).
+    zero), and a step at the geometry of the frame before it (the worker recorded a resumed
+    relaxation's start again before it skipped it): one frame per geometry.
     """
     spec = json.loads((directory / GPAW_INPUT).read_text())
     steps_file = directory / GPAW_STEPS
     lines = steps_file.read_text().splitlines() if steps_file.exists() else []
     frames = []
+    previous = None
     for number, line in enumerate(lines, start=1):
         step = json.loads(line)
-        if "forces" not in step or (spec.get("fixed") and not step.get("raw_forces")):
+        again = previous is not None and (previous["positions"], previous["cell"]) == (
+            step["positions"],
+            step["cell"],
+        )
+        if again or "forces" not in step or (spec.get("fixed") and not step.get("raw_forces")):
             continue
+        previous = step
         atoms = Atoms(
             numbers=spec["numbers"], cell=step["cell"], positions=step["positions"], pbc=True
         )

@@ -5,7 +5,8 @@ Standalone on purpose: it imports only numpy, ASE and GPAW, so any Python that h
 ``mpirun`` too. carrierflow writes ``gpaw-input.json``, runs this file in the calculation's folder
 and reads ``gpaw-result.json``. Every ionic step is appended to ``gpaw-steps.jsonl`` with its
 energies, forces and (when the cell relaxes) stress, so that each step is a training frame for the
-stand-in; a rerun in the same folder continues from the last step.
+stand-in; a rerun in the same folder continues from the last step, with the optimizer's Hessian
+rebuilt from the recorded steps.
 
 Usage: ``python gpaw_worker.py gpaw-input.json``
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import gpaw
 import numpy as np
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.optimize import BFGS
 from ase.parallel import world
@@ -40,20 +42,40 @@ def say(text):
         print(text, flush=True)
 
 
+def recorded_steps():
+    return [json.loads(line) for line in STEPS.read_text().splitlines()] if STEPS.exists() else []
+
+
 def build_atoms(spec):
     atoms = Atoms(
         numbers=spec["numbers"], cell=spec["cell"], scaled_positions=spec["frac"], pbc=True
     )
-    if STEPS.exists():
-        lines = STEPS.read_text().splitlines()
-        if lines:
-            last = json.loads(lines[-1])
-            atoms.set_cell(last["cell"], scale_atoms=False)
-            atoms.set_positions(last["positions"])
-            say(f"continuing from step {len(lines)} of an earlier run")
+    steps = recorded_steps()
+    if steps:
+        atoms.set_cell(steps[-1]["cell"], scale_atoms=False)
+        atoms.set_positions(steps[-1]["positions"])
+        say(f"continuing from step {len(steps)} of an earlier run")
     if spec["fixed"]:
         atoms.set_constraint(FixAtoms(indices=spec["fixed"]))
     return atoms
+
+
+def replay(optimizer, atoms, steps):
+    """Rebuild BFGS's Hessian from the recorded steps of an interrupted relaxation (ASE's
+    ``replay_trajectory``), so that it goes on as if never stopped. Without it, the Li5In4
+    vacancy relaxed from SevenNet-0's geometry restarted from the initial guess (70 eV/A^2) after
+    each interruption, at 1.5-13 min of GPAW per step here. Positions only: a cell relaxation's
+    optimizer works on the cell filter's coordinates, which the steps do not hold; and only
+    steps recorded with their forces."""
+    if not all("forces" in step for step in steps):
+        return
+    frames = []
+    for step in steps:
+        frame = Atoms(atoms.numbers, cell=step["cell"], positions=step["positions"], pbc=True)
+        frame.set_constraint(atoms.constraints)
+        frame.calc = SinglePointCalculator(frame, forces=np.array(step["forces"]))
+        frames.append(frame)
+    optimizer.replay_trajectory(frames)
 
 
 def build_calculator(spec, atoms):
@@ -102,6 +124,13 @@ def record(atoms, started, with_stress):
     }
     if with_stress:
         entry["stress"] = atoms.get_stress(voigt=True, apply_constraint=False).tolist()
+    steps = recorded_steps()
+    if (
+        steps
+        and np.array_equal(steps[-1]["positions"], entry["positions"])
+        and np.array_equal(steps[-1]["cell"], entry["cell"])
+    ):
+        return  # a resumed relaxation's first step: the geometry the last run recorded
     if world.rank == 0:
         with STEPS.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
@@ -124,8 +153,12 @@ def main(path):
             target = CellFilter(atoms)
         # a small step: BFGS overshoots on nearly converged DFT forces
         optimizer = BFGS(target, maxstep=spec["maxstep_A"], logfile=None)
+        steps = recorded_steps()
+        if steps and not spec["relax_cell"]:
+            replay(optimizer, atoms, steps)
         optimizer.attach(lambda: record(atoms, started, spec["relax_cell"]))
-        remaining = max(spec["steps"] - count_steps(), 0)
+        # the steps taken so far: the first record is the start, before any step
+        remaining = max(spec["steps"] - max(count_steps() - 1, 0), 0)
         converged = bool(optimizer.run(fmax=spec["fmax"], steps=remaining))
     else:
         record(atoms, started, spec["relax_cell"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from carrierflow.workflows.cli import main
 from carrierflow.workflows.dataset import dft_frames, write_dataset
 from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
-from carrierflow.workflows.gpaw_makers import _imports_gpaw, python_with_gpaw
+from carrierflow.workflows.gpaw_makers import WORKER, _imports_gpaw, python_with_gpaw
 from carrierflow.workflows.refine import lowest_defects, transfer_candidates
 from carrierflow.workflows.schemas import DefectSettings, RefineSettings
 from carrierflow.workflows.vasp_makers import VaspMakers
@@ -296,3 +297,64 @@ def test_steps_of_fixed_atoms_without_the_dft_forces_are_no_training_frames(tmp_
     (tmp_path / GPAW_STEPS).write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     [frame] = gpaw_frames(tmp_path)
     assert frame.get_forces()[1, 0] == -0.1 and frame.info["step"] == 2
+
+
+def _worker_steps(folder: Path, steps: int) -> list[dict]:
+    """Run the GPAW worker in ``folder`` on two Li atoms of a bcc cell, one pushed off its site,
+    for at most ``steps`` ionic steps; the recorded steps."""
+    spec = {
+        "numbers": [3, 3],
+        "cell": (3.44 * np.eye(3)).tolist(),
+        "frac": [[0, 0, 0], [0.56, 0.47, 0.5]],
+        "fixed": [],
+        "kpts": [2, 2, 2],
+        "settings": {**TINY, "sigma_eV": 0.1, "smearing": "mp1"},
+        "relax_cell": False,
+        "steps": steps,
+        "fmax": 1e-4,
+        "maxstep_A": 0.05,
+    }
+    folder.mkdir(exist_ok=True)
+    (folder / "gpaw-input.json").write_text(json.dumps(spec))
+    done = subprocess.run(
+        [python_with_gpaw(), str(WORKER), "gpaw-input.json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in (folder / "gpaw-steps.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_an_interrupted_gpaw_relaxation_goes_on_as_if_never_stopped(tmp_path):
+    whole = _worker_steps(tmp_path / "whole", 4)
+    _worker_steps(tmp_path / "resumed", 2)
+    resumed = _worker_steps(tmp_path / "resumed", 4)
+    # no step twice (the resumed run's first force call is at the last recorded geometry)
+    assert len(resumed) == len(whole) == 5  # the start and 4 steps
+    # the Hessian rebuilt from the recorded steps: the same path, up to the SCF noise of a fresh
+    # start (1e-6 A here; from BFGS's initial guess instead, step 3 went 0.04 A elsewhere)
+    for a, b in zip(whole, resumed, strict=True):
+        assert np.allclose(a["positions"], b["positions"], atol=1e-4)
+
+
+def test_a_step_recorded_twice_at_one_geometry_is_one_training_frame(tmp_path):
+    from carrierflow.workflows.dataset import GPAW_INPUT, GPAW_STEPS, gpaw_frames
+
+    spec = {"numbers": [3, 3], "kpts": [1, 1, 1], "settings": {}, "fixed": []}
+    (tmp_path / GPAW_INPUT).write_text(json.dumps(spec))
+    step = {
+        "energy": -3.0,
+        "free_energy": -3.01,
+        "cell": np.eye(3).tolist(),
+        "positions": [[0, 0, 0], [0.5, 0.5, 0.5]],
+        "forces": [[0.1, 0, 0], [-0.1, 0, 0]],
+    }
+    moved = {**step, "positions": [[0, 0, 0], [0.51, 0.5, 0.5]], "free_energy": -3.02}
+    again = {**moved, "free_energy": -3.0200001}  # a resumed run's start, recomputed
+    lines = [step, moved, again, step]
+    (tmp_path / GPAW_STEPS).write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    frames = gpaw_frames(tmp_path)
+    assert [f.info["step"] for f in frames] == [1, 2, 4]
