@@ -124,6 +124,10 @@ def record(atoms, started, with_stress):
     }
     if with_stress:
         entry["stress"] = atoms.get_stress(voigt=True, apply_constraint=False).tolist()
+    # the file is rank 0's alone: another rank reading it while rank 0 appends read half a line
+    # and aborted a Li5In4 relaxation (every rank computed the forces and stress above together)
+    if world.rank != 0:
+        return
     steps = recorded_steps()
     if (
         steps
@@ -131,13 +135,10 @@ def record(atoms, started, with_stress):
         and np.array_equal(steps[-1]["cell"], entry["cell"])
     ):
         return  # a resumed relaxation's first step: the geometry the last run recorded
-    if world.rank == 0:
-        with STEPS.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        say(
-            f"step {count_steps()}: E = {entry['energy']:.6f} eV, "
-            f"largest force {entry['fmax']:.4f} eV/A"
-        )
+    with STEPS.open("a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    energy, fmax = entry["energy"], entry["fmax"]
+    say(f"step {count_steps()}: E = {energy:.6f} eV, largest force {fmax:.4f} eV/A")
 
 
 def main(path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from carrierflow.workflows.cli import main
 from carrierflow.workflows.dataset import dft_frames, write_dataset
 from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
-from carrierflow.workflows.gpaw_makers import WORKER, _imports_gpaw, python_with_gpaw
+from carrierflow.workflows.gpaw_makers import GpawMaker, _imports_gpaw, python_with_gpaw
 from carrierflow.workflows.refine import lowest_defects, transfer_candidates
 from carrierflow.workflows.schemas import DefectSettings, RefineSettings
 from carrierflow.workflows.vasp_makers import VaspMakers
@@ -301,7 +302,9 @@ def test_steps_of_fixed_atoms_without_the_dft_forces_are_no_training_frames(tmp_
 
 def _worker_steps(folder: Path, steps: int) -> list[dict]:
     """Run the GPAW worker in ``folder`` on two Li atoms of a bcc cell, one pushed off its site,
-    for at most ``steps`` ionic steps; the recorded steps."""
+    for at most ``steps`` ionic steps, on 2 MPI ranks where mpirun is there (as ``--cores 2``
+    runs it: a rank that read the step file while rank 0 wrote it once aborted a relaxation);
+    the recorded steps."""
     spec = {
         "numbers": [3, 3],
         "cell": (3.44 * np.eye(3)).tolist(),
@@ -316,8 +319,9 @@ def _worker_steps(folder: Path, steps: int) -> list[dict]:
     }
     folder.mkdir(exist_ok=True)
     (folder / "gpaw-input.json").write_text(json.dumps(spec))
+    cores = 2 if shutil.which("mpirun") else 1
     done = subprocess.run(
-        [python_with_gpaw(), str(WORKER), "gpaw-input.json"],
+        GpawMaker(cores=cores).command(),
         cwd=folder,
         capture_output=True,
         text=True,
