@@ -282,21 +282,29 @@ def test_a_real_li_in_vacancy_refined_with_dft(tmp_path):
         )
 
 
-def test_steps_of_fixed_atoms_without_the_dft_forces_are_no_training_frames(tmp_path):
+STEP = {
+    "energy": -3.0,
+    "free_energy": -3.01,
+    "cell": np.eye(3).tolist(),
+    "positions": [[0, 0, 0], [0.5, 0.5, 0.5]],
+    "forces": [[0.1, 0, 0], [-0.1, 0, 0]],
+}
+
+
+def _frames_of_step_log(folder: Path, fixed: list[int], lines: list[dict]) -> list:
+    """The training frames of a GPAW folder whose step log has ``lines`` (two Li atoms)."""
     from carrierflow.workflows.dataset import GPAW_INPUT, GPAW_STEPS, gpaw_frames
 
-    spec = {"numbers": [3, 3], "kpts": [1, 1, 1], "settings": {}, "fixed": [1]}
-    (tmp_path / GPAW_INPUT).write_text(json.dumps(spec))
-    step = {
-        "energy": -3.0,
-        "free_energy": -3.01,
-        "cell": np.eye(3).tolist(),
-        "positions": [[0, 0, 0], [0.5, 0.5, 0.5]],
-        "forces": [[0.1, 0, 0], [0, 0, 0]],
-    }
+    spec = {"numbers": [3, 3], "kpts": [1, 1, 1], "settings": {}, "fixed": fixed}
+    (folder / GPAW_INPUT).write_text(json.dumps(spec))
+    (folder / GPAW_STEPS).write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return gpaw_frames(folder)
+
+
+def test_steps_of_fixed_atoms_without_the_dft_forces_are_no_training_frames(tmp_path):
+    step = {**STEP, "forces": [[0.1, 0, 0], [0, 0, 0]]}
     lines = [step, {**step, "raw_forces": True, "forces": [[0.1, 0, 0], [-0.1, 0, 0]]}]
-    (tmp_path / GPAW_STEPS).write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    [frame] = gpaw_frames(tmp_path)
+    [frame] = _frames_of_step_log(tmp_path, [1], lines)
     assert frame.get_forces()[1, 0] == -0.1 and frame.info["step"] == 2
 
 
@@ -345,20 +353,7 @@ def test_an_interrupted_gpaw_relaxation_goes_on_as_if_never_stopped(tmp_path):
 
 
 def test_a_step_recorded_twice_at_one_geometry_is_one_training_frame(tmp_path):
-    from carrierflow.workflows.dataset import GPAW_INPUT, GPAW_STEPS, gpaw_frames
-
-    spec = {"numbers": [3, 3], "kpts": [1, 1, 1], "settings": {}, "fixed": []}
-    (tmp_path / GPAW_INPUT).write_text(json.dumps(spec))
-    step = {
-        "energy": -3.0,
-        "free_energy": -3.01,
-        "cell": np.eye(3).tolist(),
-        "positions": [[0, 0, 0], [0.5, 0.5, 0.5]],
-        "forces": [[0.1, 0, 0], [-0.1, 0, 0]],
-    }
-    moved = {**step, "positions": [[0, 0, 0], [0.51, 0.5, 0.5]], "free_energy": -3.02}
+    moved = {**STEP, "positions": [[0, 0, 0], [0.51, 0.5, 0.5]], "free_energy": -3.02}
     again = {**moved, "free_energy": -3.0200001}  # a resumed run's start, recomputed
-    lines = [step, moved, again, step]
-    (tmp_path / GPAW_STEPS).write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    frames = gpaw_frames(tmp_path)
+    frames = _frames_of_step_log(tmp_path, [], [STEP, moved, again, STEP])
     assert [f.info["step"] for f in frames] == [1, 2, 4]
