@@ -46,11 +46,11 @@ def recorded_steps():
     return [json.loads(line) for line in STEPS.read_text().splitlines()] if STEPS.exists() else []
 
 
-def build_atoms(spec):
+def build_atoms(spec, steps):
+    """The structure to compute: the input's, or the last recorded step's when resuming."""
     atoms = Atoms(
         numbers=spec["numbers"], cell=spec["cell"], scaled_positions=spec["frac"], pbc=True
     )
-    steps = recorded_steps()
     if steps:
         atoms.set_cell(steps[-1]["cell"], scale_atoms=False)
         atoms.set_positions(steps[-1]["positions"])
@@ -103,14 +103,15 @@ def count_steps():
     return len(STEPS.read_text().splitlines()) if STEPS.exists() else 0
 
 
-def record(atoms, started, with_stress):
+def record(atoms, started, with_stress, resumed=None):
     """Append one ionic step. The forces are derivatives of the smeared free energy, so a
     frame for a potential pairs them with ``free_energy``; ``energy`` is GPAW's extrapolation to
     zero smearing (the formation energies use it). The stress costs an extra step in GPAW, so it
     is recorded where the optimizer needed it anyway: when the cell relaxes (eV/A^3, Voigt
     order xx yy zz yz xz xy, ASE's sign). The frame keeps the forces and stress as DFT gave
     them (``raw_forces``), not as the constraints left them for the optimizer: a fixed atom's
-    force is no zero to learn."""
+    force is no zero to learn. ``resumed``: the last step an earlier run recorded, whose
+    geometry the resumed run computes first and is not recorded again."""
     forces = atoms.get_forces()
     entry = {
         "energy": float(atoms.get_potential_energy()),
@@ -128,13 +129,12 @@ def record(atoms, started, with_stress):
     # and aborted a Li5In4 relaxation (every rank computed the forces and stress above together)
     if world.rank != 0:
         return
-    steps = recorded_steps()
     if (
-        steps
-        and np.array_equal(steps[-1]["positions"], entry["positions"])
-        and np.array_equal(steps[-1]["cell"], entry["cell"])
+        resumed is not None
+        and np.array_equal(resumed["positions"], entry["positions"])
+        and np.array_equal(resumed["cell"], entry["cell"])
     ):
-        return  # a resumed relaxation's first step: the geometry the last run recorded
+        return
     with STEPS.open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
     energy, fmax = entry["energy"], entry["fmax"]
@@ -144,7 +144,9 @@ def record(atoms, started, with_stress):
 def main(path):
     spec = json.loads(Path(path).read_text())
     started = time.time()
-    atoms = build_atoms(spec)
+    steps = recorded_steps()  # read once, before any rank could be appending
+    resumed = steps[-1] if steps else None
+    atoms = build_atoms(spec, steps)
     calc, nvalence = build_calculator(spec, atoms)
     converged = True
     if spec["steps"] > 1:
@@ -154,15 +156,14 @@ def main(path):
             target = CellFilter(atoms)
         # a small step: BFGS overshoots on nearly converged DFT forces
         optimizer = BFGS(target, maxstep=spec["maxstep_A"], logfile=None)
-        steps = recorded_steps()
         if steps and not spec["relax_cell"]:
             replay(optimizer, atoms, steps)
-        optimizer.attach(lambda: record(atoms, started, spec["relax_cell"]))
+        optimizer.attach(lambda: record(atoms, started, spec["relax_cell"], resumed))
         # the steps taken so far: the first record is the start, before any step
-        remaining = max(spec["steps"] - max(count_steps() - 1, 0), 0)
+        remaining = max(spec["steps"] - max(len(steps) - 1, 0), 0)
         converged = bool(optimizer.run(fmax=spec["fmax"], steps=remaining))
     else:
-        record(atoms, started, spec["relax_cell"])
+        record(atoms, started, spec["relax_cell"], resumed)
     result = {
         "energy": float(atoms.get_potential_energy()),
         "forces": atoms.get_forces().tolist(),

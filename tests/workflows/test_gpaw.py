@@ -325,8 +325,10 @@ def _worker_steps(folder: Path, steps: int) -> list[dict]:
         "fmax": 1e-4,
         "maxstep_A": 0.05,
     }
+    from carrierflow.workflows.dataset import GPAW_INPUT, GPAW_STEPS
+
     folder.mkdir(exist_ok=True)
-    (folder / "gpaw-input.json").write_text(json.dumps(spec))
+    (folder / GPAW_INPUT).write_text(json.dumps(spec))
     cores = 2 if shutil.which("mpirun") else 1
     done = subprocess.run(
         GpawMaker(cores=cores).command(),
@@ -335,7 +337,7 @@ def _worker_steps(folder: Path, steps: int) -> list[dict]:
         text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return [json.loads(line) for line in (folder / "gpaw-steps.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (folder / GPAW_STEPS).read_text().splitlines()]
 
 
 @pytest.mark.gpaw
