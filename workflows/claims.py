@@ -5,10 +5,18 @@ Two ``carrierflow run`` on one store (a second system sharing the reference phas
 one more option) walk their flows in the same order: without claims the second computed 6 of the
 EMT analogue's 9 calculations again, while the first was still on them. With a claim, the second
 waits for the first's result and reuses it. A claim is a small document in the store's output
-collection, removed when its calculation ends (result or failure). A claim whose process is gone
-(same machine, no such process) or older than :data:`STALE_AFTER_S` (another machine) is ignored,
-so a run killed mid-calculation blocks nothing. Under jobflow-remote the queue already runs each
-job once, and no claim is written.
+collection. A claim whose process is gone (same machine, no such process) or older than
+:data:`STALE_AFTER_S` (another machine) is ignored, so a run killed mid-calculation blocks nothing.
+Under jobflow-remote the queue already runs each job once, and no claim is written.
+
+A claim outlives its calculation by a moment: jobflow stores a job's output after the job
+returns, so a claim dropped when the calculation ended let a waiting run look for the result
+before it was stored and compute it again (seen once in CI, with both runs slowed by a GPAW
+relaxation beside them). An ended claim therefore says when it ended and stays until its run
+ends (:func:`release`); a waiting run reuses the result once it is stored, and takes the
+calculation over only if none appears within :data:`SAVE_GRACE_S` (the first run failed). And a
+run that takes a claim looks for the result once more: the other run may have finished it
+between this run's first look and its claim.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ CLAIM_KEY = "carrierflow_claim"
 # the Li-In refinement took at most 75 min on 2 cores)
 STALE_AFTER_S = 12 * 3600.0
 POLL_S = 2.0
+# how long an ended claim waits for its result to be stored before another run takes over (jobflow
+# stores it right after the job returns: well under a second here, seconds under heavy load)
+SAVE_GRACE_S = 60.0
 
 T = TypeVar("T")
 
@@ -42,6 +53,19 @@ def _alive(claim: dict, now: float) -> bool:
             return True
         return True
     return now - claim["started"] < STALE_AFTER_S
+
+
+def _blocks(claim: dict, now: float) -> bool:
+    """Whether a claim keeps other runs from computing its calculation: its run is alive, and
+    the calculation is running or ended so recently that its result may not be stored yet."""
+    ended = claim.get("ended")
+    if ended is not None and (claim["host"], claim["pid"]) == (socket.gethostname(), os.getpid()):
+        return False  # this run's own: jobflow stored its result before the next job began
+    return _alive(claim, now) and (ended is None or now - ended < SAVE_GRACE_S)
+
+
+def _mine() -> dict:
+    return {f"{CLAIM_KEY}.host": socket.gethostname(), f"{CLAIM_KEY}.pid": os.getpid()}
 
 
 def _claim_id(fingerprint: str) -> str:
@@ -72,9 +96,9 @@ def _take(collection, fingerprint: str, label: str) -> dict | None:
         held = collection.find_one({"_id": key})
         if held is None:
             continue  # released meanwhile
-        if _alive(held[CLAIM_KEY], time.time()):
+        if _blocks(held[CLAIM_KEY], time.time()):
             return held[CLAIM_KEY]
-        # its run died: drop that claim (only that one) and try again
+        # its run died, or it ended without a result: drop that claim (only that one), try again
         collection.delete_one({"_id": key, f"{CLAIM_KEY}.started": held[CLAIM_KEY]["started"]})
 
 
@@ -89,6 +113,7 @@ def claimed(
         yield None
         return
     collection = store._collection  # maggma's handle on the pymongo-like collection
+    key = _claim_id(fingerprint)
     waited = False
     while (holder := _take(collection, fingerprint, label)) is not None:
         if not waited:
@@ -99,22 +124,30 @@ def claimed(
                 holder["pid"],
             )
             waited = True
-        while (held := collection.find_one({"_id": _claim_id(fingerprint)})) is not None:
-            if not _alive(held[CLAIM_KEY], time.time()):
+        while (held := collection.find_one({"_id": key})) is not None:
+            if "ended" in held[CLAIM_KEY] and (result := find()) is not None:
+                yield result
+                return
+            if not _blocks(held[CLAIM_KEY], time.time()):
                 break
             time.sleep(POLL_S)
-        result = find()
-        if result is not None:
+        if (result := find()) is not None:
             yield result
             return
         # the other run ended without a result (it failed or was stopped): compute it here
+    if (result := find()) is not None:  # finished by another run since this one looked
+        collection.delete_one({"_id": key, **_mine()})
+        yield result
+        return
     try:
         yield None
-    finally:
-        collection.delete_one(
-            {
-                "_id": _claim_id(fingerprint),
-                f"{CLAIM_KEY}.host": socket.gethostname(),
-                f"{CLAIM_KEY}.pid": os.getpid(),
-            }
-        )
+    except BaseException:
+        collection.delete_one({"_id": key, **_mine()})
+        raise
+    collection.update_one({"_id": key, **_mine()}, {"$set": {f"{CLAIM_KEY}.ended": time.time()}})
+
+
+def release(store) -> None:
+    """Drop this process's claims, at the end of its run (its results are stored by then)."""
+    if store is not None:
+        store._collection.delete_many({"_id": {"$regex": "^claim:"}, **_mine()})

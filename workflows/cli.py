@@ -628,6 +628,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     from carrierflow.analysis.documents import as_document
     from carrierflow.analysis.results import find_results
+    from carrierflow.workflows import claims
     from carrierflow.workflows.schemas import CalculationDoc
     from carrierflow.workflows.store import flow_result, open_store, store_location
 
@@ -668,6 +669,8 @@ def command_run(args: argparse.Namespace) -> int:
             store_location(args.store),
         )
         return 130
+    finally:
+        claims.release(store.docs_store)
     failures = _failures(responses)
     if failures or flow.output.uuid not in responses:
         finished = sum(

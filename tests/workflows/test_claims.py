@@ -8,25 +8,34 @@ import sys
 import threading
 import time
 
+import pytest
 from maggma.stores import MemoryStore
 
 from carrierflow.workflows import claims
 from carrierflow.workflows.claims import CLAIM_KEY, claimed
 
 
-def _claim(store, fingerprint, pid, started=None, host=None):
-    store._collection.insert_one(
-        {
-            "_id": f"claim:{fingerprint}",
-            CLAIM_KEY: {
-                "fingerprint": fingerprint,
-                "label": "Cu v_Cu",
-                "started": time.time() if started is None else started,
-                "host": host or claims.socket.gethostname(),
-                "pid": pid,
-            },
-        }
-    )
+def _claim(store, fingerprint, pid, started=None, host=None, ended=None):
+    claim = {
+        "fingerprint": fingerprint,
+        "label": "Cu v_Cu",
+        "started": time.time() if started is None else started,
+        "host": host or claims.socket.gethostname(),
+        "pid": pid,
+    }
+    if ended is not None:
+        claim["ended"] = ended
+    store._collection.insert_one({"_id": f"claim:{fingerprint}", CLAIM_KEY: claim})
+
+
+def _store():
+    store = MemoryStore()
+    store.connect()
+    return store
+
+
+def _live_process():
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
 
 
 def _claims(store):
@@ -35,9 +44,8 @@ def _claims(store):
 
 def test_a_calculation_another_live_run_claimed_is_waited_for_and_reused(monkeypatch):
     monkeypatch.setattr(claims, "POLL_S", 0.05)
-    store = MemoryStore()
-    store.connect()
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    store = _store()
+    other = _live_process()
     try:
         _claim(store, "abc", other.pid)
         results = {}
@@ -56,8 +64,7 @@ def test_a_calculation_another_live_run_claimed_is_waited_for_and_reused(monkeyp
 
 
 def test_a_claim_whose_process_is_gone_or_too_old_blocks_nothing():
-    store = MemoryStore()
-    store.connect()
+    store = _store()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     _claim(store, "abc", gone.pid)
@@ -65,11 +72,53 @@ def test_a_claim_whose_process_is_gone_or_too_old_blocks_nothing():
         assert found is None  # computed here, under this process's own claim
         [mine] = _claims(store)
         assert mine[CLAIM_KEY]["pid"] == os.getpid()
-    assert _claims(store) == []  # released when done
+    # kept, marked ended, until the run ends (jobflow has not stored the result yet)
+    [mine] = _claims(store)
+    assert mine[CLAIM_KEY]["ended"] >= mine[CLAIM_KEY]["started"]
+    claims.release(store)
+    assert _claims(store) == []
     # another machine's claim holds until it is stale
     _claim(store, "old", 1, started=time.time() - claims.STALE_AFTER_S - 1, host="elsewhere")
     with claimed(store, "old", "Cu v_Cu", lambda: None) as found:
         assert found is None
+    claims.release(store)
+    assert _claims(store) == []
+
+
+def test_a_run_that_ended_its_calculation_before_jobflow_stored_the_result_is_waited_for(
+    monkeypatch,
+):
+    # the race seen in CI: the first run's claim was gone, its result not stored yet
+    monkeypatch.setattr(claims, "POLL_S", 0.05)
+    store = _store()
+    other = _live_process()
+    try:
+        _claim(store, "abc", other.pid, ended=time.time())
+        results = {}
+        threading.Timer(0.3, lambda: results.update(abc="stored by jobflow")).start()
+        with claimed(store, "abc", "Cu v_Cu", lambda: results.get("abc")) as found:
+            assert found == "stored by jobflow"
+        # one that ended longer ago than the grace without a result failed: computed here
+        _claim(store, "failed", other.pid, ended=time.time() - claims.SAVE_GRACE_S - 1)
+        with claimed(store, "failed", "Cu v_Cu", lambda: None) as found:
+            assert found is None
+            [mine] = [c for c in _claims(store) if c["_id"] == "claim:failed"]
+            assert mine[CLAIM_KEY]["pid"] == os.getpid()
+    finally:
+        other.kill()
+
+
+def test_a_result_stored_after_the_runs_first_look_is_reused_not_computed_again():
+    store = _store()
+    with claimed(store, "abc", "Cu v_Cu", lambda: "finished by the other run") as found:
+        assert found == "finished by the other run"
+    assert _claims(store) == []
+
+
+def test_a_calculation_that_raises_drops_its_claim_at_once():
+    store = _store()
+    with pytest.raises(RuntimeError), claimed(store, "abc", "Cu v_Cu", lambda: None):
+        raise RuntimeError("GPAW died")
     assert _claims(store) == []
 
 
