@@ -29,6 +29,9 @@ def paths(tmp_path):
     return ["--store", str(tmp_path / "store"), "--output", str(tmp_path / "out")]
 
 
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -124,6 +127,18 @@ def paths(tmp_path):
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--screen-image-distance", "12"],
             "--screen-image-distance (12) must not exceed --min-image-distance (10)",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--resume-from", "README.md"],
+            "--resume-from continues GPAW relaxations; calculator 'emt' cannot",
+        ),
+        (
+            ["--system", "Li-In", "--learn", "gpaw", "--resume-from", "missing.extxyz"],
+            "--resume-from: no such file 'missing.extxyz'",
+        ),
+        (
+            ["--system", "Li-In", "--learn", "gpaw", "--resume-from", str(PYPROJECT)],
+            f"--resume-from: '{PYPROJECT}' is no extended XYZ",
         ),
         (["--system", "Xx-Yy"], "unknown system 'Xx-Yy'"),
         (

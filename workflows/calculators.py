@@ -16,6 +16,7 @@ from carrierflow.workflows.codes import CODES, DFT_CALCULATORS, TASKS, Calculato
 from carrierflow.workflows.codes.ase import ASE_OPTIMIZERS
 from carrierflow.workflows.codes.sevennet import sevennet_elements
 from carrierflow.workflows.codes.vasp import potcar_directory
+from carrierflow.workflows.dataset import check_frames_file
 from carrierflow.workflows.dft import PRESETS, DftSettings
 
 # Energies from machine-learned stand-ins are good to about 0.1 eV per defect (each code's
@@ -69,6 +70,11 @@ class Calculator(MSONable):
         MPI ranks of one GPAW calculation.
     workdir
         Where codes that write files run, relative to the job's directory.
+    resume_from
+        A data set of DFT frames (``carrierflow dataset``'s output, such as the ones committed
+        in ``fixtures/dft/``) from which GPAW relaxations continue where they start from a
+        recorded relaxation's first frame: a new machine does not pay again for the DFT of
+        another. Not part of any result's identity: the last geometry is computed here.
     """
 
     name: str
@@ -82,6 +88,7 @@ class Calculator(MSONable):
     command: str | None = None
     cores: int = 1
     workdir: str = "carrierflow-calculations"
+    resume_from: str | None = None
     model_sha256: str | None = None
 
     def __post_init__(self) -> None:
@@ -124,6 +131,12 @@ class Calculator(MSONable):
                     f"calculator '{self.name}' runs in-process: it takes no command"
                 )
         self.code.check_options(self)
+        if self.resume_from is not None:
+            if not self.code.resumes_from_frames:
+                raise CalculatorError(
+                    f"--resume-from continues GPAW relaxations; calculator '{self.name}' cannot"
+                )
+            self.resume_from = str(check_frames_file(Path(self.resume_from)))
         self._identify_model_file()
         if self.cores > 1 and not self.code.parallel:
             raise CalculatorError("--cores sets the MPI ranks of GPAW; other calculators take none")

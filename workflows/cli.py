@@ -126,6 +126,12 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         default=_CALCULATOR_DEFAULTS["workdir"],
         help=f"where DFT calculations run, one folder each (./{_CALCULATOR_DEFAULTS['workdir']})",
     )
+    dft.add_argument(
+        "--resume-from",
+        metavar="FRAMES.extxyz",
+        help="DFT frames of an earlier run (carrierflow dataset's, e.g. fixtures/dft/): each GPAW "
+        "relaxation that starts where a recorded one did goes on from its last frame",
+    )
     parser.add_argument(
         "--output", help="output directory (default: carrierflow-results/<system>-<calculator>)"
     )
@@ -429,6 +435,7 @@ def _calculators(args: argparse.Namespace):
         "cores": args.cores,
         "workdir": args.workdir,
         "uncertainty_eV": args.uncertainty,
+        "resume_from": args.resume_from,
     }
     model = preset_model(args.system, args.calculator, args.model)
     if model is not None and args.model is None:

@@ -162,6 +162,91 @@ def _code(name: str, run: dict) -> str:
     return version if version.upper().startswith(name.upper()) else f"{name.upper()} {version}"
 
 
+# A relaxation whose input lies within this of a stored relaxation's first frame is that
+# relaxation: along the committed Li-In GPAW relaxations a force changes by at most 14 eV/A^2
+# times the largest displacement (148 pairs of steps; median 3.4), so 1e-4 A moves a force by at
+# most 1.4e-3 eV/A, under a seventh of the study's force criterion. A new machine's inputs lie
+# 1e-8 A off the frames it committed (the relaxed bulk cells come back from extended XYZ's 8
+# decimals), so exact equality would never match.
+SAME_START_A = 1e-4
+
+
+def recorded_relaxation(frames_file: Path, spec: dict, run: str) -> list[dict] | None:
+    """The recorded ionic steps, as lines of the GPAW worker's step log, of the relaxation in
+    ``frames_file`` (a data set this module wrote) that the worker input ``spec`` starts: the same
+    run (``bulk relax``, ``ion relax``) with the same DFT settings and k-mesh, the same atoms,
+    and a first frame within :data:`SAME_START_A` of the input's cell and positions (periodic
+    images allowed). None when the file holds none; the longest when it holds several.
+
+    The worker then continues from the last of them, as from its own interrupted run: the DFT
+    of hours on another machine is not paid again, and the result is still DFT's here (the last
+    geometry is computed again and must meet the force criterion).
+    """
+    settings = json.dumps(spec["settings"], sort_keys=True)
+    kpts = "x".join(str(k) for k in spec["kpts"])
+    calculations: dict[str, list[Atoms]] = {}
+    for atoms in read(frames_file, index=":", format="extxyz"):
+        info = atoms.info
+        if (info.get("run"), info.get("dft_settings"), info.get("kpts")) == (run, settings, kpts):
+            calculations.setdefault(str(info.get("fingerprint")), []).append(atoms)
+    found = None
+    for _, steps in sorted(calculations.items()):
+        first = steps[0]
+        if first.info.get("step") != 1 or list(first.numbers) != list(spec["numbers"]):
+            continue
+        if not _same_start(first, np.array(spec["cell"]), np.array(spec["frac"])):
+            continue
+        if found is None or len(steps) > len(found):
+            found = steps
+    if found is None:
+        return None
+    fixed = spec.get("fixed") or []
+    lines = []
+    for atoms in found:
+        forces = atoms.get_forces()
+        free = np.delete(forces, fixed, axis=0) if fixed else forces
+        line = {
+            "energy": float(atoms.info["energy_zero_width"]),
+            "free_energy": float(atoms.get_potential_energy()),
+            "cell": atoms.cell.array.tolist(),
+            "positions": atoms.positions.tolist(),
+            "forces": forces.tolist(),
+            "raw_forces": True,
+            "fmax": float(np.linalg.norm(free, axis=1).max()),
+            "elapsed_s": 0.0,
+            "recorded_in": f"{frames_file.name} {atoms.info['fingerprint'][:12]}",
+        }
+        if "stress" in atoms.calc.results:
+            line["stress"] = atoms.get_stress(voigt=True).tolist()
+        lines.append(line)
+    return lines
+
+
+def check_frames_file(path: Path) -> Path:
+    """``path``, absolute, if it is a data set this module wrote (read before anything runs)."""
+    from carrierflow.workflows.codes.base import CalculatorError
+
+    if not path.is_file():
+        raise CalculatorError(f"--resume-from: no such file '{path}'")
+    try:
+        frames = read(path, index=":", format="extxyz")
+    except Exception as exc:
+        raise CalculatorError(f"--resume-from: '{path}' is no extended XYZ ({exc})") from exc
+    if not frames or not all({"run", "dft_settings", "fingerprint"} <= set(a.info) for a in frames):
+        raise CalculatorError(
+            f"--resume-from: '{path}' is not a data set of DFT frames (carrierflow dataset's)"
+        )
+    return path.resolve()
+
+
+def _same_start(atoms: Atoms, cell: np.ndarray, frac: np.ndarray) -> bool:
+    if np.abs(atoms.cell.array - cell).max() > SAME_START_A:
+        return False
+    shift = np.linalg.solve(cell.T, (atoms.positions - frac @ cell).T).T
+    shift -= np.round(shift)
+    return bool(np.linalg.norm(shift @ cell, axis=1).max() <= SAME_START_A)
+
+
 def write_dataset(frames: list[Atoms], path: Path, made_by: str) -> dict:
     """Write the frames as extended XYZ and a JSON card beside it (``<name>.card.json``): frames,
     atoms, elements, codes, settings, labels and the file's SHA-256."""

@@ -42,8 +42,16 @@ CACHE_VERSION = 1
 _SHARED_CALCULATORS: dict[str, object] = {}
 
 
-# settings that say how or where a code runs, not what it computes
-_RUN_ONLY_SETTINGS = ("name", "run_vasp_kwargs", "write_input_set_kwargs", "python", "cores")
+# settings that say how or where a code runs, not what it computes (``resume_from``: where a
+# relaxation starts its path, within SAME_START_A of its input; the result is still computed)
+_RUN_ONLY_SETTINGS = (
+    "name",
+    "run_vasp_kwargs",
+    "write_input_set_kwargs",
+    "python",
+    "cores",
+    "resume_from",
+)
 
 
 def fingerprint(

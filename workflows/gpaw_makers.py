@@ -20,6 +20,7 @@ from jobflow import Maker, job
 from pydantic import BaseModel
 from pymatgen.core import Structure
 
+from carrierflow.workflows.dataset import GPAW_INPUT, GPAW_STEPS, recorded_relaxation
 from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 
 logger = logging.getLogger("carrierflow")
@@ -106,6 +107,10 @@ class GpawMaker(Maker):
         MPI ranks; more than one runs under ``mpirun``.
     maxstep_A
         Largest optimizer step (BFGS overshoots on nearly converged DFT forces).
+    resume_from
+        A data set of DFT frames (``carrierflow dataset``'s extended XYZ) whose recorded
+        relaxation of this input a relaxation continues from, when its folder holds no steps of
+        its own (see :func:`~carrierflow.workflows.dataset.recorded_relaxation`).
     """
 
     name: str = "gpaw"
@@ -116,6 +121,7 @@ class GpawMaker(Maker):
     python: str | None = None
     cores: int = 1
     maxstep_A: float = 0.05
+    resume_from: str | None = None
 
     # a folder of an interrupted run is continued, not wiped
     resumable = True
@@ -129,7 +135,7 @@ class GpawMaker(Maker):
         python = python_with_gpaw(self.python)
         if python is None:
             raise GpawError(f"GPAW is not installed: {INSTALL_HINT}")
-        command = [python, str(WORKER), "gpaw-input.json"]
+        command = [python, str(WORKER), GPAW_INPUT]
         if self.cores > 1:
             mpirun = ["mpirun", "-np", str(self.cores)]
             if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -157,7 +163,9 @@ class GpawMaker(Maker):
             "fmax": self.fmax,
             "maxstep_A": self.maxstep_A,
         }
-        Path("gpaw-input.json").write_text(json.dumps(spec))
+        if self.resume_from and self.steps > 1 and not Path(GPAW_STEPS).exists():
+            self._continue_recorded(spec)
+        Path(GPAW_INPUT).write_text(json.dumps(spec))
         Path("gpaw-result.json").unlink(missing_ok=True)
         command = self.command()
         _run_with_progress(command, self.name)
@@ -192,6 +200,22 @@ class GpawMaker(Maker):
             ),
             is_force_converged=converged,
             record=record,
+        )
+
+    def _continue_recorded(self, spec: dict) -> None:
+        """Start the step log with the recorded steps of this relaxation, if ``resume_from``
+        holds them: the worker goes on from the last one."""
+        steps = recorded_relaxation(Path(self.resume_from), spec, self.name)
+        if steps is None:
+            return
+        Path(GPAW_STEPS).write_text("".join(json.dumps(step) + "\n" for step in steps))
+        logger.info(
+            "  GPAW %s: continuing the relaxation recorded in %s (%d steps, largest force %.3f "
+            "eV/A at the last)",
+            self.name,
+            Path(self.resume_from).name,
+            len(steps),
+            steps[-1]["fmax"],
         )
 
 

@@ -110,8 +110,9 @@ def record(atoms, started, with_stress, resumed=None):
     is recorded where the optimizer needed it anyway: when the cell relaxes (eV/A^3, Voigt
     order xx yy zz yz xz xy, ASE's sign). The frame keeps the forces and stress as DFT gave
     them (``raw_forces``), not as the constraints left them for the optimizer: a fixed atom's
-    force is no zero to learn. ``resumed``: the last step an earlier run recorded, whose
-    geometry the resumed run computes first and is not recorded again."""
+    force is no zero to learn. ``resumed``: the last step an earlier run recorded (or a data
+    set of another machine's, see ``GpawMaker.resume_from``), whose geometry the resumed run
+    computes first and is not recorded again."""
     forces = atoms.get_forces()
     entry = {
         "energy": float(atoms.get_potential_energy()),
@@ -129,11 +130,17 @@ def record(atoms, started, with_stress, resumed=None):
     # and aborted a Li5In4 relaxation (every rank computed the forces and stress above together)
     if world.rank != 0:
         return
+    # within 1e-6 A: a resumed cell relaxation's symmetry constraint re-symmetrizes positions
+    # read back from 8 decimals (a data set's) by 1e-8 A
     if (
         resumed is not None
-        and np.array_equal(resumed["positions"], entry["positions"])
-        and np.array_equal(resumed["cell"], entry["cell"])
+        and np.allclose(resumed["positions"], entry["positions"], rtol=0, atol=1e-6)
+        and np.allclose(resumed["cell"], entry["cell"], rtol=0, atol=1e-6)
     ):
+        # the recorded step's energy, computed again here: a check on frames from elsewhere
+        change = 1000 * (entry["energy"] - resumed["energy"])
+        again = f"step {count_steps()} computed again"
+        say(f"{again}: E differs from the recorded by {change:+.2f} meV")
         return
     with STEPS.open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
@@ -161,7 +168,12 @@ def main(path):
         optimizer.attach(lambda: record(atoms, started, spec["relax_cell"], resumed))
         # the steps taken so far: the first record is the start, before any step
         remaining = max(spec["steps"] - max(len(steps) - 1, 0), 0)
-        converged = bool(optimizer.run(fmax=spec["fmax"], steps=remaining))
+        if remaining:
+            converged = bool(optimizer.run(fmax=spec["fmax"], steps=remaining))
+        else:  # the step limit is spent (ASE's run takes steps=0 for no limit): check only
+            record(atoms, started, spec["relax_cell"], resumed)
+            largest = np.linalg.norm(target.get_forces(), axis=1).max()
+            converged = bool(largest < spec["fmax"])
     else:
         record(atoms, started, spec["relax_cell"], resumed)
     result = {

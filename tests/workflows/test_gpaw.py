@@ -359,3 +359,47 @@ def test_a_step_recorded_twice_at_one_geometry_is_one_training_frame(tmp_path):
     again = {**moved, "free_energy": -3.0200001}  # a resumed run's start, recomputed
     frames = _frames_of_step_log(tmp_path, [], [STEP, moved, again, STEP])
     assert [f.info["step"] for f in frames] == [1, 2, 4]
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tmp_path):
+    from ase.io import write
+    from monty.os import cd
+    from pymatgen.core import Lattice, Structure
+
+    from carrierflow.workflows.dataset import GPAW_STEPS, gpaw_frames
+
+    pair = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.56, 0.47, 0.5]])
+    cores = 2 if shutil.which("mpirun") else 1
+    settings = DftSettings(**TINY).model_dump()
+    maker = GpawMaker(name="ion relax", steps=3, fmax=1e-4, settings=settings, cores=cores)
+    runs = {name: tmp_path / name for name in ("first", "again", "elsewhere")}
+    for folder in runs.values():
+        folder.mkdir()
+    with cd(runs["first"]):
+        first = maker.run(pair)
+    # the first machine's frames, as `carrierflow dataset` exports them
+    frames = gpaw_frames(runs["first"])
+    for atoms in frames:
+        atoms.info.update(label="Li pair", task="ion_relax", run="ion relax", fingerprint="f" * 64)
+    write(tmp_path / "frames.extxyz", frames, format="extxyz")
+    resuming = GpawMaker(**{**maker.__dict__, "resume_from": str(tmp_path / "frames.extxyz")})
+    nudged = pair.copy()
+    nudged.translate_sites([1], [2e-5, 0, 0], frac_coords=False)  # 1e-8 A in the Li-In run
+    with cd(runs["again"]):
+        again = resuming.run(nudged)
+    steps = [json.loads(line) for line in (runs["again"] / GPAW_STEPS).read_text().splitlines()]
+    # the recorded steps, and no new one: the last geometry was computed once more (the check)
+    assert len(steps) == len(frames) == 4
+    log = (runs["again"] / "gpaw-worker.log").read_text()
+    assert "computed again: E differs from the recorded by" in log
+    assert np.allclose(again.output.structure.cart_coords, first.output.structure.cart_coords)
+    assert again.output.energy == pytest.approx(first.output.energy, abs=1e-3)
+    # a start 0.01 A off is another relaxation: it runs from its own start
+    moved = pair.copy()
+    moved.translate_sites([1], [0.01, 0, 0], frac_coords=False)
+    with cd(runs["elsewhere"]):
+        resuming.run(moved)
+    own = json.loads((runs["elsewhere"] / GPAW_STEPS).read_text().splitlines()[0])
+    assert np.allclose(own["positions"], moved.cart_coords)

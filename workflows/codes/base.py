@@ -42,6 +42,8 @@ class Code:
     is_dft: ClassVar[bool] = False
     # runs under MPI with --cores ranks
     parallel: ClassVar[bool] = False
+    # continues a relaxation from its frames in a data set (--resume-from)
+    resumes_from_frames: ClassVar[bool] = False
     install_hint: ClassVar[str] = ""
 
     def check_options(self, calculator: Calculator) -> None:

@@ -16,6 +16,7 @@ class Gpaw(DftCode):
     package = "gpaw"
     module = "gpaw"
     parallel = True
+    resumes_from_frames = True
     optimizer = "ASE BFGS (maxstep 0.05 A)"
 
     def check_installed(self, calculator) -> None:
@@ -48,6 +49,7 @@ class Gpaw(DftCode):
             "settings": calculator.dft_settings.model_dump(),
             "python": calculator.command,
             "cores": calculator.cores,
+            "resume_from": calculator.resume_from,
         }
         static = GpawMaker(name="static", steps=1, **common)
         if task == "static":
