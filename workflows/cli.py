@@ -366,6 +366,28 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--output", type=Path, required=True, help="the training folder")
     _add_settings(finetune, FineTuneSettings)
     _add_flags(finetune)
+    validate = sub.add_parser(
+        "validate",
+        help="SevenNet models against DFT frames, the frames each trained on counted apart",
+        description="Single points of each model on every frame of a data set: force errors, "
+        "energy errors along each DFT calculation (from its last frame) and each DFT defect's "
+        "E_f at its DFT geometry; frames a model trained on are counted as seen and its E_f "
+        "marked in-sample. Writes validation.json, validation.md and validation.png.",
+    )
+    validate.add_argument("data", type=Path, help="an .extxyz data set (carrierflow dataset)")
+    validate.add_argument(
+        "--model",
+        nargs="+",
+        required=True,
+        help="SevenNet models: shipped names (7net-0, 7net-l3i5, 7net-li-in, ...) or checkpoint "
+        "files (a fine-tuning's train.extxyz beside it says what it saw)",
+    )
+    validate.add_argument(
+        "--output",
+        type=Path,
+        help="the folder of the results (default: carrierflow-results/validation-<data>)",
+    )
+    _add_flags(validate)
     # the command parsers by name, for --config
     parser.set_defaults(commands=dict(sub.choices))
     return parser
@@ -914,6 +936,39 @@ def command_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_validate(args: argparse.Namespace) -> int:
+    """carrierflow validate: models against DFT frames (workflows/validation.py)."""
+    from ase.io import read
+
+    from carrierflow.analysis.report import strict_json
+    from carrierflow.workflows.calculators import file_sha256, sevennet_elements
+    from carrierflow.workflows.validation import markdown, plot, validate
+
+    if not args.data.is_file():
+        raise UsageError(f"data set '{args.data}' not found")
+    try:
+        frames = read(args.data, index=":", format="extxyz")
+    except Exception as exc:
+        raise UsageError(f"data set '{args.data}' is no extended XYZ ({exc})") from exc
+    elements = {s for atoms in frames for s in atoms.get_chemical_symbols()}
+    for model in args.model:
+        missing = elements - sevennet_elements(model)  # loads it: a bad file fails here
+        if missing:
+            raise UsageError(f"--model {model} was not trained on {', '.join(sorted(missing))}")
+    output = args.output or Path("carrierflow-results") / f"validation-{args.data.stem}"
+    check_writable_directory(output, "the output directory")
+    result = validate(frames, args.model)
+    result["data"] = {"file": str(args.data), "sha256": file_sha256(args.data)}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "validation.json").write_text(strict_json(result))
+    table = markdown(result, args.data.name)
+    (output / "validation.md").write_text(table)
+    plot(result, output / "validation.png")
+    print(table, end="")
+    print(f"written to {output}/ (validation.json, validation.md, validation.png)")
+    return 0
+
+
 def _print_held_out(result, label: str) -> None:
     """The held-out errors of a fine-tuning, base against fine-tuned, and every held-out
     defect's E_f at its DFT geometry."""
@@ -1004,6 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": command_runs,
         "dataset": command_dataset,
         "finetune": command_finetune,
+        "validate": command_validate,
     }
     try:
         return commands[args.command](args)

@@ -1,0 +1,69 @@
+"""carrierflow validate: models against DFT frames, the frames each trained on counted apart."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from ase.io import read, write
+
+from carrierflow.workflows.cli import main
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def bcc_li_frames(tmp_path_factory) -> Path:
+    """The bcc Li frames of the shipped refinement data (bulk, perfect cell, vacancy), every one
+    of which the shipped 7net-li-in trained on."""
+    frames = [
+        a
+        for a in read(FIXTURES / "dft" / "li-in-gpaw-fast.extxyz", ":")
+        if a.info["label"] in ("Li bulk [DFT]", "Li perfect supercell [DFT]", "Li v_Li_1a [DFT]")
+    ]
+    path = tmp_path_factory.mktemp("data") / "bcc-li.extxyz"
+    write(path, frames, format="extxyz")
+    return path
+
+
+def test_a_model_is_validated_with_the_frames_it_trained_on_counted_as_seen(
+    bcc_li_frames, tmp_path, capsys
+):
+    # a checkpoint without its training frames: what it saw is unknown, never assumed unseen
+    elsewhere = tmp_path / "elsewhere.pth"
+    shutil.copy(FIXTURES / "models" / "7net-li-in.pth", elsewhere)
+    models = ["7net-0", "7net-li-in", str(elsewhere)]
+    out = tmp_path / "out"
+    assert main(["validate", str(bcc_li_frames), "--model", *models, "--output", str(out)]) == 0
+    result = json.loads((out / "validation.json").read_text())  # strict JSON
+    frames = read(bcc_li_frames, ":")
+    seen = {m: result["models"][m]["seen_frames"] for m in models}
+    assert seen == {"7net-0": 0, "7net-li-in": len(frames), str(elsewhere): None}
+    [vacancy] = result["defects"]
+    assert vacancy["seen_by"] == ["7net-li-in"]
+    assert vacancy["unknown_training"] == [str(elsewhere)]
+    # E_f = E(defect) - E(perfect) + mu, from the frames' DFT energies
+    final = {a.info["label"]: a for a in frames}
+    mu = final["Li bulk [DFT]"].get_potential_energy() / len(final["Li bulk [DFT]"])
+    expected = (
+        final["Li v_Li_1a [DFT]"].get_potential_energy()
+        - final["Li perfect supercell [DFT]"].get_potential_energy()
+        + mu
+    )
+    assert vacancy["dft_eV"] == pytest.approx(expected, abs=1e-6)
+    # the same checkpoint gives the same numbers whatever it is called
+    assert vacancy["7net-li-in_eV"] == pytest.approx(vacancy[f"{elsewhere}_eV"], abs=1e-6)
+    table = (out / "validation.md").read_text()
+    assert "in-sample" in table and "unknown" in table
+    assert (out / "validation.png").stat().st_size > 0
+    assert table in capsys.readouterr().out
+
+
+def test_validating_a_model_file_that_does_not_load_is_one_line_and_exit_2(
+    bcc_li_frames, tmp_path, capsys
+):
+    model = tmp_path / "broken.pth"
+    model.write_text("not a checkpoint")
+    code = main(["validate", str(bcc_li_frames), "--model", str(model), "--output", str(tmp_path)])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("carrierflow: error: cannot load SevenNet model")
