@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dataset.add_argument("path", type=Path, help="the .extxyz file to write")
     _add_store(dataset)
-    finetune = sub.add_parser(
+    finetune = _data_command(
+        sub,
         "finetune",
         help="fine-tune a SevenNet model on DFT frames with SevenNet's own trainer",
         description="Fine-tune a shipped SevenNet model on the frames of a data set with "
@@ -338,7 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
         "ship: the last epoch, in-sample errors only). Writes the checkpoint and finetune.json "
         "(hashes, settings, errors before and after on the held-out frames and defects).",
     )
-    finetune.add_argument("data", type=Path, help="an .extxyz data set (carrierflow dataset)")
     finetune.add_argument(
         "--hold-out",
         nargs="+",
@@ -366,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--output", type=Path, required=True, help="the training folder")
     _add_settings(finetune, FineTuneSettings)
     _add_flags(finetune)
-    validate = sub.add_parser(
+    validate = _data_command(
+        sub,
         "validate",
         help="SevenNet models against DFT frames, the frames each trained on counted apart",
         description="Single points of each model on every frame of a data set: force errors, "
@@ -374,7 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
         "E_f at its DFT geometry; frames a model trained on are counted as seen and its E_f "
         "marked in-sample. Writes validation.json, validation.md and validation.png.",
     )
-    validate.add_argument("data", type=Path, help="an .extxyz data set (carrierflow dataset)")
     validate.add_argument(
         "--model",
         nargs="+",
@@ -391,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     # the command parsers by name, for --config
     parser.set_defaults(commands=dict(sub.choices))
     return parser
+
+
+def _data_command(sub, name: str, **texts: str) -> argparse.ArgumentParser:
+    """A command that reads a data set of DFT frames (its first argument)."""
+    command = sub.add_parser(name, **texts)
+    command.add_argument("data", type=Path, help="an .extxyz data set (carrierflow dataset)")
+    return command
 
 
 def _apply_config(parser: argparse.ArgumentParser, args, argv) -> argparse.Namespace:
