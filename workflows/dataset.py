@@ -66,6 +66,7 @@ def gpaw_frames(directory: Path) -> list[Atoms]:
                 "step": number,
                 "kpts": "x".join(str(k) for k in spec["kpts"]),
                 "dft_settings": json.dumps(spec["settings"], sort_keys=True),
+                "fixed_atoms": json.dumps(spec.get("fixed") or []),
             }
         )
         frames.append(atoms)
@@ -174,9 +175,10 @@ SAME_START_A = 1e-4
 def recorded_relaxation(frames_file: Path, spec: dict, run: str) -> list[dict] | None:
     """The recorded ionic steps, as lines of the GPAW worker's step log, of the relaxation in
     ``frames_file`` (a data set this module wrote) that the worker input ``spec`` starts: the same
-    run (``bulk relax``, ``ion relax``) with the same DFT settings and k-mesh, the same atoms,
-    and a first frame within :data:`SAME_START_A` of the input's cell and positions (periodic
-    images allowed). None when the file holds none; the longest when it holds several.
+    run (``bulk relax``, ``ion relax``) with the same DFT settings and k-mesh, the same atoms
+    (and the same fixed ones, where the frames say), and a first frame within
+    :data:`SAME_START_A` of the input's cell and positions (periodic images allowed). None when
+    the file holds none; the longest when it holds several.
 
     The worker then continues from the last of them, as from its own interrupted run: the DFT
     of hours on another machine is not paid again, and the result is still DFT's here (the last
@@ -193,6 +195,11 @@ def recorded_relaxation(frames_file: Path, spec: dict, run: str) -> list[dict] |
     for _, steps in sorted(calculations.items()):
         first = steps[0]
         if first.info.get("step") != 1 or list(first.numbers) != list(spec["numbers"]):
+            continue
+        # the atoms held fixed (a local relaxation's far field); frames exported before
+        # 2026-12-02 do not say, and no two of their relaxations share a start
+        fixed = first.info.get("fixed_atoms")
+        if fixed is not None and json.loads(fixed) != list(spec.get("fixed") or []):
             continue
         if not _same_start(first, np.array(spec["cell"]), np.array(spec["frac"])):
             continue

@@ -403,3 +403,59 @@ def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tm
         resuming.run(moved)
     own = json.loads((runs["elsewhere"] / GPAW_STEPS).read_text().splitlines()[0])
     assert np.allclose(own["positions"], moved.cart_coords)
+
+
+def test_only_a_recorded_relaxation_of_the_same_start_settings_and_fixed_atoms_is_continued(
+    tmp_path,
+):
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from carrierflow.workflows.dataset import recorded_relaxation
+
+    settings = DftSettings(**TINY).model_dump()
+    spec = {
+        "numbers": [3, 3],
+        "cell": (3.44 * np.eye(3)).tolist(),
+        "frac": [[0, 0, 0], [0.56, 0.47, 0.5]],
+        "fixed": [],
+        "kpts": [2, 2, 2],
+        "settings": settings,
+    }
+
+    def relaxation(fingerprint, steps, fixed=(), shift=0.0, encut=250.0):
+        frames = []
+        for step in range(1, steps + 1):
+            atoms = Atoms("Li2", cell=spec["cell"], scaled_positions=spec["frac"], pbc=True)
+            atoms.positions[1, 0] += shift - 0.01 * (step - 1)
+            atoms.calc = SinglePointCalculator(atoms, energy=-3.0 - step, forces=np.ones((2, 3)))
+            atoms.info.update(
+                energy_zero_width=-3.0 - step,
+                step=step,
+                kpts="2x2x2",
+                dft_settings=json.dumps({**settings, "encut_eV": encut}, sort_keys=True),
+                fixed_atoms=json.dumps(list(fixed)),
+                label="Li pair",
+                task="ion_relax",
+                run="ion relax",
+                fingerprint=fingerprint,
+            )
+            frames.append(atoms)
+        return frames
+
+    path = tmp_path / "frames.extxyz"
+    write(
+        path,
+        relaxation("a" * 64, 2, shift=5e-5)  # the same start within 1e-4 A
+        + relaxation("b" * 64, 3, shift=-5e-5)  # and a longer record of it: this one
+        + relaxation("c" * 64, 5, fixed=[0])  # another relaxation: atom 0 fixed
+        + relaxation("d" * 64, 5, encut=300.0)  # other DFT settings
+        + relaxation("e" * 64, 5, shift=2e-4),  # another start
+        format="extxyz",
+    )
+    steps = recorded_relaxation(path, spec, "ion relax")
+    assert [s["free_energy"] for s in steps] == [-4.0, -5.0, -6.0]
+    assert steps[0]["recorded_in"] == f"frames.extxyz {'b' * 12}"
+    assert recorded_relaxation(path, spec, "bulk relax") is None
+    assert len(recorded_relaxation(path, {**spec, "fixed": [0]}, "ion relax")) == 5
