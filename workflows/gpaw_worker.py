@@ -154,13 +154,16 @@ def main(path):
     steps = recorded_steps()  # read once, before any rank could be appending
     resumed = steps[-1] if steps else None
     atoms = build_atoms(spec, steps)
+    relax_cell = spec["steps"] > 1 and spec["relax_cell"]
+    if relax_cell:
+        # before GPAW sets up: the constraint symmetrizes the positions it is given, and a
+        # resumed geometry read back from 8 decimals moved by 1e-8 A after set-up made GPAW
+        # 22.8 abort (its eigensolver was not made yet)
+        atoms.set_constraint([*atoms.constraints, FixSymmetry(atoms)])
     calc, nvalence = build_calculator(spec, atoms)
     converged = True
     if spec["steps"] > 1:
-        target = atoms
-        if spec["relax_cell"]:
-            atoms.set_constraint([*atoms.constraints, FixSymmetry(atoms)])
-            target = CellFilter(atoms)
+        target = CellFilter(atoms) if relax_cell else atoms
         # a small step: BFGS overshoots on nearly converged DFT forces
         optimizer = BFGS(target, maxstep=spec["maxstep_A"], logfile=None)
         if steps and not spec["relax_cell"]:

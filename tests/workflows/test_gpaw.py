@@ -308,19 +308,19 @@ def test_steps_of_fixed_atoms_without_the_dft_forces_are_no_training_frames(tmp_
     assert frame.get_forces()[1, 0] == -0.1 and frame.info["step"] == 2
 
 
-def _worker_steps(folder: Path, steps: int) -> list[dict]:
-    """Run the GPAW worker in ``folder`` on two Li atoms of a bcc cell, one pushed off its site,
-    for at most ``steps`` ionic steps, on 2 MPI ranks where mpirun is there (as ``--cores 2``
-    runs it: a rank that read the step file while rank 0 wrote it once aborted a relaxation);
-    the recorded steps."""
+def _worker_steps(folder: Path, steps: int, relax_cell: bool = False) -> list[dict]:
+    """Run the GPAW worker in ``folder`` on two Li atoms of a bcc cell, one pushed off its site
+    (on it, when the cell relaxes), for at most ``steps`` ionic steps, on 2 MPI ranks where
+    mpirun is there (as ``--cores 2`` runs it: a rank that read the step file while rank 0
+    wrote it once aborted a relaxation); the recorded steps."""
     spec = {
         "numbers": [3, 3],
         "cell": (3.44 * np.eye(3)).tolist(),
-        "frac": [[0, 0, 0], [0.56, 0.47, 0.5]],
+        "frac": [[0, 0, 0], [0.5, 0.5, 0.5] if relax_cell else [0.56, 0.47, 0.5]],
         "fixed": [],
         "kpts": [2, 2, 2],
         "settings": {**TINY, "sigma_eV": 0.1, "smearing": "mp1"},
-        "relax_cell": False,
+        "relax_cell": relax_cell,
         "steps": steps,
         "fmax": 1e-4,
         "maxstep_A": 0.05,
@@ -352,6 +352,24 @@ def test_an_interrupted_gpaw_relaxation_goes_on_as_if_never_stopped(tmp_path):
     # start (1e-6 A here; from BFGS's initial guess instead, step 3 went 0.04 A elsewhere)
     for a, b in zip(whole, resumed, strict=True):
         assert np.allclose(a["positions"], b["positions"], atol=1e-4)
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_a_cell_relaxation_resumed_from_positions_off_its_symmetry_by_1e_8_goes_on(tmp_path):
+    # --resume-from reads positions back from 8 decimals; the symmetry constraint then moved
+    # them after GPAW had set up, and GPAW 22.8 aborted (the Li-In bulk cells, 2026-12-02)
+    from carrierflow.workflows.dataset import GPAW_STEPS
+
+    _worker_steps(tmp_path, 1, relax_cell=True)
+    log = tmp_path / GPAW_STEPS
+    [step] = [json.loads(line) for line in log.read_text().splitlines()]
+    step["positions"][1] = [x + 3e-9 for x in step["positions"][1]]
+    log.write_text(json.dumps(step) + "\n")
+    steps = _worker_steps(tmp_path, 2, relax_cell=True)
+    # its start, not recorded again (1e-9 A away after symmetrizing), and two cell steps
+    assert len(steps) == 3 and all("stress" in step for step in steps)
+    assert steps[2]["cell"] != steps[0]["cell"]
 
 
 def test_a_step_recorded_twice_at_one_geometry_is_one_training_frame(tmp_path):
