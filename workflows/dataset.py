@@ -172,11 +172,14 @@ def _code(name: str, run: dict) -> str:
 SAME_START_A = 1e-4
 
 
-def recorded_relaxation(frames_file: Path, spec: dict, run: str) -> list[dict] | None:
+def recorded_relaxation(
+    frames_file: Path, spec: dict, run: str, label: str | None = None
+) -> list[dict] | None:
     """The recorded ionic steps, as lines of the GPAW worker's step log, of the relaxation in
     ``frames_file`` (a data set this module wrote) that the worker input ``spec`` starts: the same
-    run (``bulk relax``, ``ion relax``) with the same DFT settings and k-mesh, the same atoms
-    (and the same fixed ones, where the frames say), and a first frame within
+    calculation (``label``, when given) and run (``bulk relax``, ``ion relax``) with the same DFT
+    settings and k-mesh, the same atoms (and the same fixed ones, where the frames say), and a
+    first frame within
     :data:`SAME_START_A` of the input's cell and positions (periodic images allowed). None when
     the file holds none; the longest when it holds several.
 
@@ -189,15 +192,19 @@ def recorded_relaxation(frames_file: Path, spec: dict, run: str) -> list[dict] |
     calculations: dict[str, list[Atoms]] = {}
     for atoms in read(frames_file, index=":", format="extxyz"):
         info = atoms.info
-        if (info.get("run"), info.get("dft_settings"), info.get("kpts")) == (run, settings, kpts):
+        if (info.get("run"), info.get("dft_settings"), info.get("kpts")) != (run, settings, kpts):
+            continue
+        # a local relaxation (far field fixed) starts where its free one did, and frames
+        # exported before 2026-12-02 do not say which atoms were fixed: the label tells them
+        # apart (a Li5In4 interstitial's local relaxation was continued from the free one's
+        # end before it did)
+        if label is None or info.get("label") == label:
             calculations.setdefault(str(info.get("fingerprint")), []).append(atoms)
     found = None
     for _, steps in sorted(calculations.items()):
         first = steps[0]
         if first.info.get("step") != 1 or list(first.numbers) != list(spec["numbers"]):
             continue
-        # the atoms held fixed (a local relaxation's far field); frames exported before
-        # 2026-12-02 do not say, and no two of their relaxations share a start
         fixed = first.info.get("fixed_atoms")
         if fixed is not None and json.loads(fixed) != list(spec.get("fixed") or []):
             continue

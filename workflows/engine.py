@@ -51,6 +51,7 @@ _RUN_ONLY_SETTINGS = (
     "python",
     "cores",
     "resume_from",
+    "calculation",
 )
 
 
@@ -254,6 +255,8 @@ def _run_steps(
             if step_dir.exists() and not getattr(maker, "resumable", False):
                 shutil.rmtree(step_dir)
             step_dir.mkdir(parents=True, exist_ok=True)
+            if getattr(maker, "resumable", False):
+                maker.calculation = label  # what it continues from is this calculation's
             logger.info("%s: %s in %s", label, maker.name, step_dir)
             with cd(step_dir):
                 result = type(maker).make.original(maker, structure, prev_dir=prev_dir)

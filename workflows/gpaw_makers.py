@@ -111,6 +111,9 @@ class GpawMaker(Maker):
         A data set of DFT frames (``carrierflow dataset``'s extended XYZ) whose recorded
         relaxation of this input a relaxation continues from, when its folder holds no steps of
         its own (see :func:`~carrierflow.workflows.dataset.recorded_relaxation`).
+    calculation
+        The label of the calculation being run (set by the engine): a recorded relaxation is
+        continued only under the same label.
     """
 
     name: str = "gpaw"
@@ -122,6 +125,7 @@ class GpawMaker(Maker):
     cores: int = 1
     maxstep_A: float = 0.05
     resume_from: str | None = None
+    calculation: str | None = None
 
     # a folder of an interrupted run is continued, not wiped
     resumable = True
@@ -205,7 +209,7 @@ class GpawMaker(Maker):
     def _continue_recorded(self, spec: dict) -> None:
         """Start the step log with the recorded steps of this relaxation, if ``resume_from``
         holds them: the worker goes on from the last one."""
-        steps = recorded_relaxation(Path(self.resume_from), spec, self.name)
+        steps = recorded_relaxation(Path(self.resume_from), spec, self.name, self.calculation)
         if steps is None:
             return
         Path(GPAW_STEPS).write_text("".join(json.dumps(step) + "\n" for step in steps))

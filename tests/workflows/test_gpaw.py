@@ -423,7 +423,7 @@ def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tm
     assert np.allclose(own["positions"], moved.cart_coords)
 
 
-def test_only_a_recorded_relaxation_of_the_same_start_settings_and_fixed_atoms_is_continued(
+def test_only_a_recorded_relaxation_of_the_same_calculation_start_and_settings_is_continued(
     tmp_path,
 ):
     from ase import Atoms
@@ -442,7 +442,7 @@ def test_only_a_recorded_relaxation_of_the_same_start_settings_and_fixed_atoms_i
         "settings": settings,
     }
 
-    def relaxation(fingerprint, steps, fixed=(), shift=0.0, encut=250.0):
+    def relaxation(fingerprint, steps, fixed=(), shift=0.0, encut=250.0, label="Li pair"):
         frames = []
         for step in range(1, steps + 1):
             atoms = Atoms("Li2", cell=spec["cell"], scaled_positions=spec["frac"], pbc=True)
@@ -453,12 +453,13 @@ def test_only_a_recorded_relaxation_of_the_same_start_settings_and_fixed_atoms_i
                 step=step,
                 kpts="2x2x2",
                 dft_settings=json.dumps({**settings, "encut_eV": encut}, sort_keys=True),
-                fixed_atoms=json.dumps(list(fixed)),
-                label="Li pair",
+                label=label,
                 task="ion_relax",
                 run="ion relax",
                 fingerprint=fingerprint,
             )
+            if fixed is not None:  # frames exported before 2026-12-02 do not say
+                atoms.info["fixed_atoms"] = json.dumps(list(fixed))
             frames.append(atoms)
         return frames
 
@@ -469,11 +470,14 @@ def test_only_a_recorded_relaxation_of_the_same_start_settings_and_fixed_atoms_i
         + relaxation("b" * 64, 3, shift=-5e-5)  # and a longer record of it: this one
         + relaxation("c" * 64, 5, fixed=[0])  # another relaxation: atom 0 fixed
         + relaxation("d" * 64, 5, encut=300.0)  # other DFT settings
-        + relaxation("e" * 64, 5, shift=2e-4),  # another start
+        + relaxation("e" * 64, 5, shift=2e-4)  # another start
+        # the same start, not saying what was fixed: another calculation's (a local relaxation)
+        + relaxation("f" * 64, 6, fixed=None, label="Li pair (local)"),
         format="extxyz",
     )
-    steps = recorded_relaxation(path, spec, "ion relax")
+    steps = recorded_relaxation(path, spec, "ion relax", "Li pair")
     assert [s["free_energy"] for s in steps] == [-4.0, -5.0, -6.0]
     assert steps[0]["recorded_in"] == f"frames.extxyz {'b' * 12}"
-    assert recorded_relaxation(path, spec, "bulk relax") is None
-    assert len(recorded_relaxation(path, {**spec, "fixed": [0]}, "ion relax")) == 5
+    assert recorded_relaxation(path, spec, "bulk relax", "Li pair") is None
+    assert len(recorded_relaxation(path, {**spec, "fixed": [0]}, "ion relax", "Li pair")) == 5
+    assert len(recorded_relaxation(path, spec, "ion relax", "Li pair (local)")) == 6
