@@ -207,7 +207,9 @@ def _watched(maker: Maker, label: str, every_s: float = 30.0):
         del calculator.calculate
 
 
-def _find_stored(fp: str) -> CalculationDoc | PathDoc | None:
+def _find_stored(fp: str, warn: bool = True) -> CalculationDoc | PathDoc | None:
+    """The stored result of a fingerprint that passes its checksum; ``warn``: say so when one
+    fails it (once per calculation: the claim looks again, quietly)."""
     store = CURRENT_JOB.store
     if store is None:
         return None
@@ -221,7 +223,7 @@ def _find_stored(fp: str) -> CalculationDoc | PathDoc | None:
         if stored.checksum is None or stored.checksum == numbers_checksum(stored.reused_numbers()):
             return stored
         corrupt = stored
-    if corrupt is not None:
+    if corrupt is not None and warn:
         logger.warning(
             "%s: the stored result fails its checksum (changed after it was written); "
             "computing it again",
@@ -313,7 +315,7 @@ def calculate(
     fp = fingerprint(task, makers, structure, calculator.model_sha256)
     stored = _find_stored(fp)
     if stored is None:
-        with claimed(_claims_store(), fp, label, lambda: _find_stored(fp)) as stored:
+        with claimed(_claims_store(), fp, label, lambda: _find_stored(fp, warn=False)) as stored:
             if stored is None:
                 return _compute(
                     makers, structure, task, label, calculator, endpoint_energies_eV, fp
