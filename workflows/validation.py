@@ -41,13 +41,16 @@ def training_frames(model: str) -> list[Atoms] | None:
 
 
 def frame_key(atoms: Atoms) -> str:
-    """A frame's identity across files: its atoms, cell and positions (to 1e-5 A) and DFT energy
-    (to 1e-5 eV); extended XYZ keeps 8 decimals, so a frame written twice has one key."""
+    """A frame's identity across files: its atoms, cell and positions (to 1e-5 A) and DFT
+    settings and k-mesh; extended XYZ keeps 8 decimals, so a frame written twice has one key.
+    Not its energy: a fine-tuning's ``train.extxyz`` holds energies shifted by the per-element
+    constants."""
     payload = [
         atoms.numbers.tolist(),
         np.round(atoms.cell.array, 5).tolist(),
         np.round(atoms.positions, 5).tolist(),
-        round(float(atoms.get_potential_energy()), 5),
+        str(atoms.info.get("dft_settings", "")),
+        str(atoms.info.get("kpts", "")),
     ]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 

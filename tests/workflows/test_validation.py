@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
 from carrierflow.workflows.cli import main
@@ -32,16 +33,25 @@ def test_a_model_is_validated_with_the_frames_it_trained_on_counted_as_seen(
     # a checkpoint without its training frames: what it saw is unknown, never assumed unseen
     elsewhere = tmp_path / "elsewhere.pth"
     shutil.copy(FIXTURES / "models" / "7net-li-in.pth", elsewhere)
-    models = ["7net-0", "7net-li-in", str(elsewhere)]
+    # a fine-tuning's folder: its train.extxyz holds energies shifted by per-element constants
+    tuned = tmp_path / "fine-tuned" / "checkpoint_30.pth"
+    tuned.parent.mkdir()
+    shutil.copy(elsewhere, tuned)
+    frames = read(bcc_li_frames, ":")
+    trained = [a.copy() for a in frames[:2]]
+    for atoms, frame in zip(trained, frames, strict=False):
+        energy = frame.get_potential_energy() - 0.4 * len(frame)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=frame.get_forces())
+    write(tuned.with_name("train.extxyz"), trained, format="extxyz")
+    models = ["7net-0", "7net-li-in", str(elsewhere), str(tuned)]
     out = tmp_path / "out"
     assert main(["validate", str(bcc_li_frames), "--model", *models, "--output", str(out)]) == 0
     result = json.loads((out / "validation.json").read_text())  # strict JSON
-    frames = read(bcc_li_frames, ":")
     seen = {m: result["models"][m]["seen_frames"] for m in models}
-    assert seen == {"7net-0": 0, "7net-li-in": len(frames), str(elsewhere): None}
+    assert seen == {"7net-0": 0, "7net-li-in": len(frames), str(elsewhere): None, str(tuned): 2}
     [vacancy] = result["defects"]
     assert vacancy["seen_by"] == ["7net-li-in"]
-    assert vacancy["unknown_training"] == [str(elsewhere)]
+    assert vacancy["unknown_training"] == [str(elsewhere)]  # the tuned one saw no defect frame
     # E_f = E(defect) - E(perfect) + mu, from the frames' DFT energies
     final = {a.info["label"]: a for a in frames}
     mu = final["Li bulk [DFT]"].get_potential_energy() / len(final["Li bulk [DFT]"])
