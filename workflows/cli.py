@@ -328,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
         "JSON card beside it; SevenNet's trainer and ase.io.read read it.",
     )
     dataset.add_argument("path", type=Path, help="the .extxyz file to write")
+    dataset.add_argument(
+        "--unfinished",
+        type=Path,
+        metavar="WORKDIR",
+        help="also the ionic steps of the GPAW calculations in WORKDIR (a run's --workdir) that "
+        "have not finished, so that another machine continues them (--resume-from)",
+    )
     _add_store(dataset)
     finetune = _data_command(
         sub,
@@ -887,12 +894,19 @@ def _configure_logging(verbose: bool) -> None:
 
 def command_dataset(args: argparse.Namespace) -> int:
     """carrierflow dataset: the store's DFT frames as extended XYZ, with a card."""
-    from carrierflow.workflows.dataset import dft_frames, write_dataset
+    from carrierflow.workflows.dataset import dft_frames, unfinished_frames, write_dataset
     from carrierflow.workflows.store import open_store
 
     if args.path.suffix != ".extxyz":
         raise UsageError(f"dataset: the file must end in .extxyz, got '{args.path.name}'")
-    frames = dft_frames(open_store(args.store, create=False))
+    if args.unfinished is not None and not args.unfinished.is_dir():
+        raise UsageError(f"--unfinished: no such folder '{args.unfinished}'")
+    store = open_store(args.store, create=False)
+    frames = dft_frames(store)
+    if args.unfinished is not None:
+        stored = store.query({"output.fingerprint": {"$exists": True}}, ["output.fingerprint"])
+        finished = {d["output"]["fingerprint"] for d in stored}
+        frames += unfinished_frames(args.unfinished, finished)
     card = write_dataset(frames, args.path, made_by=f"carrierflow dataset {args.path.name}")
     print(
         f"{card['frames']} frames ({card['atoms']} atoms, {card['with_stress']} with stress) "

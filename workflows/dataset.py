@@ -23,6 +23,8 @@ from jobflow import JobStore
 
 # the formats of the worker's files, read here and written by gpaw_worker.py
 GPAW_INPUT, GPAW_STEPS = "gpaw-input.json", "gpaw-steps.jsonl"
+# what a DFT calculation's folder holds (label, task, fingerprint), written by the engine
+CALCULATION_FILE = "calculation.json"
 CARD_VERSION = 1
 
 
@@ -151,6 +153,35 @@ def dft_frames(
                         "fingerprint": output["fingerprint"],
                         "job_uuid": output.get("job_uuid") or "",
                         "code": _code(output["calculator"]["name"], run),
+                    }
+                )
+                frames.append(atoms)
+    return frames
+
+
+def unfinished_frames(workdir: Path, finished: set[str]) -> list[Atoms]:
+    """The ionic steps of the GPAW calculations under ``workdir`` (``--workdir``) that are not
+    finished (their fingerprint is not in ``finished``): a relaxation still running, or stopped
+    with its machine. Each step is a complete DFT single point, so a frame like any other; the
+    info says ``unfinished``. Exported and committed, another machine continues them
+    (``--resume-from``) instead of computing them again."""
+    frames = []
+    for record in sorted(workdir.glob(f"*/{CALCULATION_FILE}")):
+        calculation = json.loads(record.read_text())
+        if calculation["fingerprint"] in finished:
+            continue
+        for inputs in sorted(record.parent.glob(f"*/{GPAW_INPUT}")):
+            run = json.loads(inputs.read_text()).get("run", "")
+            for atoms in gpaw_frames(inputs.parent):
+                atoms.info.update(
+                    {
+                        "label": calculation["label"],
+                        "task": calculation["task"],
+                        "run": run,
+                        "fingerprint": calculation["fingerprint"],
+                        "job_uuid": "",
+                        "code": "GPAW",
+                        "unfinished": True,
                     }
                 )
                 frames.append(atoms)

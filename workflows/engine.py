@@ -27,6 +27,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from carrierflow.analysis.relaxation import STOP_FRACTION, displacements
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.claims import claimed
+from carrierflow.workflows.dataset import CALCULATION_FILE
 from carrierflow.workflows.schemas import (
     CalculationDoc,
     CalculationFailure,
@@ -359,6 +360,13 @@ def _compute(
         if calculator.writes_files
         else None
     )
+    if directory is not None:
+        # the folder says which calculation it is: the steps of an unfinished one can then be
+        # exported (carrierflow dataset --unfinished) and continued on another machine
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CALCULATION_FILE).write_text(
+            json.dumps({"label": label, "task": task, "fingerprint": fp})
+        )
     started = time.perf_counter()
     try:
         task_docs = _run_steps(makers, structure, label, directory)

@@ -166,6 +166,7 @@ class GpawMaker(Maker):
             "steps": self.steps,
             "fmax": self.fmax,
             "maxstep_A": self.maxstep_A,
+            "run": self.name,
         }
         if self.resume_from and self.steps > 1 and not Path(GPAW_STEPS).exists():
             self._continue_recorded(spec)

@@ -481,3 +481,44 @@ def test_only_a_recorded_relaxation_of_the_same_calculation_start_and_settings_i
     assert recorded_relaxation(path, spec, "bulk relax", "Li pair") is None
     assert len(recorded_relaxation(path, {**spec, "fixed": [0]}, "ion relax", "Li pair")) == 5
     assert len(recorded_relaxation(path, spec, "ion relax", "Li pair (local)")) == 6
+
+
+def test_the_steps_of_an_unfinished_relaxation_are_exported_and_continued_elsewhere(tmp_path):
+    from ase.io import write
+
+    from carrierflow.workflows.dataset import (
+        CALCULATION_FILE,
+        GPAW_INPUT,
+        GPAW_STEPS,
+        recorded_relaxation,
+        unfinished_frames,
+    )
+
+    spec = {
+        "numbers": [3, 3],
+        "cell": np.eye(3).tolist(),
+        "frac": STEP["positions"],
+        "fixed": [],
+        "kpts": [1, 1, 1],
+        "settings": DftSettings(**TINY).model_dump(),
+        "run": "ion relax",
+    }
+    folder = tmp_path / "work" / "Li_pair-ion_relax-abcdef12"
+    (folder / "1-ion_relax").mkdir(parents=True)
+    (folder / CALCULATION_FILE).write_text(
+        json.dumps({"label": "Li pair", "task": "ion_relax", "fingerprint": "a" * 64})
+    )
+    (folder / "1-ion_relax" / GPAW_INPUT).write_text(json.dumps(spec))
+    moved = {**STEP, "positions": [[0, 0, 0], [0.51, 0.5, 0.5]], "free_energy": -3.02}
+    lines = [{**STEP, "raw_forces": True}, {**moved, "raw_forces": True}]
+    (folder / "1-ion_relax" / GPAW_STEPS).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # a finished calculation's folder is the store's to export, not this
+    assert unfinished_frames(tmp_path / "work", {"a" * 64}) == []
+    frames = unfinished_frames(tmp_path / "work", set())
+    assert [f.info["step"] for f in frames] == [1, 2]
+    assert {(f.info["label"], f.info["run"], f.info["unfinished"]) for f in frames} == {
+        ("Li pair", "ion relax", True)
+    }
+    write(tmp_path / "frames.extxyz", frames, format="extxyz")
+    steps = recorded_relaxation(tmp_path / "frames.extxyz", spec, "ion relax", "Li pair")
+    assert [s["free_energy"] for s in steps] == [-3.01, -3.02]
