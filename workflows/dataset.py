@@ -144,18 +144,33 @@ def dft_frames(
                     atoms.info["dft_settings"] = json.dumps(settings, sort_keys=True)
             if elements is not None:
                 steps = [a for a in steps if set(a.get_chemical_symbols()) <= elements]
-            for atoms in steps:
-                atoms.info.update(
-                    {
-                        "label": output["label"],
-                        "task": output["task"],
-                        "run": run.get("task_label", ""),
-                        "fingerprint": output["fingerprint"],
-                        "job_uuid": output.get("job_uuid") or "",
-                        "code": _code(output["calculator"]["name"], run),
-                    }
-                )
-                frames.append(atoms)
+            frames += _from(
+                steps,
+                output,
+                run=run.get("task_label", ""),
+                job_uuid=output.get("job_uuid") or "",
+                code=_code(output["calculator"]["name"], run),
+            )
+    return frames
+
+
+def _from(
+    frames: list[Atoms], calculation: dict, run: str, job_uuid: str, code: str, **extra
+) -> list[Atoms]:
+    """The frames, each saying which calculation (label, task, fingerprint), run, job and code
+    made it."""
+    for atoms in frames:
+        atoms.info.update(
+            {
+                "label": calculation["label"],
+                "task": calculation["task"],
+                "run": run,
+                "fingerprint": calculation["fingerprint"],
+                "job_uuid": job_uuid,
+                "code": code,
+                **extra,
+            }
+        )
     return frames
 
 
@@ -172,19 +187,14 @@ def unfinished_frames(workdir: Path, finished: set[str]) -> list[Atoms]:
             continue
         for inputs in sorted(record.parent.glob(f"*/{GPAW_INPUT}")):
             run = json.loads(inputs.read_text()).get("run", "")
-            for atoms in gpaw_frames(inputs.parent):
-                atoms.info.update(
-                    {
-                        "label": calculation["label"],
-                        "task": calculation["task"],
-                        "run": run,
-                        "fingerprint": calculation["fingerprint"],
-                        "job_uuid": "",
-                        "code": "GPAW",
-                        "unfinished": True,
-                    }
-                )
-                frames.append(atoms)
+            frames += _from(
+                gpaw_frames(inputs.parent),
+                calculation,
+                run=run,
+                job_uuid="",
+                code="GPAW",
+                unfinished=True,
+            )
     return frames
 
 
@@ -204,15 +214,15 @@ SAME_START_A = 1e-4
 
 
 def recorded_relaxation(
-    frames_file: Path, spec: dict, run: str, label: str | None = None
+    frames_file: Path, spec: dict, label: str | None = None
 ) -> list[dict] | None:
     """The recorded ionic steps, as lines of the GPAW worker's step log, of the relaxation in
     ``frames_file`` (a data set this module wrote) that the worker input ``spec`` starts: the same
-    calculation (``label``, when given) and run (``bulk relax``, ``ion relax``) with the same DFT
-    settings and k-mesh, the same atoms (and the same fixed ones, where the frames say), and a
-    first frame within
-    :data:`SAME_START_A` of the input's cell and positions (periodic images allowed). None when
-    the file holds none; the longest when it holds several.
+    calculation (``label``, when given) and run (the input's ``run``: ``bulk relax``, ``ion
+    relax``) with the same DFT settings and k-mesh, the same atoms (and the same fixed ones,
+    where the frames say), and a first frame within :data:`SAME_START_A` of the input's cell and
+    positions (periodic images allowed). None when the file holds none; the longest when it
+    holds several.
 
     The worker then continues from the last of them, as from its own interrupted run: the DFT
     of hours on another machine is not paid again, and the result is still DFT's here (the last
@@ -223,7 +233,8 @@ def recorded_relaxation(
     calculations: dict[str, list[Atoms]] = {}
     for atoms in read(frames_file, index=":", format="extxyz"):
         info = atoms.info
-        if (info.get("run"), info.get("dft_settings"), info.get("kpts")) != (run, settings, kpts):
+        same = (spec["run"], settings, kpts)
+        if (info.get("run"), info.get("dft_settings"), info.get("kpts")) != same:
             continue
         # a local relaxation (far field fixed) starts where its free one did, and frames
         # exported before 2026-12-02 do not say which atoms were fixed: the label tells them

@@ -210,7 +210,7 @@ class GpawMaker(Maker):
     def _continue_recorded(self, spec: dict) -> None:
         """Start the step log with the recorded steps of this relaxation, if ``resume_from``
         holds them: the worker goes on from the last one."""
-        steps = recorded_relaxation(Path(self.resume_from), spec, self.name, self.calculation)
+        steps = recorded_relaxation(Path(self.resume_from), spec, self.calculation)
         if steps is None:
             return
         Path(GPAW_STEPS).write_text("".join(json.dumps(step) + "\n" for step in steps))

@@ -84,6 +84,10 @@ def validate(frames: list[Atoms], models: list[str]) -> dict:
         seen[model] = None if trained is None else {frame_key(a) for a in trained}
         predicted[model] = predictions(frames, checkpoints[model])
     dft_energy = np.array([a.get_potential_energy() for a in frames])
+    force_errors = {
+        model: [(f - atoms.get_forces()).ravel() for (_, f), atoms in zip(out, frames, strict=True)]
+        for model, out in predicted.items()
+    }
     calculations = []
     for (label, task, run), indices in _calculations(frames).items():
         row: dict = {"label": label, "task": task, "run": run, "frames": len(indices)}
@@ -91,9 +95,7 @@ def validate(frames: list[Atoms], models: list[str]) -> dict:
         for model in models:
             energies = np.array([predicted[model][i][0] for i in indices])
             relative = (energies - energies[-1]) - (dft_energy[indices] - dft_energy[last])
-            forces = np.concatenate(
-                [(predicted[model][i][1] - frames[i].get_forces()).ravel() for i in indices]
-            )
+            forces = np.concatenate([force_errors[model][i] for i in indices])
             known = seen[model]
             row[model] = {
                 "seen_frames": None if known is None else sum(keys[i] in known for i in indices),
@@ -114,9 +116,7 @@ def validate(frames: list[Atoms], models: list[str]) -> dict:
         row["unknown_training"] = [m for m in models if seen[m] is None]
     summary = {}
     for model in models:
-        forces = np.concatenate(
-            [(predicted[model][i][1] - a.get_forces()).ravel() for i, a in enumerate(frames)]
-        )
+        forces = np.concatenate(force_errors[model])
         unseen = [r[f"{model}_error_eV"] for r in defects if model not in r["seen_by"]]
         summary[model] = {
             "checkpoint": checkpoints[model],

@@ -440,6 +440,7 @@ def test_only_a_recorded_relaxation_of_the_same_calculation_start_and_settings_i
         "fixed": [],
         "kpts": [2, 2, 2],
         "settings": settings,
+        "run": "ion relax",
     }
 
     def relaxation(fingerprint, steps, fixed=(), shift=0.0, encut=250.0, label="Li pair"):
@@ -475,12 +476,12 @@ def test_only_a_recorded_relaxation_of_the_same_calculation_start_and_settings_i
         + relaxation("f" * 64, 6, fixed=None, label="Li pair (local)"),
         format="extxyz",
     )
-    steps = recorded_relaxation(path, spec, "ion relax", "Li pair")
+    steps = recorded_relaxation(path, spec, "Li pair")
     assert [s["free_energy"] for s in steps] == [-4.0, -5.0, -6.0]
     assert steps[0]["recorded_in"] == f"frames.extxyz {'b' * 12}"
-    assert recorded_relaxation(path, spec, "bulk relax", "Li pair") is None
-    assert len(recorded_relaxation(path, {**spec, "fixed": [0]}, "ion relax", "Li pair")) == 5
-    assert len(recorded_relaxation(path, spec, "ion relax", "Li pair (local)")) == 6
+    assert recorded_relaxation(path, {**spec, "run": "bulk relax"}, "Li pair") is None
+    assert len(recorded_relaxation(path, {**spec, "fixed": [0]}, "Li pair")) == 5
+    assert len(recorded_relaxation(path, spec, "Li pair (local)")) == 6
 
 
 def test_the_steps_of_an_unfinished_relaxation_are_exported_and_continued_elsewhere(tmp_path):
@@ -520,5 +521,5 @@ def test_the_steps_of_an_unfinished_relaxation_are_exported_and_continued_elsewh
         ("Li pair", "ion relax", True)
     }
     write(tmp_path / "frames.extxyz", frames, format="extxyz")
-    steps = recorded_relaxation(tmp_path / "frames.extxyz", spec, "ion relax", "Li pair")
+    steps = recorded_relaxation(tmp_path / "frames.extxyz", spec, "Li pair")
     assert [s["free_energy"] for s in steps] == [-3.01, -3.02]
