@@ -411,16 +411,28 @@ def fine_tuned_model(
 
 
 def _final_frames(frames: list[Atoms]) -> dict[tuple[str, str], Atoms]:
-    """The last ionic step of each calculation's last run, by (label, task)."""
-    last: dict[tuple[str, str], Atoms] = {}
+    """The last ionic step of each calculation's last run, by (label, task). Where a data set
+    holds one calculation twice (two runs of the flow merged: the same defect relaxed from two
+    starts), the lower final energy is that defect's DFT state, as a search over starts takes
+    its lowest."""
+    last: dict[tuple[str, str, str], Atoms] = {}
     for atoms in frames:
-        key = (atoms.info.get("label", ""), atoms.info.get("task", ""))
+        key = (
+            atoms.info.get("label", ""),
+            atoms.info.get("task", ""),
+            str(atoms.info.get("fingerprint", "")),
+        )
         if key not in last or (atoms.info.get("run", ""), atoms.info.get("step", 0)) >= (
             last[key].info.get("run", ""),
             last[key].info.get("step", 0),
         ):
             last[key] = atoms
-    return last
+    lowest: dict[tuple[str, str], Atoms] = {}
+    for (label, task, _), atoms in last.items():
+        known = lowest.get((label, task))
+        if known is None or atoms.get_potential_energy() < known.get_potential_energy():
+            lowest[(label, task)] = atoms
+    return lowest
 
 
 def defect_energies(held_out: list[Atoms], every: list[Atoms], species: str = "Li") -> list[dict]:

@@ -118,6 +118,30 @@ def test_held_out_defects_get_their_dft_and_model_formation_energies():
     assert formation_energy_errors(bulk_only, frames, {}) == []
 
 
+def test_a_defect_two_merged_data_sets_relaxed_counts_at_its_lower_dft_state():
+    from carrierflow.workflows.finetune import defect_energies
+
+    # the refinement and the --learn loop relaxed one bcc Li interstitial in the same cell from
+    # two starts; merged (as the shipped model's frames are), its DFT state is the lower end
+    refinement = read(str(DATA), ":")
+    loop = read(
+        str(files("carrierflow.fixtures").joinpath("dft/li-in-learn-gpaw-fast.extxyz")), ":"
+    )
+    label = "Li Li_i1 [DFT]"
+    ends = [
+        [a for a in frames if a.info["label"] == label][-1].get_potential_energy()
+        for frames in (refinement, loop)
+    ]
+    assert abs(ends[0] - ends[1]) > 1e-4  # two states, not one frame twice
+    for merged in (refinement + loop, loop + refinement):
+        [interstitial] = [
+            d for d in defect_energies(merged, merged) if (d["phase"], d["name"]) == ("Li", "Li_i1")
+        ]
+        assert interstitial["frames"][0].get_potential_energy() == pytest.approx(
+            min(ends), abs=1e-9
+        )
+
+
 def _cell_relaxations(tmp_path):
     """The cell relaxations' frames (one DFT setting, 13 small frames) as a data set file."""
     frames = [f for f in read(str(DATA), ":") if f.info["run"] == "bulk relax"]
