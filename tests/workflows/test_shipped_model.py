@@ -2,7 +2,9 @@
 on and its card agree, and the Li-In preset screens with it unless --model says otherwise."""
 
 import json
+from collections import Counter
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 from ase.io import read
@@ -14,8 +16,10 @@ from carrierflow.workflows.calculators import Calculator, file_sha256
 from carrierflow.workflows.cli import _calculators, build_parser
 from carrierflow.workflows.codes.sevennet import FINE_TUNED_MODELS, sevennet_elements
 from carrierflow.workflows.engine import load_calculator
+from carrierflow.workflows.validation import frame_key
 
 MODELS = files("carrierflow.fixtures").joinpath("models")
+ROOT = Path(__file__).resolve().parents[2]  # the card names its sources from the repository root
 CARD = json.loads(MODELS.joinpath("7net-li-in.card.json").read_text())
 
 
@@ -28,6 +32,14 @@ def test_the_checkpoint_and_the_frames_it_learnt_from_match_their_card():
     # every frame of one DFT setting trained; the cell relaxations at 1.3x the cut-off did not
     same = [f for f in frames if f.info["dft_settings"] == CARD["dft_settings"]]
     assert len(same) == CARD["train_frames"] == len(frames) - CARD["left_out_frames"]
+    # made from its sources as the card says: each frame once, at most frames_per_calculation of
+    # a relaxation (the loop's longest has 45), every calculation of every source present
+    assert len({frame_key(f) for f in frames}) == len(frames)
+    runs = Counter((f.info["fingerprint"], f.info["run"]) for f in frames)
+    assert max(runs.values()) == CARD["frames_per_calculation"]
+    for source in CARD["data_from"]:
+        labels = {a.info["label"] for a in read(str(ROOT / source), ":")}
+        assert labels <= {f.info["label"] for f in frames}
     # every number of the card was measured: errors of the model and of its held-out recipe
     assert CARD["in_sample_errors"]["force_rmse_eV_A"] > 0
     for held in CARD["host_held_out"].values():
