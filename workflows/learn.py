@@ -71,13 +71,19 @@ def spread(frames: list[Atoms], n: int) -> list[Atoms]:
     return [frames[i] for i in sorted(chosen)]
 
 
+def runs_of(frames: list[Atoms]) -> dict[tuple[str, str], list[Atoms]]:
+    """The frames of each calculation's run, by (fingerprint, run), in their order."""
+    runs: dict[tuple[str, str], list[Atoms]] = {}
+    for atoms in frames:
+        runs.setdefault((atoms.info["fingerprint"], atoms.info["run"]), []).append(atoms)
+    return runs
+
+
 def learning_sets(frames: list[Atoms], per_calculation: int) -> tuple[list[Atoms], list[Atoms]]:
     """Training and validation frames: ``per_calculation`` frames of each run (:func:`spread`),
     whole calculations validate (every fifth in fingerprint order, so that consecutive steps of
     one relaxation never sit on both sides)."""
-    runs: dict[tuple[str, str], list[Atoms]] = {}
-    for atoms in frames:
-        runs.setdefault((atoms.info["fingerprint"], atoms.info["run"]), []).append(atoms)
+    runs = runs_of(frames)
     fingerprints = sorted({fp for fp, _ in runs})
     if len(fingerprints) < 2:
         raise FineTuneError(
