@@ -40,6 +40,9 @@ from carrierflow.workflows.schemas import BASE_MODELS, FineTuneSettings
 
 logger = logging.getLogger("carrierflow")
 
+# the frames chosen and weighted for the same data and settings (fine_tuned_model's identity)
+TRAINING_RULES = 2
+
 
 class FineTuneError(ValueError):
     """Fine-tuning that cannot start or did not finish."""
@@ -61,7 +64,10 @@ class FineTuneResult(BaseModel):
     left_out_frames: int = Field(
         0, description="frames of other DFT settings, left out (their energies do not compare)"
     )
-    train_sha256: str = Field(description="SHA-256 of the training set as written for SevenNet")
+    train_sha256: str = Field(
+        description="SHA-256 of the training set as written for SevenNet: its frames, then the "
+        "weighted perfect supercells"
+    )
     valid_sha256: str
     element_offsets_eV: dict[str, float] = Field(
         description="per-atom constants subtracted from the DFT energies (cancel in every E_f)"
@@ -171,8 +177,16 @@ def shifted(frames: list[Atoms], offsets: dict[str, float]) -> list[Atoms]:
     return out
 
 
-def sevenn_input(settings: FineTuneSettings, checkpoint: str, train: str, valid: str) -> dict:
-    """SevenNet's fine-tuning preset on the base checkpoint's architecture."""
+def sevenn_input(
+    settings: FineTuneSettings,
+    checkpoint: str,
+    train: str,
+    valid: str,
+    references: str | None = None,
+) -> dict:
+    """SevenNet's fine-tuning preset on the base checkpoint's architecture; the frames of
+    ``references`` (the perfect supercells) carry ``settings.reference_weight`` on their energy
+    (SevenNet's ``use_weight`` and per-data-set ``data_weight``)."""
     from sevenn.checkpoint import SevenNetCheckpoint
 
     preset = fine_tune_preset()
@@ -189,12 +203,23 @@ def sevenn_input(settings: FineTuneSettings, checkpoint: str, train: str, valid:
         "per_epoch": settings.epochs,
         "device": settings.device,
         "continue": {**preset["train"]["continue"], "checkpoint": checkpoint},
+        "use_weight": True,
     }
+    # data sets as SevenNet's dicts (the only form that takes a weight), each file read with
+    # the preset's arguments
+    read_as = preset["data"]["data_format_args"]
+    trainset = [{"file_list": [{"file": train, **read_as}]}]
+    if references is not None:
+        trainset.append(
+            {
+                "file_list": [{"file": references, **read_as}],
+                "data_weight": {"energy": settings.reference_weight},
+            }
+        )
     data = {
         "batch_size": settings.batch_size,
-        "data_format_args": preset["data"]["data_format_args"],
-        "load_trainset_path": [train],
-        "load_validset_path": [valid],
+        "load_trainset_path": trainset,
+        "load_validset_path": [{"file_list": [{"file": valid, **read_as}]}],
     }
     return {"model": model, "train": train_config, "data": data}
 
@@ -271,6 +296,40 @@ def one_dft_setting(
     return setting, kept, left_out
 
 
+def is_perfect_supercell(atoms: Atoms) -> bool:
+    """A host's perfect supercell (``refine``'s ``<phase> perfect supercell [DFT]``)."""
+    return atoms.info.get("task") == "static" and atoms.info.get("label", "").endswith(
+        " perfect supercell [DFT]"
+    )
+
+
+def one_cell_per_crystal(train: list[Atoms], *others: list[Atoms]) -> tuple[list[Atoms], ...]:
+    """The frames without the bulk cells of a host whose perfect supercell is there. A local
+    model gives a crystal one energy per atom in any cell; DFT does not: one k-spacing gives the
+    bulk cell and the supercell different meshes, and at 400 eV the Li5In4 bulk cell (5x5x3) sat
+    11 meV/atom above its supercell (3x3x3; Li3In2 2.8, bcc Li 2.7). Trained on both, the model
+    split the difference and put the Li5In4 supercell 0.15 eV high, which took 0.15 eV off every
+    Li5In4 E_f. The defect cells share the supercell's mesh, so the supercell stays."""
+    groups = (train, *others)
+    hosts = {phase_of(a) for frames in groups for a in frames if is_perfect_supercell(a)}
+    return tuple(
+        [a for a in frames if not (a.info.get("task") == "bulk_relax" and phase_of(a) in hosts)]
+        for frames in groups
+    )
+
+
+def comparable_frames(
+    train: list[Atoms], *others: list[Atoms]
+) -> tuple[str | None, tuple[list[Atoms], ...], int]:
+    """The frames one model can fit together: of one DFT setting (:func:`one_dft_setting`) and
+    one cell per crystal (:func:`one_cell_per_crystal`); with the setting and how many frames
+    were left out."""
+    setting, kept, _ = one_dft_setting(train, *others)
+    kept = one_cell_per_crystal(*kept)
+    left_out = len(train) + sum(map(len, others)) - sum(map(len, kept))
+    return setting, kept, left_out
+
+
 def fine_tune(
     train: list[Atoms],
     valid: list[Atoms],
@@ -287,13 +346,16 @@ def fine_tune(
     if not train:
         raise FineTuneError("fine-tuning needs training frames (got none)")
     held_out = bool(valid)
-    setting, (train, valid), left_out = one_dft_setting(train, valid)
+    setting, (kept_train, kept_valid), left_out = comparable_frames(train, valid)
+    # the E_f need mu, the bulk cell of the mobile species: of the same setting, trained or not
+    same_setting = [a for a in (*train, *valid) if a.info.get("dft_settings") == setting]
+    train, valid = kept_train, kept_valid
     if held_out and not valid:
         raise FineTuneError("no held-out frame has the DFT settings of the training frames")
     if left_out:
         logger.info(
-            "fine-tuning: %d frames of other DFT settings left out (energies of two settings "
-            "are not comparable)",
+            "fine-tuning: %d frames left out (other DFT settings, or bulk cells of a host whose "
+            "supercell is there: their energies do not compare)",
             left_out,
         )
     started = time.perf_counter()
@@ -309,12 +371,30 @@ def fine_tune(
         old.unlink(missing_ok=True)
     base = np.array([e for e, _ in predictions(train, checkpoint)])
     offsets = element_offsets(train, base)
-    paths = {"train": workdir / "train.extxyz", "valid": workdir / "valid.extxyz"}
+    paths = {
+        "train": workdir / "train.extxyz",
+        "references": workdir / "references.extxyz",
+        "valid": workdir / "valid.extxyz",
+    }
+    # One perfect supercell per host against some 40 defect frames: at weight 1 the model
+    # fitted the defect cells to 1 meV/atom and left Li3In2's supercell 7 meV/atom (0.21 eV)
+    # high, and every Li3In2 E_f is a difference against it.
+    references = [a for a in train if is_perfect_supercell(a)]
     # SevenNet's trainer wants a validation set: without held-out frames it sees the training
     # set again (the errors it reports are then in-sample, and recorded as such)
-    for split, frames in (("train", train), ("valid", valid or train)):
+    for split, frames in (
+        ("train", [a for a in train if not is_perfect_supercell(a)]),
+        ("references", references),
+        ("valid", valid or train),
+    ):
         write(paths[split], shifted(frames, offsets), format="extxyz")
-    config = sevenn_input(settings, checkpoint, str(paths["train"]), str(paths["valid"]))
+    config = sevenn_input(
+        settings,
+        checkpoint,
+        str(paths["train"]),
+        str(paths["valid"]),
+        str(paths["references"]) if references else None,
+    )
     (workdir / "input.yaml").write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "sevenn.main.sevenn", "train", "input.yaml", "-w", "."]
     logger.info(
@@ -349,7 +429,9 @@ def fine_tune(
         valid_frames=len(valid),
         dft_settings=setting,
         left_out_frames=left_out,
-        train_sha256=file_sha256(paths["train"]),
+        train_sha256=hashlib.sha256(
+            paths["train"].read_bytes() + paths["references"].read_bytes()
+        ).hexdigest(),
         valid_sha256=file_sha256(paths["valid"]),
         element_offsets_eV=offsets,
         errors=_errors(chosen, valid=bool(valid)),
@@ -362,7 +444,7 @@ def fine_tune(
         if valid
         else {},
         held_out_defects=formation_energy_errors(
-            valid, [*train, *valid], {"base": checkpoint, "fine_tuned": str(best)}
+            valid, same_setting, {"base": checkpoint, "fine_tuned": str(best)}
         ),
         dataset_sha256=dataset_sha256,
         identity=identity,
@@ -390,6 +472,9 @@ def fine_tuned_model(
         # settings at their defaults left out: a setting added later, whose default trains as
         # before, keeps the models made before it
         "settings": settings.model_dump(exclude_defaults=True),
+        # what the same frames and settings train on: raised when that changes, so a model of
+        # the old rule is trained again (2: one cell per crystal, weighted perfect supercells)
+        "rules": TRAINING_RULES,
         "base_sha256": file_sha256(base_checkpoint(settings.base_model)),
         "train": _frame_ids(train),
         "valid": _frame_ids(valid),

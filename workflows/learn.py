@@ -41,6 +41,7 @@ from carrierflow.workflows.finetune import (
     FineTuneError,
     FineTuneResult,
     fine_tuned_model,
+    is_perfect_supercell,
 )
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
 from carrierflow.workflows.jobs import starts_of, summarize_results
@@ -82,14 +83,16 @@ def runs_of(frames: list[Atoms]) -> dict[tuple[str, str], list[Atoms]]:
 def learning_sets(frames: list[Atoms], per_calculation: int) -> tuple[list[Atoms], list[Atoms]]:
     """Training and validation frames: ``per_calculation`` frames of each run (:func:`spread`),
     whole calculations validate (every fifth in fingerprint order, so that consecutive steps of
-    one relaxation never sit on both sides)."""
+    one relaxation never sit on both sides). A perfect supercell always trains: every E_f of its
+    host is a difference against it."""
     runs = runs_of(frames)
     fingerprints = sorted({fp for fp, _ in runs})
     if len(fingerprints) < 2:
         raise FineTuneError(
             f"learning needs DFT frames of at least two calculations (got {len(fingerprints)})"
         )
-    validating = set(fingerprints[::5])
+    references = {fp for (fp, _), steps in runs.items() if is_perfect_supercell(steps[0])}
+    validating = set([fp for fp in fingerprints if fp not in references][::5])
     train, valid = [], []
     for (fp, _), steps in runs.items():
         (valid if fp in validating else train).extend(spread(steps, per_calculation))

@@ -339,6 +339,17 @@ class FineTuneSettings(BaseModel):
             "made for 100 epochs",
         ),
     )
+    reference_weight: float = Field(
+        10.0,
+        ge=1,
+        le=1000,
+        allow_inf_nan=False,
+        **option(
+            "--reference-weight",
+            "weight of each perfect supercell's energy in the loss, against 1 for every other "
+            "frame: it is the reference of every E_f of its host",
+        ),
+    )
     seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
     device: str = Field("cpu", **option("--device", "torch device of the trainer (cpu, cuda)"))
 

@@ -5,6 +5,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+import yaml
 from ase.io import read, write
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
@@ -236,3 +237,70 @@ def test_only_frames_of_one_dft_setting_are_trained_on_together():
     with pytest.raises(FineTuneError, match="no held-out frame has the DFT settings"):
         bulk = [f for f in frames if f.info["run"] == "bulk relax"]
         fine_tune([f for f in frames if f not in bulk], bulk, FineTuneSettings(), Path("unused"))
+
+
+def _supercell_frames():
+    """The refinement's 400 eV frames: bulk cells, perfect supercells and defect cells."""
+    return [
+        f for f in read(str(DATA), ":") if json.loads(f.info["dft_settings"])["encut_eV"] == 400
+    ]
+
+
+def test_a_host_whose_perfect_supercell_is_there_trains_without_its_bulk_cell():
+    """A local model gives a crystal one energy per atom in any cell; the DFT frames do not (one
+    k-spacing, two meshes), so only the cell the defect energies are differences against stays."""
+    from carrierflow.workflows.finetune import comparable_frames, is_perfect_supercell, phase_of
+
+    frames = _supercell_frames()
+    per_atom = {
+        (phase_of(f), f.info["task"]): f.get_potential_energy() / len(f)
+        for f in frames
+        if f.info["task"] == "bulk_relax" or is_perfect_supercell(f)
+    }
+    # the contradiction itself: Li5In4's bulk cell 11 meV/atom above its supercell
+    assert per_atom[("Li5In4", "bulk_relax")] - per_atom[("Li5In4", "static")] > 0.008
+    train, valid = split_by_phase(frames, ["Li3In2"])
+    _, (kept_train, kept_valid), left_out = comparable_frames(train, valid)
+    kept = [*kept_train, *kept_valid]
+    assert not any(f.info["task"] == "bulk_relax" for f in kept)
+    assert {phase_of(f) for f in kept_valid if is_perfect_supercell(f)} == {"Li3In2"}
+    assert (
+        left_out == len(frames) - len(kept) == sum(f.info["task"] == "bulk_relax" for f in frames)
+    )
+    # without its supercell, a host's bulk cell is all there is of the crystal, and it stays
+    no_supercell = [f for f in frames if not (is_perfect_supercell(f) and phase_of(f) == "Li3In2")]
+    _, (kept,), _ = comparable_frames(no_supercell)
+    assert {phase_of(f) for f in kept if f.info["task"] == "bulk_relax"} == {"Li3In2"}
+
+
+def test_the_perfect_supercells_train_as_their_own_weighted_data_set(tmp_path):
+    """bcc Li's perfect supercell, its bulk cell and defect cells: the supercell trains in a data
+    set of its own whose energy carries the reference weight in SevenNet's loss; the bulk cell
+    trains no more, yet still gives a held-out vacancy its mu."""
+    from carrierflow.workflows.finetune import is_perfect_supercell, phase_of
+    from carrierflow.workflows.validation import frame_key
+
+    frames = [f for f in _supercell_frames() if phase_of(f) == "Li"]
+    perfect = [f for f in frames if is_perfect_supercell(f)][:1]
+    bulk = [f for f in frames if f.info["task"] == "bulk_relax"]
+    interstitial = [f for f in frames if f.info["label"] == "Li Li_i1 [DFT]"][:4]
+    vacancy = [f for f in frames if f.info["label"] == "Li v_Li_1a [DFT]"][-1:]
+    settings = FineTuneSettings(base_model="7net-0", epochs=1, batch_size=2, reference_weight=10)
+    result = fine_tune(perfect + bulk + interstitial, vacancy, settings, tmp_path)
+    assert bulk and result.left_out_frames == len(bulk)
+    assert result.train_frames == len(perfect) + len(interstitial)
+    written = {
+        name: [frame_key(a) for a in read(str(tmp_path / f"{name}.extxyz"), ":")]
+        for name in ("train", "references")
+    }
+    # positions, cell and settings identify a frame (the written energies are shifted)
+    assert written["references"] == [frame_key(a) for a in perfect]
+    assert written["train"] == [frame_key(a) for a in interstitial]
+    config = yaml.safe_load((tmp_path / "input.yaml").read_text())
+    assert config["train"]["use_weight"] is True
+    weighted = [d for d in config["data"]["load_trainset_path"] if "data_weight" in d]
+    assert [d["data_weight"] for d in weighted] == [{"energy": 10.0}]
+    assert weighted[0]["file_list"][0]["file"].endswith("references.extxyz")
+    # E(defect) - E(perfect) + mu of the bulk cell: the GPAW refinement's 0.51 eV
+    [held] = result.held_out_defects
+    assert held["name"] == "v_Li_1a" and held["dft_eV"] == pytest.approx(0.51, abs=0.03)

@@ -68,6 +68,15 @@ def test_whole_calculations_validate_never_single_steps_of_one_relaxation():
         learning_sets(_frames("only", [0.0, -1.0]), 3)
 
 
+def test_a_perfect_supercell_always_trains_it_is_the_reference_of_every_formation_energy():
+    frames = [f for i in range(7) for f in _frames(f"fp{i}", [0.0, -0.1])]
+    for atoms in frames[:2]:  # fp0, first in fingerprint order, would validate
+        atoms.info.update({"label": "Li perfect supercell [DFT]", "task": "static"})
+    train, valid = learning_sets(frames, per_calculation=2)
+    assert "fp0" in {a.info["fingerprint"] for a in train}
+    assert {a.info["fingerprint"] for a in valid} == {"fp1", "fp6"}
+
+
 def _host(defects) -> HostOutcome:
     _, source = load_fixture("Li")
     choice = SupercellChoice(

@@ -16,6 +16,7 @@ from carrierflow.workflows.calculators import Calculator, file_sha256
 from carrierflow.workflows.cli import _calculators, build_parser
 from carrierflow.workflows.codes.sevennet import FINE_TUNED_MODELS, sevennet_elements
 from carrierflow.workflows.engine import load_calculator
+from carrierflow.workflows.finetune import comparable_frames
 from carrierflow.workflows.validation import frame_key
 
 MODELS = files("carrierflow.fixtures").joinpath("models")
@@ -29,9 +30,14 @@ def test_the_checkpoint_and_the_frames_it_learnt_from_match_their_card():
     data = MODELS.joinpath(CARD["data"])
     assert file_sha256(data) == CARD["data_sha256"]
     frames = read(str(data), ":")
-    # every frame of one DFT setting trained; the cell relaxations at 1.3x the cut-off did not
-    same = [f for f in frames if f.info["dft_settings"] == CARD["dft_settings"]]
-    assert len(same) == CARD["train_frames"] == len(frames) - CARD["left_out_frames"]
+    # every frame of one DFT setting trained (the cell relaxations at 1.3x the cut-off did not),
+    # one cell per crystal (the hosts' supercells, not their bulk cells)
+    _, (kept,), left_out = comparable_frames(frames)
+    assert {f.info["dft_settings"] for f in kept} == {CARD["dft_settings"]}
+    assert not any(f.info["task"] == "bulk_relax" for f in kept)
+    assert len(kept) == CARD["train_frames"] == len(frames) - CARD["left_out_frames"]
+    assert left_out == CARD["left_out_frames"]
+    assert CARD["settings"]["reference_weight"] > 1
     # made from its sources as the card says: each frame once, at most frames_per_calculation of
     # a relaxation (the loop's longest has 45), every calculation of every source present
     assert len({frame_key(f) for f in frames}) == len(frames)
