@@ -62,7 +62,9 @@ class FineTuneResult(BaseModel):
         None, description="the DFT settings of every frame trained and validated on"
     )
     left_out_frames: int = Field(
-        0, description="frames of other DFT settings, left out (their energies do not compare)"
+        0,
+        description="frames left out: of other DFT settings, and the bulk cells of hosts whose "
+        "perfect supercell is there (their energies do not compare)",
     )
     train_sha256: str = Field(
         description="SHA-256 of the training set as written for SevenNet: its frames, then the "
