@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from pymatgen.core import Structure
 from carrierflow.analysis.documents import Learned, LearnedDefect, Results, verdicts
 from carrierflow.analysis.relaxation import mark_shared_final_states
 from carrierflow.analysis.schemas import HostOutcome
+from carrierflow.structures.defects import rattle_strongly
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.codes.sevennet import SevenNet
 from carrierflow.workflows.dataset import dft_frames
@@ -172,9 +174,10 @@ class LearningFlowMaker(CarrierFlowMaker):
                 self.refine_settings,
                 self.learn.start_points,
                 phase.structure,
+                self.learn.rattles,
             )
             for phase, bulk, screen in zip(phases, bulks, screened, strict=True)
-            if self.learn.start_points
+            if self.learn.start_points or self.learn.rattles
         ]
         first = learn_round(
             1,
@@ -200,11 +203,13 @@ def dft_start_points(
     refine: RefineSettings,
     count: int,
     given: Structure | None = None,
+    rattles: int = 0,
 ) -> Response:
     """DFT single points at the first ``count`` distorted starts of each defect the refinement
     takes, in its DFT cell (the starts a ``--starts`` search would relax there after the small
     rattle: split interstitials, neighbours pulled in and pushed out by up to 30 %, see
-    :func:`carrierflow.structures.defects.floored_distortion`).
+    :func:`carrierflow.structures.defects.floored_distortion`), and at ``rattles`` copies of the
+    perfect DFT supercell with every atom rattled (:func:`rattled_hosts`).
 
     Why: a DFT relaxation's frames run from the stand-in's minimum to DFT's and never come
     near another atom's core; the search's starts do (neighbours 30 % in sit at 70 % of a bond
@@ -221,12 +226,37 @@ def dft_start_points(
             name = f"{label} {candidate.name} [DFT start: {tag}]"
             jobs.append(calculation(calculator, "static", start, name))
     logger.info(
-        "%s: DFT single points at %d distorted starts of %s",
+        "%s: DFT single points at %d distorted starts of %s and %d rattled perfect supercells",
         label,
         len(jobs),
         ", ".join(sorted(chosen)),
+        rattles,
     )
+    for name, rattled in rattled_hosts(label, plan.perfect, rattles):
+        jobs.append(calculation(calculator, "static", rattled, name))
     return Response(replace=Flow(jobs, output=[j.output.fingerprint for j in jobs]))
+
+
+# The amplitudes of the rattled perfect supercells: Gaussian moves of sigma = 0.1, 0.2, ... A
+# (mean moves 0.15 and 0.35 A in the Li-In cells, the larger as far as the atoms around a
+# relaxed defect move), ShakeNBreak keeping atoms at least 80 % of a bond apart.
+RATTLE_STEP_A = 0.1
+
+
+def rattled_hosts(label: str, perfect: Structure, count: int) -> list[tuple[str, Structure]]:
+    """``count`` copies of a phase's perfect DFT supercell, every atom rattled by ShakeNBreak's
+    Monte Carlo rattle at sigma = 0.1, 0.2, ... A, each seeded by its label, with the labels.
+
+    Why: every other frame of a phase is a defect or the perfect crystal at rest, so a model
+    learns the perfect host's energy from one frame and nothing of how steeply it rises; the
+    held-out error of an unseen host was one offset of its perfect supercell against its
+    defect cells (the host too high, so every defect too low)."""
+    centre = perfect.lattice.get_cartesian_coords([0.5, 0.5, 0.5])
+    made = []
+    for i in range(1, count + 1):
+        name = f"{label} perfect supercell [DFT rattle: {RATTLE_STEP_A * i:.2f} A]"
+        made.append((name, rattle_strongly(perfect, centre, math.inf, RATTLE_STEP_A * i, name)))
+    return made
 
 
 def _elements(phases: list[Phase]) -> set[str]:

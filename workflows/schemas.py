@@ -383,6 +383,16 @@ class LearnSettings(BaseModel):
             "search meets; 0: none)",
         ),
     )
+    rattles: int = Field(
+        2,
+        ge=0,
+        le=5,
+        **option(
+            "--learn-rattles",
+            "with --learn: DFT single points of each phase's perfect DFT supercell with every "
+            "atom rattled (ShakeNBreak's Monte Carlo rattle, sigma 0.1, 0.2, ... A; 0: none)",
+        ),
+    )
     fine_tune: FineTuneSettings = Field(
         default_factory=FineTuneSettings, description="SevenNet's trainer (base: the screen's)"
     )

@@ -24,7 +24,13 @@ from carrierflow.workflows.calculators import Calculator, file_sha256
 from carrierflow.workflows.cli import main
 from carrierflow.workflows.finetune import FineTuneError
 from carrierflow.workflows.gpaw_makers import python_with_gpaw
-from carrierflow.workflows.learn import LearningFlowMaker, learning_sets, not_refined, spread
+from carrierflow.workflows.learn import (
+    LearningFlowMaker,
+    learning_sets,
+    not_refined,
+    rattled_hosts,
+    spread,
+)
 from carrierflow.workflows.schemas import (
     DefectSettings,
     FineTuneSettings,
@@ -95,6 +101,32 @@ def _host(defects) -> HostOutcome:
     )
 
 
+def test_rattled_perfect_supercells_move_every_atom_more_at_each_amplitude_and_reproducibly():
+    host = load_fixture("Li3In2")[0] * (1, 1, 2)
+    made = rattled_hosts("Li3In2", host, 2)
+    assert [name for name, _ in made] == [
+        "Li3In2 perfect supercell [DFT rattle: 0.10 A]",
+        "Li3In2 perfect supercell [DFT rattle: 0.20 A]",
+    ]
+    moves = []
+    for _, rattled in made:
+        assert rattled.lattice == host.lattice and rattled.species == host.species
+        moved = np.linalg.norm(
+            rattled.lattice.get_cartesian_coords(
+                (rattled.frac_coords - host.frac_coords + 0.5) % 1 - 0.5
+            ),
+            axis=1,
+        )
+        assert (moved > 0).all()
+        moves.append(moved.mean())
+        # ShakeNBreak keeps atoms 80 % of the host's nearest-neighbour distance apart
+        assert shortest_distance(rattled) >= 0.8 * shortest_distance(host) - 1e-6
+    # a Gaussian of sigma in 3D moves an atom 1.6 sigma on average: 0.16 and 0.32 A
+    assert 0.1 < moves[0] < 0.22 < moves[1] < 0.45
+    again = rattled_hosts("Li3In2", host, 2)
+    assert all(a[1] == b[1] for a, b in zip(made, again, strict=True))
+
+
 def test_a_learning_round_refines_only_the_lowest_defects_dft_has_not_seen(defect_outcome):
     screened = _host(
         [
@@ -124,6 +156,7 @@ def paths(tmp_path):
         (["--learn", "gpaw", "--migration"], "--migration with --learn"),
         (["--learn", "gpaw", "--learn-rounds", "0"], "--learn-rounds"),
         (["--learn", "gpaw", "--learn-frames", "1"], "--learn-frames"),
+        (["--learn", "gpaw", "--learn-rattles", "-1"], "--learn-rattles"),
         (["--learn", "gpaw", "--epochs", "0"], "--epochs"),
         (["--calculator", "gpaw", "--learn", "gpaw"], "is DFT already"),
     ],
@@ -156,7 +189,10 @@ def learned_li(tmp_path_factory) -> dict:
         refine=Calculator("gpaw", dft=TINY, fmax=0.1, workdir=str(root / "calculations")),
         refine_settings=RefineSettings(k=1, min_image_distance_A=6.0, max_atoms=16),
         learn=LearnSettings(
-            rounds=2, frames_per_calculation=3, fine_tune=FineTuneSettings(epochs=2, batch_size=2)
+            rounds=2,
+            frames_per_calculation=3,
+            rattles=1,
+            fine_tune=FineTuneSettings(epochs=2, batch_size=2),
         ),
     )
     store = JobStore(MemoryStore())
@@ -220,6 +256,18 @@ def test_the_loop_adds_dft_single_points_at_the_searchs_distorted_starts(learned
     relaxed = min(shortest_distance(d.structure) for d in docs if d.task == "ion_relax")
     closest = min(shortest_distance(d.structure) for d in points)
     assert COLLAPSE_FRACTION * relaxed < closest < 0.85 * relaxed
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_the_loop_adds_a_dft_single_point_of_each_perfect_supercell_rattled(learned_li):
+    docs = [d for d in learned_li["first"]["docs"] if d.calculator["name"] == "gpaw"]
+    [perfect] = [d for d in docs if d.label.endswith("perfect supercell [DFT]")]
+    [rattled] = [d for d in docs if "[DFT rattle:" in d.label]
+    assert rattled.task == "static" and rattled.label.endswith("[DFT rattle: 0.10 A]")
+    assert rattled.structure.lattice == perfect.structure.lattice
+    # rattled, the crystal is above its rest (the energy a model learns the host's stiffness from)
+    assert rattled.energy_eV > perfect.energy_eV
 
 
 @pytest.mark.gpaw
