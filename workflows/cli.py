@@ -360,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PHASE",
         help="train on every frame (the model to use), and once without each PHASE, validated "
-        "on it: how well the settings carry to a host the model never saw",
+        "on it: how well the settings carry to a host the model never saw; and once without "
+        "its defects only, its perfect crystal trained: to defects the model never saw",
     )
     finetune.add_argument(
         "--orderings",
@@ -1008,8 +1009,9 @@ def _print_held_out(result, label: str) -> None:
 
 
 def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSettings) -> int:
-    """carrierflow finetune --cross-validate: the model of every frame and one host-held-out
-    fine-tuning per phase; cross-validation.json and a table of the held-out errors."""
+    """carrierflow finetune --cross-validate: the model of every frame, and per phase a
+    host-held-out and a defects-held-out fine-tuning; cross-validation.json and a table of the
+    held-out errors."""
     from carrierflow.structures.sources import StructureError, read_structure_file
     from carrierflow.workflows.calculators import file_sha256
     from carrierflow.workflows.finetune import (
@@ -1052,6 +1054,8 @@ def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSe
     )
     for phase, held in result.cross_validation.items():
         _print_held_out(held, f"without {phase}, on {phase}")
+    for phase, held in result.defects_held_out.items():
+        _print_held_out(held, f"without the defects of {phase} (its crystal trained), on them")
     for row in result.orderings:
         energies = ", ".join(
             f"{k.removesuffix('_meV_atom')} {v:+.1f}" for k, v in row.items() if k.endswith("_atom")

@@ -105,11 +105,19 @@ class FineTuneResult(BaseModel):
 class CrossValidatedModel(BaseModel):
     """A model trained on every frame, and how well its settings carry to a host it never saw:
     for each phase, the same settings trained without that phase's frames and validated on
-    them (errors before and after, and the held-out defects' E_f)."""
+    them (errors before and after, and the held-out defects' E_f), and to defects it never saw
+    in a host it did."""
 
     model: FineTuneResult
     cross_validation: dict[str, FineTuneResult] = Field(
         description="per held-out phase: the fine-tuning without it, validated on it"
+    )
+    defects_held_out: dict[str, FineTuneResult] = Field(
+        default_factory=dict,
+        description="per held-out phase with defects among the frames: the fine-tuning on every "
+        "frame but that phase's defects (its perfect crystal trains), validated on them: what "
+        "the loop's re-screen meets, a host whose crystal DFT has computed and whose other "
+        "defects it has not",
     )
     orderings: list[dict] = Field(
         default_factory=list,
@@ -598,28 +606,46 @@ def phase_of(atoms: Atoms) -> str:
     return atoms.info.get("label", "").split(" ")[0]
 
 
-def split_by_phase(frames: list[Atoms], held_out: list[str]) -> tuple[list[Atoms], list[Atoms]]:
+def split_by_phase(
+    frames: list[Atoms], held_out: list[str], host_trains: bool = False
+) -> tuple[list[Atoms], list[Atoms]]:
     """Training and validation frames: a frame of a ``held_out`` phase (the first word of its
     calculation's label: ``Li3In2`` of ``Li3In2 v_Li_2c [DFT]``) is held out, so that
-    validation sees a host the model did not train on."""
+    validation sees a host the model did not train on. With ``host_trains``, only the held-out
+    phases' defects validate and their perfect crystal trains (:func:`is_host_frame`)."""
     phase = [phase_of(atoms) for atoms in frames]
-    train = [a for a, p in zip(frames, phase, strict=True) if p not in held_out]
-    valid = [a for a, p in zip(frames, phase, strict=True) if p in held_out]
+    valid_at = [
+        p in held_out and not (host_trains and is_host_frame(a))
+        for a, p in zip(frames, phase, strict=True)
+    ]
+    train = [a for a, v in zip(frames, valid_at, strict=True) if not v]
+    valid = [a for a, v in zip(frames, valid_at, strict=True) if v]
     return train, valid
+
+
+def is_host_frame(atoms: Atoms) -> bool:
+    """A frame of a phase's perfect crystal, no defect in it: its bulk cell (``<phase> bulk
+    [DFT]``) or its perfect supercell, at rest or rattled (``<phase> perfect supercell ...``)."""
+    return atoms.info.get("label", "").split(" ")[1:2] in (["bulk"], ["perfect"])
 
 
 def cross_validated(
     frames: list[Atoms], phases: list[str], settings: FineTuneSettings, root: Path
 ) -> CrossValidatedModel:
-    """The model of every frame, and one host-held-out fine-tuning per phase with the same
-    settings (each reused on a rerun, :func:`fine_tuned_model`)."""
-    validation = {}
+    """The model of every frame, and per phase two fine-tunings with the same settings (each
+    reused on a rerun, :func:`fine_tuned_model`): one without the phase's frames, one without
+    its defects only (where it has defects among the frames)."""
+    validation, defects = {}, {}
     for phase in phases:
         logger.info("cross-validation: fine-tuning without %s", phase)
         validation[phase] = fine_tuned_model(*split_by_phase(frames, [phase]), settings, root)
+        train, valid = split_by_phase(frames, [phase], host_trains=True)
+        if valid:
+            logger.info("cross-validation: fine-tuning without the defects of %s", phase)
+            defects[phase] = fine_tuned_model(train, valid, settings, root)
     logger.info("fine-tuning on every frame")
     model = fine_tuned_model(frames, [], settings, root)
-    return CrossValidatedModel(model=model, cross_validation=validation)
+    return CrossValidatedModel(model=model, cross_validation=validation, defects_held_out=defects)
 
 
 def ordering_energies(

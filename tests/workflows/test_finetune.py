@@ -16,6 +16,7 @@ from carrierflow.workflows.engine import load_calculator
 from carrierflow.workflows.finetune import (
     FineTuneError,
     FineTuneSettings,
+    defect_energies,
     element_offsets,
     fine_tune,
     split_by_phase,
@@ -51,6 +52,47 @@ def test_held_out_phases_never_reach_the_training_set():
     # "Li" is its own phase, not a prefix of Li5In4 or Li3In2
     _, li = split_by_phase(frames, ["Li"])
     assert li and all(f.info["label"].split()[0] == "Li" for f in li)
+
+
+def test_holding_out_a_hosts_defects_trains_its_perfect_crystal_and_validates_the_rest():
+    frames = read(str(DATA), ":")
+    train, valid = split_by_phase(frames, ["Li3In2"], host_trains=True)
+    assert len(train) + len(valid) == len(frames)
+    kept = {f.info["label"] for f in train if f.info["label"].startswith("Li3In2 ")}
+    assert kept == {"Li3In2 bulk [DFT]", "Li3In2 perfect supercell [DFT]"}
+    # the relaxations and the search's distorted starts of its two defects
+    held = {f.info["label"] for f in valid}
+    assert {label.split(" [")[0] for label in held} == {"Li3In2 v_Li_2c", "Li3In2 Li_i1"}
+    assert "Li3In2 v_Li_2c [DFT]" in held and "Li3In2 Li_i1 [DFT]" in held
+    # the defects' E_f are what it validates: each found with the trained perfect supercell
+    assert {r["name"] for r in defect_energies(valid, frames)} == {"v_Li_2c", "Li_i1"}
+
+
+def test_cross_validation_also_holds_out_only_the_defects_of_each_host_that_has_them(monkeypatch):
+    import carrierflow.workflows.finetune as finetune
+
+    splits = []
+
+    def recorded(train, valid, settings, root):
+        splits.append(({f.info["label"] for f in train}, {f.info["label"] for f in valid}))
+        return "model"
+
+    monkeypatch.setattr(finetune, "fine_tuned_model", recorded)
+    monkeypatch.setattr(finetune, "CrossValidatedModel", lambda **kwargs: kwargs)
+    frames = read(str(DATA), ":")
+    result = finetune.cross_validated(frames, ["Li3In2"], FineTuneSettings(), Path("unused"))
+    assert set(result["cross_validation"]) == set(result["defects_held_out"]) == {"Li3In2"}
+    (host_out, host_valid), (defects_out, defects_valid), (every, none) = splits
+    assert all(label.startswith("Li3In2 ") for label in host_valid)
+    assert "Li3In2 perfect supercell [DFT]" in host_valid - host_out
+    assert "Li3In2 perfect supercell [DFT]" in defects_out
+    assert defects_valid == host_valid - {"Li3In2 bulk [DFT]", "Li3In2 perfect supercell [DFT]"}
+    assert none == set() and every >= host_valid
+    # cell relaxations alone have no defect to hold out: only the host-held-out training
+    splits.clear()
+    bulk = [f for f in frames if f.info["run"] == "bulk relax"]
+    result = finetune.cross_validated(bulk, ["Li3In2"], FineTuneSettings(), Path("unused"))
+    assert result["defects_held_out"] == {} and len(splits) == 2
 
 
 def test_a_folder_trained_in_before_gives_this_trainings_curve_and_checkpoint(tuned):

@@ -48,7 +48,8 @@ def test_the_checkpoint_and_the_frames_it_learnt_from_match_their_card():
         assert labels <= {f.info["label"] for f in frames}
     # every number of the card was measured: errors of the model and of its held-out recipe
     assert CARD["in_sample_errors"]["force_rmse_eV_A"] > 0
-    for held in CARD["host_held_out"].values():
+    assert set(CARD["defects_held_out"]) == set(CARD["host_held_out"])
+    for held in [*CARD["host_held_out"].values(), *CARD["defects_held_out"].values()]:
         assert held["valid_frames"] > 0 and held["defects"]
 
 
