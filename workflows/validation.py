@@ -20,20 +20,28 @@ from ase import Atoms
 from ase.io import read
 
 from carrierflow.workflows.codes.sevennet import FINE_TUNED_MODELS, sevennet_checkpoint
-from carrierflow.workflows.finetune import FineTuneError, formation_energy_errors, predictions
+from carrierflow.workflows.finetune import (
+    FineTuneError,
+    comparable_frames,
+    formation_energy_errors,
+    predictions,
+)
 
 VALIDATION_VERSION = 1
 
 
 def training_frames(model: str) -> list[Atoms] | None:
-    """The frames a model was fine-tuned on: a shipped carrierflow model's data set (its card),
-    the ``train.extxyz`` beside a checkpoint that ``carrierflow finetune`` or a ``--learn`` loop
+    """The frames a model was fine-tuned on: of a shipped carrierflow model's data set (its
+    card), those the training rules keep (:func:`comparable_frames`: its data set also holds
+    cell relaxations of another DFT setting and bulk cells, which never trained); the
+    ``train.extxyz`` beside a checkpoint that ``carrierflow finetune`` or a ``--learn`` loop
     wrote; ``[]`` for sevenn's own models (trained on public data sets, none of carrierflow's
     frames); None when unknown (a checkpoint file from elsewhere)."""
     if model in FINE_TUNED_MODELS:
         checkpoint = Path(sevennet_checkpoint(model))
         card = json.loads(checkpoint.with_name(f"{model}.card.json").read_text())
-        return read(checkpoint.with_name(card["data"]), index=":", format="extxyz")
+        data = read(checkpoint.with_name(card["data"]), index=":", format="extxyz")
+        return comparable_frames(data)[1][0]
     if not Path(model).is_file():
         return []
     beside = Path(model).with_name("train.extxyz")
