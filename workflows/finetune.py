@@ -370,6 +370,9 @@ def fine_tune(
         )
     started = time.perf_counter()
     checkpoint = base_checkpoint(settings.base_model)
+    # SevenNet's trainer runs in the folder and reads the paths its input names from there: a
+    # relative --output would name them twice (cv/<hash>/cv/<hash>/train.extxyz, not found)
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     # a folder trained in before (an interrupted or older run): SevenNet would write lc0.csv
     # beside the old lc.csv and leave old checkpoints, whose numbers would be read as this run's

@@ -210,11 +210,13 @@ def test_a_model_trained_on_every_frame_is_its_last_epoch_with_in_sample_errors_
 
 
 def test_cross_validation_trains_one_model_per_held_out_host_and_one_on_every_frame(
-    tmp_path, capsys
+    tmp_path, capsys, monkeypatch
 ):
     frames, subset = _cell_relaxations(tmp_path)
     args = ["finetune", str(subset), "--base-model", "7net-0", "--epochs", "1"]
-    out_dir = tmp_path / "cv"
+    # a relative --output, as typed: SevenNet's trainer runs inside each model's folder
+    monkeypatch.chdir(tmp_path)
+    out_dir = Path("cv")
     assert main([*args, "--cross-validate", "Li3In2", "--output", str(out_dir)]) == 0
     record = json.loads((out_dir / "cross-validation.json").read_text())
     held = record["cross_validation"]["Li3In2"]
