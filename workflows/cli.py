@@ -921,7 +921,7 @@ def command_finetune(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from carrierflow.workflows.calculators import file_sha256
-    from carrierflow.workflows.finetune import fine_tune, phase_of, split_by_phase
+    from carrierflow.workflows.finetune import fine_tuned_model, phase_of, split_by_phase
 
     settings = _settings(FineTuneSettings, args)
     if not args.data.is_file():
@@ -939,7 +939,8 @@ def command_finetune(args: argparse.Namespace) -> int:
             f"{'no frame of these phases' if not valid else 'every frame'} in {args.data} "
             f"(phases: {', '.join(phases)}); hold out some phases, not all"
         )
-    result = fine_tune(train, valid, settings, args.output, file_sha256(args.data))
+    # in DIR/<hash of its frames, settings and base checkpoint>: a rerun reads it back
+    result = fine_tuned_model(train, valid, settings, args.output, file_sha256(args.data))
     if not valid:
         errors = result.errors["train"]
         print(

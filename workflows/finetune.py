@@ -476,7 +476,11 @@ def _frame_ids(frames: list[Atoms]) -> list[str]:
 
 
 def fine_tuned_model(
-    train: list[Atoms], valid: list[Atoms], settings: FineTuneSettings, root: Path
+    train: list[Atoms],
+    valid: list[Atoms],
+    settings: FineTuneSettings,
+    root: Path,
+    dataset_sha256: str | None = None,
 ) -> FineTuneResult:
     """The base model fine-tuned on these frames: read back when a model of the same frames,
     settings and base checkpoint was made before (a rerun, or an interrupted loop), else
@@ -505,7 +509,7 @@ def fine_tuned_model(
         ):
             logger.info("reusing the fine-tuned model %s", done.checkpoint)
             return done
-    return fine_tune(train, valid, settings, directory, identity=key)
+    return fine_tune(train, valid, settings, directory, dataset_sha256, identity=key)
 
 
 def _final_frames(frames: list[Atoms]) -> dict[tuple[str, str], Atoms]:

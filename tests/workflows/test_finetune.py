@@ -10,7 +10,7 @@ from ase.io import read, write
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.calculators import Calculator, file_sha256
 from carrierflow.workflows.cli import main
 from carrierflow.workflows.engine import load_calculator
 from carrierflow.workflows.finetune import (
@@ -196,17 +196,25 @@ def _cell_relaxations(tmp_path):
 def test_a_model_trained_on_every_frame_is_its_last_epoch_with_in_sample_errors_only(
     tmp_path, capsys
 ):
-    """What a shipped model is made by: no frame held out, so nothing may be called validation."""
+    """What a shipped model is made by: no frame held out, so nothing may be called validation;
+    and a rerun of the same command reads the model back instead of training it again."""
     frames, subset = _cell_relaxations(tmp_path)
     args = ["finetune", str(subset), "--base-model", "7net-0", "--epochs", "2"]
-    assert main([*args, "--batch-size", "4", "--output", str(tmp_path / "t")]) == 0
+    args += ["--batch-size", "4", "--output", str(tmp_path / "t")]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "trained on all" in out and "in-sample" in out
-    record = json.loads((tmp_path / "t" / "finetune.json").read_text())
+    [path] = (tmp_path / "t").glob("*/finetune.json")
+    record = json.loads(path.read_text())
     assert record["checkpoint"].endswith("checkpoint_2.pth") and record["epoch"] == 2
     assert set(record["errors"]) == {"train"} and record["held_out"] == {}
     assert record["valid_frames"] == 0 and record["train_frames"] == len(frames)
     assert record["held_out_defects"] == []
+    assert record["dataset_sha256"] == file_sha256(subset)
+    stamp = Path(record["checkpoint"]).stat().st_mtime
+    assert main(args) == 0
+    assert record["checkpoint"] in capsys.readouterr().out
+    assert Path(record["checkpoint"]).stat().st_mtime == stamp
 
 
 def test_cross_validation_trains_one_model_per_held_out_host_and_one_on_every_frame(
