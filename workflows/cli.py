@@ -631,6 +631,7 @@ def _warn_unused(args: argparse.Namespace) -> None:
 def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     """What to study and the CarrierFlowMaker of a command line; with ``check_runnable`` the
     calculators must run here (not so when the flow is submitted to a cluster)."""
+    from carrierflow.workflows.finetune import check_device
     from carrierflow.workflows.flows import CarrierFlowMaker
     from carrierflow.workflows.learn import LearningFlowMaker
     from carrierflow.workflows.schemas import MigrationSettings, RefineSettings
@@ -661,6 +662,8 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     learn = _settings(LearnSettings, args, fine_tune=_settings(FineTuneSettings, args))
     try:
         maker = LearningFlowMaker(**common, learn=learn)
+        if check_runnable:
+            check_device(learn.fine_tune.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return system, species, reference_spec, host_specs, maker
@@ -921,9 +924,15 @@ def command_finetune(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from carrierflow.workflows.calculators import file_sha256
-    from carrierflow.workflows.finetune import fine_tuned_model, phase_of, split_by_phase
+    from carrierflow.workflows.finetune import (
+        check_device,
+        fine_tuned_model,
+        phase_of,
+        split_by_phase,
+    )
 
     settings = _settings(FineTuneSettings, args)
+    check_device(settings.device)
     if not args.data.is_file():
         raise UsageError(f"data set '{args.data}' not found")
     frames = read(args.data, ":")

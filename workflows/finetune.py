@@ -340,6 +340,23 @@ def comparable_frames(
     return setting, kept, left_out
 
 
+def check_device(device: str) -> None:
+    """Refuse a torch device this machine does not have (a typo, or ``cuda`` on a CPU
+    machine): found before any DFT runs, not when the loop's first fine-tuning starts hours
+    later."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    if not torch.cuda.is_available():
+        raise FineTuneError(f"--device {device}: no CUDA device on this machine")
+    if index >= torch.cuda.device_count():
+        raise FineTuneError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+
+
 def fine_tune(
     train: list[Atoms],
     valid: list[Atoms],

@@ -351,7 +351,11 @@ class FineTuneSettings(BaseModel):
         ),
     )
     seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
-    device: str = Field("cpu", **option("--device", "torch device of the trainer (cpu, cuda)"))
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        **option("--device", "torch device of the trainer (cpu, cuda, cuda:N)"),
+    )
 
 
 class LearnSettings(BaseModel):

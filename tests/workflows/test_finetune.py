@@ -245,6 +245,7 @@ def test_cross_validation_trains_one_model_per_held_out_host_and_one_on_every_fr
         (["--cross-validate", "Li", "Li5In4", "Li3In2"], "every phase"),
         (["--cross-validate", "Li3In2", "--hold-out", "Li"], "give one of them"),
         (["--orderings", "a.json", "b.json"], "--orderings compares the models"),
+        (["--device", "cuda:99"], "--device cuda:99"),
         (
             ["--cross-validate", "Li3In2", "--orderings", *ORDERINGS_OF_TWO_COMPOSITIONS],
             "--orderings: orderings of one composition, got Li5In4 and Li3In2",

@@ -158,6 +158,10 @@ def paths(tmp_path):
         (["--learn", "gpaw", "--learn-frames", "1"], "--learn-frames"),
         (["--learn", "gpaw", "--learn-rattles", "-1"], "--learn-rattles"),
         (["--learn", "gpaw", "--epochs", "0"], "--epochs"),
+        # a trainer's device, checked before the hours of DFT that come before the first
+        # fine-tuning (it was taken as any string, and failed there)
+        (["--learn", "gpaw", "--device", "gpu"], "--device"),
+        (["--learn", "gpaw", "--device", "cuda:99"], "--device cuda:99"),
         (["--calculator", "gpaw", "--learn", "gpaw"], "is DFT already"),
     ],
 )
