@@ -436,3 +436,28 @@ def test_options_given_without_the_option_they_belong_to_are_named_in_one_warnin
     capsys.readouterr()
     assert main(["report", *args, "--migration", "--images", "3"]) == 2
     assert "ignored" not in capsys.readouterr().err
+
+
+def _noisy_cell() -> Structure:
+    """A bcc Li cell with every atom moved 0.12 A at random: spglib's C library warns on stderr
+    while it refines it at a loose tolerance."""
+    rng = np.random.default_rng(7)
+    cell = Structure(Lattice.cubic(3.5), ["Li"] * 2, [[0, 0, 0], [0.5, 0.5, 0.5]]) * (2, 2, 2)
+    for site in cell:
+        site.coords = site.coords + rng.normal(0, 0.12, 3)
+    return cell
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_spglib_warnings_reach_the_output_only_with_verbose(capfd, monkeypatch, verbose):
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from carrierflow.workflows import cli
+
+    monkeypatch.setenv("SPGLIB_WARNING", "ON")
+    monkeypatch.delenv("SPGLIB_WARNING")  # restored to what it was after the test
+    cli._configure_logging(verbose=verbose)
+    capfd.readouterr()
+    for symprec in (0.1, 0.3, 0.5):
+        SpacegroupAnalyzer(_noisy_cell(), symprec=symprec).get_refined_structure()
+    assert ("spglib:" in capfd.readouterr().err) == verbose

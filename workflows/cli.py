@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -894,6 +895,10 @@ def _configure_logging(verbose: bool) -> None:
     if not verbose:
         warnings.filterwarnings("ignore")
         logging.getLogger("jobflow").setLevel(logging.ERROR)
+        # spglib's C library writes its own warnings to stderr ("get_bravais_exact_positions_
+        # and_lattice failed." amid a Li-In screen, where a relaxed interstitial cell has no
+        # symmetry to find, and the caller goes on without it); it reads this at every warning
+        os.environ.setdefault("SPGLIB_WARNING", "OFF")
 
 
 def command_dataset(args: argparse.Namespace) -> int:
