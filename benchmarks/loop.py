@@ -1,0 +1,142 @@
+"""What a ``carrierflow run ... --learn`` loop cost, read back from its store, work folder and logs.
+
+    .venv/bin/python benchmarks/loop.py --store STORE --workdir WORKDIR --logs run.*.log \\
+        --output benchmarks/loop.json
+
+The loop's target (issue 17): the whole ``--learn gpaw`` loop on Li-In within 4 hours on this
+2-core machine, resumable across interruptions. A loop that outlives a session runs as several
+invocations of the same command, so its cost is a sum:
+
+- wall time: per invocation log, its first to its last timestamp (what a user waited, model
+  loading, store and the time an interruption threw away included);
+- compute time: every calculation in the store once (a reused calculation counts where it ran:
+  its document keeps the original's time), stand-in and DFT apart, by task; and every
+  fine-tuning's ``finetune.json`` under ``WORKDIR/fine-tuned``. A DFT relaxation that an
+  interruption cut short and a later invocation continued counts only its last part here.
+
+Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import machine  # noqa: E402
+
+TARGET_S = 4 * 3600.0
+STAMP = re.compile(r"^\[carrierflow (\d\d):(\d\d):(\d\d)\]")
+
+
+def log_wall_s(path: Path) -> float:
+    """First to last timestamp of one invocation's log (a day boundary crossed adds a day)."""
+    seconds = []
+    for line in path.read_text().splitlines():
+        match = STAMP.match(line)
+        if match:
+            h, m, s = (int(g) for g in match.groups())
+            t = 3600 * h + 60 * m + s
+            while seconds and t < seconds[-1]:
+                t += 86400
+            seconds.append(t)
+    return float(seconds[-1] - seconds[0]) if seconds else 0.0
+
+
+def calculation_times(store_path: str) -> dict:
+    """Seconds per calculator and task, each calculation once, where it ran."""
+    from carrierflow.workflows.store import open_store
+
+    store = open_store(store_path, create=False)
+    seen: set[str] = set()
+    seconds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    fields = ["output.fingerprint", "output.calculator", "output.task", "output.elapsed_s"]
+    docs = store.query(
+        {"output.elapsed_s": {"$exists": True}, "output.reused": False}, properties=fields
+    )
+    for doc in docs:
+        out = doc["output"]
+        if out["fingerprint"] in seen:
+            continue
+        seen.add(out["fingerprint"])
+        calc = out["calculator"]
+        if calc["name"] in {"gpaw", "vasp"}:
+            who = f"DFT ({calc['name']})"
+        else:
+            model = calc.get("model") or ""
+            who = f"{calc['name']} {Path(model).name if calc.get('model_sha256') else model}"
+        seconds[who][out["task"]] += out["elapsed_s"]
+        counts[who][out["task"]] += 1
+    return {
+        who: {
+            task: {"calculations": counts[who][task], "seconds": round(s, 1)}
+            for task, s in sorted(tasks.items())
+        }
+        for who, tasks in sorted(seconds.items())
+    }
+
+
+def fine_tunings(workdir: Path) -> list[dict]:
+    """Every fine-tuning the loop ran: frames, epochs and seconds."""
+    found = []
+    for record in sorted((workdir / "fine-tuned").glob("*/finetune.json")):
+        doc = json.loads(record.read_text())
+        found.append(
+            {
+                "folder": record.parent.name,
+                "train_frames": doc["train_frames"],
+                "valid_frames": doc["valid_frames"],
+                "epoch": doc["epoch"],
+                "seconds": round(doc["elapsed_s"], 1),
+            }
+        )
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True, help="the loop's --store")
+    parser.add_argument("--workdir", required=True, type=Path, help="the loop's --workdir")
+    parser.add_argument("--logs", nargs="*", type=Path, default=[], help="each invocation's log")
+    parser.add_argument("--output", type=Path, help="write the JSON here")
+    args = parser.parse_args(argv)
+
+    calculations = calculation_times(args.store)
+    tunings = fine_tunings(args.workdir)
+    walls = {str(p): log_wall_s(p) for p in args.logs}
+    by_part = {
+        who: sum(t["seconds"] for t in tasks.values()) for who, tasks in calculations.items()
+    }
+    by_part["fine-tuning"] = sum(t["seconds"] for t in tunings)
+    compute = sum(by_part.values())
+    wall = sum(walls.values())
+    print("| part | hours |\n|---|---|")
+    for who, s in by_part.items():
+        print(f"| {who} | {s / 3600:.2f} |")
+    print(f"| compute, all parts | {compute / 3600:.2f} |")
+    print(f"| wall, {len(walls)} invocation(s) | {wall / 3600:.2f} | target {TARGET_S / 3600:g}")
+    report = {
+        "machine": machine(),
+        "store": args.store,
+        "calculations": calculations,
+        "fine_tunings": tunings,
+        "compute_s": {**by_part, "total": round(compute, 1)},
+        "invocations_wall_s": walls,
+        "wall_s": wall,
+        "target_s": TARGET_S,
+    }
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    print(f"loop_wall_h={wall / 3600:.2f} loop_compute_h={compute / 3600:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
