@@ -70,8 +70,10 @@ def calculation_times(store_path: str) -> dict:
         if calc["name"] in {"gpaw", "vasp"}:
             who = f"DFT ({calc['name']})"
         else:
-            model = calc.get("model") or ""
-            who = f"{calc['name']} {Path(model).name if calc.get('model_sha256') else model}"
+            # a model file by its name and content: each fine-tuning's checkpoint has the same
+            # name (checkpoint_<epochs>.pth), so the rounds' re-screens stay apart by their hash
+            model, digest = calc.get("model") or "", calc.get("model_sha256")
+            who = f"{calc['name']} {f'{Path(model).name} ({digest[:8]})' if digest else model}"
         seconds[who][out["task"]] += out["elapsed_s"]
         counts[who][out["task"]] += 1
     return {

@@ -1,0 +1,81 @@
+"""The benchmark scripts' own bookkeeping (their measurements run by hand, never as tests)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from carrierflow.workflows.store import open_store
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def loop():
+    spec = importlib.util.spec_from_file_location("loop_benchmark", BENCHMARKS / "loop.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _doc(uuid, fingerprint, calculator, task, seconds, reused=False):
+    output = {
+        "fingerprint": fingerprint,
+        "calculator": calculator,
+        "task": task,
+        "elapsed_s": seconds,
+        "reused": reused,
+    }
+    return {"uuid": uuid, "index": 1, "output": output}
+
+
+def test_a_loops_wall_time_is_each_invocations_first_to_last_line_across_midnight(loop, tmp_path):
+    log = tmp_path / "run.1.log"
+    log.write_text(
+        "[carrierflow 23:50:00] start\n  GPAW: a line without a time\n"
+        "[carrierflow 23:59:30] step\n[carrierflow 00:10:00] done\n"
+    )
+    assert loop.log_wall_s(log) == 20 * 60
+
+
+def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_model_apart(
+    loop, tmp_path
+):
+    store = open_store(tmp_path / "store")
+    gpaw = {"name": "gpaw", "model": None}
+    base = {"name": "sevennet", "model": "7net-0"}
+    tuned = [
+        {"name": "sevennet", "model": f"/w/fine-tuned/{h}/checkpoint_30.pth", "model_sha256": h * 8}
+        for h in ("aaaaaaaa", "bbbbbbbb")
+    ]
+    store.docs_store.update(
+        [
+            _doc("1", "f1", gpaw, "ion_relax", 600.0),
+            _doc("2", "f1", gpaw, "ion_relax", 600.0),  # the same calculation in a second flow
+            _doc("3", "f2", gpaw, "ion_relax", 5.0, reused=True),  # read back, not run
+            _doc("4", "f3", gpaw, "static", 100.0),
+            _doc("5", "f4", base, "ion_relax", 30.0),
+            _doc("6", "f5", tuned[0], "ion_relax", 20.0),
+            _doc("7", "f6", tuned[1], "ion_relax", 10.0),
+        ],
+        key="uuid",
+    )
+    record = tmp_path / "work" / "fine-tuned" / "aaaaaaaa" / "finetune.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(
+        json.dumps({"train_frames": 32, "valid_frames": 14, "epoch": 30, "elapsed_s": 330.0})
+    )
+    report = tmp_path / "loop.json"
+    store_dir, work = str(tmp_path / "store"), str(tmp_path / "work")
+    loop.main(["--store", store_dir, "--workdir", work, "--output", str(report)])
+    result = json.loads(report.read_text())
+    assert result["calculations"]["DFT (gpaw)"] == {
+        "ion_relax": {"calculations": 1, "seconds": 600.0},
+        "static": {"calculations": 1, "seconds": 100.0},
+    }
+    assert result["compute_s"]["sevennet checkpoint_30.pth (aaaaaaaa)"] == 20.0
+    assert result["compute_s"]["sevennet checkpoint_30.pth (bbbbbbbb)"] == 10.0
+    assert result["compute_s"]["sevennet 7net-0"] == 30.0
+    assert result["compute_s"]["fine-tuning"] == 330.0
+    assert result["compute_s"]["total"] == 1090.0
