@@ -9,7 +9,8 @@ fine-tuning largely remove that (Deng et al., npj Comput. Mater. 11, 9 (2025)).
 The loop (:class:`LearningFlowMaker`): screen with the base model, refine each phase's lowest
 vacancy and interstitial with DFT (the ``--refine`` flow: the same calculations, shared through
 the store), then in round r = 1, 2, ...: fine-tune the base model on every DFT frame of the
-system computed with this DFT calculator so far (:mod:`carrierflow.workflows.finetune`), screen
+system computed with this DFT calculator so far (:mod:`carrierflow.workflows.finetune`; a rerun
+takes the frames the round took the first time, :func:`pinned_frames`), screen
 every phase again with the fine-tuned model, and where a phase's lowest vacancy or interstitial
 is one that DFT has not refined, refine it (pre-relaxed with the fine-tuned model) and go on, at
 most ``rounds`` fine-tunings. The verdict comes from DFT; the fine-tuned screen stands beside it.
@@ -99,6 +100,38 @@ def learning_sets(frames: list[Atoms], per_calculation: int) -> tuple[list[Atoms
     for (fp, _), steps in runs.items():
         (valid if fp in validating else train).extend(spread(steps, per_calculation))
     return train, valid
+
+
+def pinned_frames(frames: list[Atoms], record: Path) -> list[Atoms]:
+    """The DFT frames of a learning round: those of the calculations it saw when it first ran
+    (listed in ``record``), the same on every rerun; ``frames`` (all of the store's) when it
+    runs for the first time, or when a calculation it saw is gone from the store (a warning).
+
+    Why: a round learned from every DFT frame in the store, and a rerun builds the flow anew,
+    so a resumed loop's round 1 learned from the later rounds' DFT too: another model, whose
+    screen asked for DFT that the run had not made. The timed Li-In loop (--learn-rounds 2),
+    resumed after round 2's DFT, trained 60 frames where its round 1 had trained 40 and began a
+    third round of GPAW relaxations. Pinned, a rerun replays each round with the same frames,
+    the same fine-tuned model (read back by its hash) and the same screen and DFT (reused)."""
+    keys = sorted(runs_of(frames))
+    if record.is_file():
+        pinned = {tuple(key) for key in json.loads(record.read_text())}
+        missing = pinned - set(keys)
+        if not missing:
+            return [a for a in frames if (a.info["fingerprint"], a.info["run"]) in pinned]
+        logger.warning(
+            "%s: %d of the %d DFT runs this learning round trained on are gone from the store "
+            "(or their folders): it learns from the %d there are now",
+            record.stem,
+            len(missing),
+            len(pinned),
+            len(keys),
+        )
+    record.parent.mkdir(parents=True, exist_ok=True)
+    partial = record.with_suffix(".partial")
+    partial.write_text(json.dumps(keys, indent=0) + "\n")
+    partial.replace(record)  # whole or not at all: an interrupted write pins nothing
+    return frames
 
 
 def model_record(result: FineTuneResult) -> dict:
@@ -275,13 +308,18 @@ def learn_round(
     run_id: str,
     start_points: list | None = None,
 ) -> Response:
-    """Round ``number``: fine-tune on every DFT frame of the system so far, screen every phase
+    """Round ``number``: fine-tune on every DFT frame of the system so far (on a rerun: those
+    it took the first time), screen every phase
     with the fine-tuned model, and replace this job by that screen and the decision
     (``start_points``: the DFT single points of the first round's starts, which it waits for)."""
     phases = [reference, *hosts]
     if CURRENT_JOB.store is None:
         raise RuntimeError("learn_round reads the DFT frames from the store: run it with one")
-    frames = dft_frames(CURRENT_JOB.store, maker.refine.describe(), _elements(phases))
+    root = Path(maker.refine.workdir).absolute() / "fine-tuned"
+    frames = pinned_frames(
+        dft_frames(CURRENT_JOB.store, maker.refine.describe(), _elements(phases)),
+        root / "rounds" / f"{run_id}-{number}.json",
+    )
     train, valid = learning_sets(frames, maker.learn.frames_per_calculation)
     logger.info(
         "learning round %d: %d DFT frames, %d to train on, %d to validate",
@@ -290,7 +328,6 @@ def learn_round(
         len(train),
         len(valid),
     )
-    root = Path(maker.refine.workdir).absolute() / "fine-tuned"
     result = fine_tuned_model(train, valid, maker.learn.fine_tune, root)
     tuned = replace(maker.calculator, model=result.checkpoint, model_sha256=None)
     screen = CarrierFlowMaker(calculator=tuned, settings=maker.settings, system=maker.system)

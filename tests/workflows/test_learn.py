@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from carrierflow.workflows.learn import (
     LearningFlowMaker,
     learning_sets,
     not_refined,
+    pinned_frames,
     rattled_hosts,
     spread,
 )
@@ -81,6 +83,29 @@ def test_a_perfect_supercell_always_trains_it_is_the_reference_of_every_formatio
     train, valid = learning_sets(frames, per_calculation=2)
     assert "fp0" in {a.info["fingerprint"] for a in train}
     assert {a.info["fingerprint"] for a in valid} == {"fp1", "fp6"}
+
+
+def test_a_rerun_of_a_learning_round_learns_from_the_frames_it_took_the_first_time(tmp_path):
+    # a resumed loop rebuilds its flow: round 1 runs again when round 2's DFT is in the store
+    def steps(frames):
+        return [(a.info["fingerprint"], a.info["step"]) for a in frames]
+
+    record = tmp_path / "rounds" / "run-1.json"
+    first = [f for i in range(3) for f in _frames(f"fp{i}", [0.0, -0.1])]
+    assert steps(pinned_frames(first, record)) == steps(first)
+    later = [*first, *_frames("round 2", [0.0, -0.2, -0.3])]
+    assert steps(pinned_frames(later, record)) == steps(first)
+    # a calculation it learned from is gone: it learns from what is there, says so, pins that
+    fewer = [a for a in later if a.info["fingerprint"] != "fp0"]
+    handler, logger = _Lines(), logging.getLogger("carrierflow")
+    logger.addHandler(handler)
+    try:
+        assert steps(pinned_frames(fewer, record)) == steps(fewer)
+    finally:
+        logger.removeHandler(handler)
+    assert any("1 of the 3 DFT runs this learning round" in line for line in handler.lines)
+    assert steps(pinned_frames(later, record)) == steps(fewer)
+    assert not list(record.parent.glob("*.partial"))
 
 
 def _host(defects) -> HostOutcome:
@@ -289,5 +314,8 @@ def test_a_rerun_of_the_loop_reuses_every_calculation_and_the_fine_tuned_model(l
     first, second = learned_li["first"], learned_li["second"]
     assert all(d.reused for d in second["docs"])
     assert any("reusing the fine-tuned model" in line for line in learned_li["log"])
+    # the one round took the same frames again (its record), and no round ran beyond it
+    rounds = Path(learned_li["maker"].refine.workdir) / "fine-tuned" / "rounds"
+    assert [p.name.rsplit("-", 1)[1] for p in rounds.glob("*.json")] == ["1.json"]
     assert second["results"]["learned"]["model"] == first["results"]["learned"]["model"]
     assert second["results"]["reference"]["lowest_eV"] == first["results"]["reference"]["lowest_eV"]
