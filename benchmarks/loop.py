@@ -51,6 +51,7 @@ def log_wall_s(path: Path) -> float:
 
 def calculation_times(store_path: str) -> dict:
     """Seconds per calculator and task, each calculation once, where it ran."""
+    from carrierflow.workflows.calculators import label_of
     from carrierflow.workflows.store import open_store
 
     store = open_store(store_path, create=False)
@@ -66,14 +67,7 @@ def calculation_times(store_path: str) -> dict:
         if out["fingerprint"] in seen:
             continue
         seen.add(out["fingerprint"])
-        calc = out["calculator"]
-        if calc["name"] in {"gpaw", "vasp"}:
-            who = f"DFT ({calc['name']})"
-        else:
-            # a model file by its name and content: each fine-tuning's checkpoint has the same
-            # name (checkpoint_<epochs>.pth), so the rounds' re-screens stay apart by their hash
-            model, digest = calc.get("model") or "", calc.get("model_sha256")
-            who = f"{calc['name']} {f'{Path(model).name} ({digest[:8]})' if digest else model}"
+        who = label_of(out["calculator"])
         seconds[who][out["task"]] += out["elapsed_s"]
         counts[who][out["task"]] += 1
     return {

@@ -43,7 +43,7 @@ def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_m
     loop, tmp_path
 ):
     store = open_store(tmp_path / "store")
-    gpaw = {"name": "gpaw", "model": None}
+    gpaw = {"name": "gpaw", "model": None, "preset": "fast"}
     base = {"name": "sevennet", "model": "7net-0"}
     tuned = [
         {"name": "sevennet", "model": f"/w/fine-tuned/{h}/checkpoint_30.pth", "model_sha256": h * 8}
@@ -70,12 +70,12 @@ def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_m
     store_dir, work = str(tmp_path / "store"), str(tmp_path / "work")
     loop.main(["--store", store_dir, "--workdir", work, "--output", str(report)])
     result = json.loads(report.read_text())
-    assert result["calculations"]["DFT (gpaw)"] == {
+    assert result["calculations"]["gpaw-fast"] == {
         "ion_relax": {"calculations": 1, "seconds": 600.0},
         "static": {"calculations": 1, "seconds": 100.0},
     }
-    assert result["compute_s"]["sevennet checkpoint_30.pth (aaaaaaaa)"] == 20.0
-    assert result["compute_s"]["sevennet checkpoint_30.pth (bbbbbbbb)"] == 10.0
-    assert result["compute_s"]["sevennet 7net-0"] == 30.0
+    assert result["compute_s"]["sevennet-checkpoint_30-aaaaaaaa"] == 20.0
+    assert result["compute_s"]["sevennet-checkpoint_30-bbbbbbbb"] == 10.0
+    assert result["compute_s"]["sevennet-7net-0"] == 30.0
     assert result["compute_s"]["fine-tuning"] == 330.0
     assert result["compute_s"]["total"] == 1090.0

@@ -219,12 +219,8 @@ class Calculator(MSONable):
 
     @property
     def label(self) -> str:
-        """A short label such as ``sevennet-7net-l3i5`` or ``gpaw-fast``."""
-        if self.model_sha256:
-            return f"{self.name}-{Path(self.model).stem}-{self.model_sha256[:8]}"
-        if self.model:
-            return f"{self.name}-{self.model}"
-        return self.name if self.preset == "study" else f"{self.name}-{self.preset}"
+        """A short label such as ``sevennet-7net-l3i5`` or ``gpaw-fast`` (:func:`label_of`)."""
+        return label_of(self.describe())
 
     def makers(self, task: str) -> list[Maker]:
         """The Makers of one flow role, run in order, each from the previous one's structure:
@@ -237,6 +233,20 @@ class Calculator(MSONable):
         """The climbing-image NEB of a path's images: atomate2's ASE NEB Makers (FIRE) for the
         in-process calculators, its VASP NEB Maker (VTST) for VASP."""
         return self.code.neb_makers(self, fmax, steps)
+
+
+def label_of(described: dict) -> str:
+    """The short label of a described calculator (:meth:`Calculator.describe`, as results and
+    stored calculations keep it): ``sevennet-7net-l3i5``, ``gpaw-fast``, ``gpaw`` for the
+    study's settings, and a model file by its name and the start of its SHA-256
+    (``sevennet-checkpoint_30-3f2a9c1e``: every fine-tuning writes a checkpoint of that name)."""
+    name, model, digest = described["name"], described.get("model"), described.get("model_sha256")
+    if digest:
+        return f"{name}-{Path(model).stem}-{digest[:8]}"
+    if model:
+        return f"{name}-{model}"
+    preset = described.get("preset") or "study"
+    return name if preset == "study" else f"{name}-{preset}"
 
 
 def file_sha256(path: str | Path) -> str:
