@@ -220,7 +220,9 @@ class Calculator(MSONable):
     @property
     def label(self) -> str:
         """A short label such as ``sevennet-7net-l3i5`` or ``gpaw-fast`` (:func:`label_of`)."""
-        return label_of(self.describe())
+        # the fields the label reads, not describe(): that looks up package versions (3 ms)
+        fields = {"name": self.name, "model": self.model, "model_sha256": self.model_sha256}
+        return label_of(fields | {"preset": self.preset})
 
     def makers(self, task: str) -> list[Maker]:
         """The Makers of one flow role, run in order, each from the previous one's structure:

@@ -5,7 +5,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from carrierflow.structures.sources import load_fixture
-from carrierflow.workflows.calculators import Calculator, CalculatorError
+from carrierflow.workflows.calculators import Calculator, CalculatorError, label_of
 from carrierflow.workflows.engine import fingerprint, load_calculator
 from carrierflow.workflows.jobs import check_same_calculator
 
@@ -77,6 +77,13 @@ def test_a_model_file_is_identified_by_its_content_not_its_path(tmp_path):
     after = fingerprint("static", second.makers("static"), structure, second.model_sha256)
     assert before != after and first.label != second.label
     assert second.label == f"sevennet-model-{second.model_sha256[:8]}"
+    # the label of a stored result (its described calculator) is the calculator's own
+    for calculator in [second, Calculator("gpaw", preset="fast"), Calculator("gpaw")]:
+        assert label_of(calculator.describe()) == calculator.label
+    assert [Calculator("gpaw", preset="fast").label, Calculator("gpaw").label] == [
+        "gpaw-fast",
+        "gpaw",
+    ]
     with pytest.raises(ValueError, match="refusing to mix calculators"):
         check_same_calculator([first.describe(), second.describe()])
     # a queued job rebuilt after the file changed refuses to run with another model
