@@ -79,3 +79,15 @@ def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_m
     assert result["compute_s"]["sevennet-7net-0"] == 30.0
     assert result["compute_s"]["fine-tuning"] == 330.0
     assert result["compute_s"]["total"] == 1090.0
+
+
+def test_the_hessian_benchmark_starts_where_each_recorded_free_dft_relaxation_started():
+    spec = importlib.util.spec_from_file_location("hessian_benchmark", BENCHMARKS / "hessian.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    relaxations = module.recorded(module.FRAMES)
+    # the timed loop's free relaxations, not their local ones (which start from DFT's own end)
+    assert len(relaxations["Li5In4 v_Li_2d_1 [DFT]"]) == 38
+    assert not any("(local)" in label for label in relaxations)
+    for frames in relaxations.values():
+        assert [atoms.info["step"] for atoms in frames] == list(range(1, len(frames) + 1))

@@ -231,6 +231,12 @@ class Calculator(MSONable):
             raise ValueError(f"unknown task '{task}' (tasks: {', '.join(TASKS)})")
         return self.code.makers(self, task)
 
+    def relax_from_minimum(self, stand_in: Calculator) -> list[Maker]:
+        """The ``ion_relax`` Makers of a start that is ``stand_in``'s own minimum: GPAW's
+        BFGS then starts from the stand-in's Hessian there (:mod:`carrierflow.workflows.hessian`).
+        """
+        return self.code.relax_from_minimum(self, stand_in)
+
     def neb_makers(self, fmax: float, steps: int) -> list[Maker]:
         """The climbing-image NEB of a path's images: atomate2's ASE NEB Makers (FIRE) for the
         in-process calculators, its VASP NEB Maker (VTST) for VASP."""

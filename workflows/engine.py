@@ -54,6 +54,8 @@ _RUN_ONLY_SETTINGS = (
     "resume_from",
     "calculation",
 )
+# Maker settings added after stores held results: hashed only when set, so that those stay valid
+_HASHED_WHEN_SET = ("hessian_from",)
 
 
 def fingerprint(
@@ -65,14 +67,7 @@ def fingerprint(
     """Hash of everything that determines a calculation's result (of one structure, or of a
     path's images): the Makers' settings, the structure and, for a model file, its content
     (the Makers know only its path)."""
-    settings = [
-        {
-            k: v
-            for k, v in jsanitize(maker.as_dict(), strict=True).items()
-            if k not in _RUN_ONLY_SETTINGS
-        }
-        for maker in makers
-    ]
+    settings = [hashed_settings(maker) for maker in makers]
     # a one-Maker task hashes as before Makers came in lists, so stores stay valid
     payload = [
         CACHE_VERSION,
@@ -90,6 +85,15 @@ def fingerprint(
         payload.append({"model_sha256": model_sha256})
     payload = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def hashed_settings(maker: Maker) -> dict:
+    """The settings of a Maker that a calculation's fingerprint hashes."""
+    return {
+        k: v
+        for k, v in jsanitize(maker.as_dict(), strict=True).items()
+        if k not in _RUN_ONLY_SETTINGS and not (k in _HASHED_WHEN_SET and v is None)
+    }
 
 
 def load_calculator(maker: Maker):
@@ -110,6 +114,11 @@ def load_calculator(maker: Maker):
     if torch is not None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return calculator
+
+
+def shared_calculator(calculator: Calculator):
+    """The ASE calculator of a force field, loaded once per process like its calculations'."""
+    return _share_calculator(calculator.makers("static")[0])._calculator
 
 
 def _share_calculator(maker: Maker) -> Maker:

@@ -26,6 +26,7 @@ from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 logger = logging.getLogger("carrierflow")
 
 WORKER = Path(__file__).with_name("gpaw_worker.py")
+GPAW_HESSIAN = "gpaw-hessian.npy"
 INSTALL_HINT = (
     "install GPAW and its PAW setups: 'apt-get install gpaw gpaw-data' (Debian/Ubuntu, for the "
     "system python) or 'pip install gpaw gpaw-data' (needs libxc-dev and a BLAS)"
@@ -114,6 +115,11 @@ class GpawMaker(Maker):
     calculation
         The label of the calculation being run (set by the engine): a recorded relaxation is
         continued only under the same label.
+    hessian_from
+        A force field (``name``, ``model``, ``model_sha256`` of a :class:`Calculator`) whose
+        Hessian at the input structure is BFGS's first guess in an ionic relaxation, in place of
+        70 eV/A^2 on every coordinate: the stand-in whose minimum the relaxation starts from
+        (:mod:`carrierflow.workflows.hessian`).
     """
 
     name: str = "gpaw"
@@ -126,6 +132,7 @@ class GpawMaker(Maker):
     maxstep_A: float = 0.05
     resume_from: str | None = None
     calculation: str | None = None
+    hessian_from: dict | None = None
 
     # a folder of an interrupted run is continued, not wiped
     resumable = True
@@ -170,6 +177,8 @@ class GpawMaker(Maker):
         }
         if self.resume_from and self.steps > 1 and not Path(GPAW_STEPS).exists():
             self._continue_recorded(spec)
+        if self.hessian_from and self.steps > 1 and not self.relax_cell:
+            spec["initial_hessian"] = self._initial_hessian(structure, fixed)
         Path(GPAW_INPUT).write_text(json.dumps(spec))
         Path("gpaw-result.json").unlink(missing_ok=True)
         command = self.command()
@@ -206,6 +215,32 @@ class GpawMaker(Maker):
             is_force_converged=converged,
             record=record,
         )
+
+    def _initial_hessian(self, structure: Structure, fixed: list[int]) -> str:
+        """Write the stand-in's Hessian at the start, once: a resumed relaxation rebuilds its
+        optimizer on the same first guess."""
+        if not Path(GPAW_HESSIAN).exists():
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            from carrierflow.workflows.calculators import Calculator
+            from carrierflow.workflows.engine import shared_calculator
+            from carrierflow.workflows.hessian import initial_hessian
+
+            stand_in = Calculator(**self.hessian_from)
+            started = time.perf_counter()
+            atoms = AseAtomsAdaptor.get_atoms(structure)
+            hessian = initial_hessian(atoms, shared_calculator(stand_in), fixed)
+            # written whole or not at all: an interrupted write must not be read as a guess
+            partial = Path(GPAW_HESSIAN + ".partial.npy")
+            np.save(partial, hessian)
+            partial.rename(GPAW_HESSIAN)
+            logger.info(
+                "  GPAW %s: first Hessian guess from %s (%.0f s)",
+                self.name,
+                stand_in.label,
+                time.perf_counter() - started,
+            )
+        return GPAW_HESSIAN
 
     def _continue_recorded(self, spec: dict) -> None:
         """Start the step log with the recorded steps of this relaxation, if ``resume_from``

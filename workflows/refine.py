@@ -163,7 +163,11 @@ def refine_defects(
             prerelaxed.append(prerelax.output)
     for candidate, cell, stand_in in zip(plan.selected, plan.cells, prerelaxed, strict=True):
         relax = calculation(
-            calculator, "ion_relax", stand_in.structure, f"{label} {candidate.name} [DFT]"
+            calculator,
+            "ion_relax",
+            stand_in.structure,
+            f"{label} {candidate.name} [DFT]",
+            makers=calculator.relax_from_minimum(screen_calculator),
         )
         assess = assess_defect(
             label,

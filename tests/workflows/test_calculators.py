@@ -6,7 +6,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from carrierflow.structures.sources import load_fixture
 from carrierflow.workflows.calculators import Calculator, CalculatorError, label_of
-from carrierflow.workflows.engine import fingerprint, load_calculator
+from carrierflow.workflows.engine import fingerprint, hashed_settings, load_calculator
 from carrierflow.workflows.jobs import check_same_calculator
 
 
@@ -104,6 +104,26 @@ def test_shipped_models_keep_the_fingerprints_of_stored_calculations():
     assert fingerprint("static", makers, structure) == fingerprint(
         "static", makers, structure, calculator.model_sha256
     )
+
+
+def test_a_dft_relaxation_guided_by_a_stand_ins_hessian_is_another_calculation():
+    structure = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    gpaw = Calculator("gpaw", preset="fast")
+    plain = fingerprint("ion_relax", gpaw.makers("ion_relax"), structure)
+    guided = [
+        fingerprint(
+            "ion_relax", gpaw.relax_from_minimum(Calculator("sevennet", model=m)), structure
+        )
+        for m in ("7net-0", "7net-l3i5")
+    ]
+    assert len({plain, *guided}) == 3
+    # the setting is hashed only when set: every GPAW result stored before it stays valid
+    [maker] = gpaw.makers("ion_relax")
+    assert "hessian_from" not in hashed_settings(maker)
+    # codes that take no first Hessian, and a DFT stand-in, relax as ever
+    vasp = Calculator("vasp", preset="fast")
+    assert vasp.relax_from_minimum(Calculator("sevennet")) == vasp.makers("ion_relax")
+    assert gpaw.relax_from_minimum(Calculator("gpaw")) == gpaw.makers("ion_relax")
 
 
 def test_energies_from_different_calculators_are_never_mixed():

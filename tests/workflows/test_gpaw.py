@@ -523,3 +523,40 @@ def test_the_steps_of_an_unfinished_relaxation_are_exported_and_continued_elsewh
     write(tmp_path / "frames.extxyz", frames, format="extxyz")
     steps = recorded_relaxation(tmp_path / "frames.extxyz", spec, "Li pair")
     assert [s["free_energy"] for s in steps] == [-3.01, -3.02]
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_a_dft_relaxation_from_a_stand_ins_minimum_starts_from_its_hessian_even_when_resumed(
+    tmp_path,
+):
+    from monty.os import cd
+    from pymatgen.core import Lattice, Structure
+
+    from carrierflow.workflows.dataset import GPAW_STEPS
+    from carrierflow.workflows.gpaw_makers import GPAW_HESSIAN
+
+    pair = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.56, 0.47, 0.5]])
+    cores = 2 if shutil.which("mpirun") else 1
+    stand_in = Calculator("sevennet", model="7net-0")
+    [plain] = Calculator("gpaw", dft=TINY, fmax=1e-4, cores=cores).makers("ion_relax")
+    [guided] = Calculator("gpaw", dft=TINY, fmax=1e-4, cores=cores).relax_from_minimum(stand_in)
+    assert guided.hessian_from == {"name": "sevennet", "model": "7net-0"}
+
+    def steps(maker, folder, limit):
+        folder.mkdir(exist_ok=True)
+        with cd(folder):
+            GpawMaker(**{**maker.__dict__, "steps": limit}).run(pair)
+        return [json.loads(line)["positions"] for line in (folder / GPAW_STEPS).open()]
+
+    first_plain = np.array(steps(plain, tmp_path / "plain", 2)[:2])
+    whole = np.array(steps(guided, tmp_path / "whole", 4))
+    assert np.load(tmp_path / "whole" / GPAW_HESSIAN).shape == (6, 6)
+    # BFGS's first step is the force over the guessed curvature: 70 eV/A^2 moves the pushed atom
+    # a few thousandths of an angstrom, the stand-in's curvature of bcc Li (a few eV/A^2) further
+    plain_step = np.abs(first_plain[1] - first_plain[0]).max()
+    assert np.abs(whole[1] - whole[0]).max() > 3 * plain_step
+    # interrupted after two steps and resumed: the same guess (kept in the folder), the same path
+    steps(guided, tmp_path / "resumed", 2)
+    resumed = np.array(steps(guided, tmp_path / "resumed", 4))
+    assert np.allclose(whole, resumed, atol=1e-4)

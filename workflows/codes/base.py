@@ -78,6 +78,12 @@ class Code:
         """The Makers of one flow role, run in order, each from the previous final structure."""
         raise NotImplementedError
 
+    def relax_from_minimum(self, calculator: Calculator, stand_in: Calculator) -> list[Maker]:
+        """The ionic relaxation Makers of a start that is ``stand_in``'s minimum (the
+        refinement's DFT relaxations): a code whose optimizer takes a first Hessian uses the
+        stand-in's there."""
+        return self.makers(calculator, "ion_relax")
+
     def neb_makers(self, calculator: Calculator, fmax: float, steps: int) -> list[Maker]:
         """The climbing-image NEB Makers of a path's images."""
         raise CalculatorError(f"NEB with '{self.name}' is not available yet")

@@ -1,0 +1,160 @@
+"""One lever of the learning loop, measured: a DFT relaxation's first Hessian from the stand-in.
+
+Every DFT defect relaxation of the loop starts at the stand-in's minimum in the DFT cell; ASE's
+BFGS starts from 70 eV/A^2 on every coordinate, the worker's guided relaxations from the
+stand-in's Hessian there (:mod:`carrierflow.workflows.hessian`). From the first frame of each
+recorded DFT relaxation in a data set (``fixtures/dft/``), this script counts force calls to the
+same fmax and maxstep as the worker:
+
+- ``--target MODEL`` (default): a cheaper stand-in for DFT, a model file or name (the shipped
+  fine-tuned Li-In model, nearest to DFT), with each first guess: 70 eV/A^2, 20 eV/A^2, and the
+  ``--source`` model's Hessian (floored at 0.5 and at the shipped floor);
+- ``--gpaw LABEL``: GPAW itself (the worker, the frames' own settings and k-mesh, ``--cores``
+  ranks) on one recorded relaxation, guided by the ``--source`` model, beside the recorded path.
+
+    .venv/bin/python benchmarks/hessian.py --output benchmarks/hessian.json
+    .venv/bin/python benchmarks/hessian.py --gpaw "Li5In4 v_Li_2d_1 [DFT]" --cores 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from ase.io import read
+from ase.optimize import BFGS
+
+from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.engine import shared_calculator
+from carrierflow.workflows.gpaw_makers import GPAW_HESSIAN, GpawMaker
+from carrierflow.workflows.hessian import (
+    EIGENVALUE_FLOOR_EV_A2,
+    force_field_hessian,
+    initial_hessian,
+    regularized,
+)
+
+HERE = Path(__file__).resolve().parent
+FRAMES = HERE.parent / "fixtures" / "dft" / "li-in-loop-timed-gpaw-fast.extxyz"
+SHIPPED = HERE.parent / "fixtures" / "models" / "7net-li-in.pth"
+FMAX, MAXSTEP = 0.05, 0.05
+
+
+def recorded(frames_file: Path) -> dict[str, list]:
+    """The recorded free DFT relaxations (label ``... [DFT]``), each its frames in order."""
+    relaxations: dict[str, list] = {}
+    for atoms in read(frames_file, index=":"):
+        info = atoms.info
+        if info.get("task") == "ion_relax" and info["label"].endswith("[DFT]"):
+            relaxations.setdefault(info["label"], []).append(atoms)
+    return relaxations
+
+
+def force_calls(start, calculator, hessian=None, alpha=70.0) -> tuple[int, float]:
+    atoms = start.copy()
+    atoms.calc = calculator
+    optimizer = BFGS(atoms, maxstep=MAXSTEP, alpha=alpha, logfile=None)
+    if hessian is not None:
+        optimizer.H0 = hessian
+    optimizer.run(fmax=FMAX, steps=300)
+    return optimizer.nsteps + 1, float(atoms.get_potential_energy())
+
+
+def with_model(relaxations: dict, source, target) -> list[dict]:
+    rows = []
+    for label, frames in relaxations.items():
+        start = frames[0].copy()
+        start.calc = None
+        started = time.perf_counter()
+        raw = force_field_hessian(start, source)
+        row = {"relaxation": label, "atoms": len(start), "dft_force_calls": len(frames)}
+        row["hessian_s"] = round(time.perf_counter() - started, 1)
+        guesses = {
+            "70 eV/A^2 (ASE)": {},
+            "20 eV/A^2": {"alpha": 20.0},
+            "source, floor 0.5": {"hessian": regularized(raw, 0.5)},
+            f"source, floor {EIGENVALUE_FLOOR_EV_A2}": {"hessian": regularized(raw)},
+        }
+        for name, kwargs in guesses.items():
+            calls, energy = force_calls(start, target, **kwargs)
+            row[name] = {"force_calls": calls, "energy_eV": round(energy, 4)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def with_gpaw(frames: list, source: Calculator, cores: int) -> dict:
+    start = frames[0]
+    settings = json.loads(start.info["dft_settings"])
+    kpts = [int(k) for k in str(start.info["kpts"]).split("x")]
+    spec = {
+        "numbers": start.numbers.tolist(),
+        "cell": start.cell.array.tolist(),
+        "frac": start.get_scaled_positions(wrap=False).tolist(),
+        "fixed": [],
+        "kpts": kpts,
+        "settings": settings,
+        "relax_cell": False,
+        "steps": 200,
+        "fmax": FMAX,
+        "maxstep_A": MAXSTEP,
+        "run": "ion relax",
+        "initial_hessian": GPAW_HESSIAN,
+    }
+    folder = Path(tempfile.mkdtemp(prefix="carrierflow-hessian-gpaw-"))
+    atoms = start.copy()
+    atoms.calc = None
+    np.save(folder / GPAW_HESSIAN, initial_hessian(atoms, shared_calculator(source)))
+    (folder / "gpaw-input.json").write_text(json.dumps(spec))
+    started = time.perf_counter()
+    subprocess.run(GpawMaker(cores=cores).command(), cwd=folder, check=True)
+    steps = [json.loads(line) for line in (folder / "gpaw-steps.jsonl").open()]
+    return {
+        "relaxation": start.info["label"],
+        "folder": str(folder),
+        "recorded": {
+            "force_calls": len(frames),
+            "energy_eV": float(frames[-1].info["energy_zero_width"]),
+        },
+        "guided": {
+            "force_calls": len(steps),
+            "energy_eV": steps[-1]["energy"],
+            "seconds": round(time.perf_counter() - started),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=Path, default=FRAMES)
+    parser.add_argument("--source", default="7net-0", help="the stand-in of the screen")
+    parser.add_argument("--target", default=str(SHIPPED), help="the model standing in for DFT")
+    parser.add_argument("--gpaw", metavar="LABEL", help="run GPAW on this recorded relaxation")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    relaxations = recorded(args.frames)
+    source = Calculator("sevennet", model=args.source)
+    if args.gpaw:
+        result = with_gpaw(relaxations[args.gpaw], source, args.cores)
+    else:
+        target = shared_calculator(Calculator("sevennet", model=args.target))
+        result = {
+            "source": source.label,
+            "target": args.target,
+            "rows": with_model(relaxations, shared_calculator(source), target),
+        }
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
