@@ -8,7 +8,8 @@ the timed loop's DFT relaxations): its first steps are 20-50 times too short, an
 curvature one force call at a time, each of them 45-80 s of GPAW on 2 cores.
 
 The Hessian comes from ASE's finite differences (:class:`ase.vibrations.Vibrations`, central,
-0.01 A), 6N force calls of the stand-in: 28-59 s for 23-31 atoms with SevenNet-0 on 2 cores.
+0.01 A), 6N force calls of the stand-in: 28-59 s for 23-31 atoms with SevenNet-0 on 2 cores
+(87-175 s beside a running GPAW).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from ase.vibrations import Vibrations
 # a few soft modes are near zero, which a quasi-Newton step would follow too far (maxstep
 # bounds it, but then every step is maxstep along them). Measured with the shipped Li-In model
 # relaxing from SevenNet-0's minima of the timed loop's three costliest DFT relaxations (force
-# calls to 0.05 eV/A, maxstep 0.05 A): 70 eV/A^2 everywhere (ASE) 84; SevenNet-0's Hessian
-# floored at 0.5, 57; at 2, 26 (the Li5In4 vacancy: 46, 50, 21).
+# calls to 0.05 eV/A, maxstep 0.05 A; benchmarks/hessian.json): 70 eV/A^2 everywhere (ASE) 84;
+# SevenNet-0's Hessian floored at 0.5, 55; at 2, 26 (the Li5In4 vacancy: 46, 48, 21). In GPAW the
+# Li5In4 vacancy took 20 force calls from the floor of 2, where 70 eV/A^2 had taken 38.
 EIGENVALUE_FLOOR_EV_A2 = 2.0
 
 # the curvature of an atom that does not move (its rows decouple from the free atoms)

@@ -75,7 +75,7 @@ class Gpaw(DftCode):
         makers = self.makers(calculator, "ion_relax")
         if stand_in.code.is_dft:
             return makers
-        # 24 GPAW steps of the Li5In4 vacancy from SevenNet-0's minimum, where 70 eV/A^2 took
+        # 20 GPAW force calls for the Li5In4 vacancy from SevenNet-0's minimum, where 70 eV/A^2 took
         # 38 (carrierflow.workflows.hessian)
         identity = {"name": stand_in.name, "model": stand_in.model}
         if stand_in.model_sha256:
