@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from ase.io import read
 from ase.optimize import BFGS
+from monty.os import cd
+from pymatgen.io.ase import AseAtomsAdaptor
 
 from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.dataset import GPAW_STEPS
 from carrierflow.workflows.engine import shared_calculator
-from carrierflow.workflows.gpaw_makers import GPAW_HESSIAN, GpawMaker
 from carrierflow.workflows.hessian import (
     EIGENVALUE_FLOOR_EV_A2,
     force_field_hessian,
-    initial_hessian,
     regularized,
 )
 
@@ -90,33 +90,18 @@ def with_model(relaxations: dict, source, target) -> list[dict]:
 
 
 def with_gpaw(frames: list, source: Calculator, cores: int) -> dict:
-    start = frames[0]
-    settings = json.loads(start.info["dft_settings"])
-    kpts = [int(k) for k in str(start.info["kpts"]).split("x")]
-    spec = {
-        "numbers": start.numbers.tolist(),
-        "cell": start.cell.array.tolist(),
-        "frac": start.get_scaled_positions(wrap=False).tolist(),
-        "fixed": [],
-        "kpts": kpts,
-        "settings": settings,
-        "relax_cell": False,
-        "steps": 200,
-        "fmax": FMAX,
-        "maxstep_A": MAXSTEP,
-        "run": "ion relax",
-        "initial_hessian": GPAW_HESSIAN,
-    }
+    """The recorded relaxation's start relaxed again by the workflow's own guided GPAW Maker,
+    with the frames' DFT settings (its k-mesh rule gives the frames' mesh)."""
+    [maker] = Calculator("gpaw", cores=cores).relax_from_minimum(source)
+    settings = json.loads(frames[0].info["dft_settings"])
+    maker = replace(maker, settings=settings, fmax=FMAX, maxstep_A=MAXSTEP, steps=200)
     folder = Path(tempfile.mkdtemp(prefix="carrierflow-hessian-gpaw-"))
-    atoms = start.copy()
-    atoms.calc = None
-    np.save(folder / GPAW_HESSIAN, initial_hessian(atoms, shared_calculator(source)))
-    (folder / "gpaw-input.json").write_text(json.dumps(spec))
     started = time.perf_counter()
-    subprocess.run(GpawMaker(cores=cores).command(), cwd=folder, check=True)
-    steps = [json.loads(line) for line in (folder / "gpaw-steps.jsonl").open()]
+    with cd(folder):
+        maker.run(AseAtomsAdaptor.get_structure(frames[0]))
+    steps = [json.loads(line) for line in (folder / GPAW_STEPS).open()]
     return {
-        "relaxation": start.info["label"],
+        "relaxation": frames[0].info["label"],
         "folder": str(folder),
         "recorded": {
             "force_calls": len(frames),

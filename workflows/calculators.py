@@ -218,11 +218,19 @@ class Calculator(MSONable):
         return described
 
     @property
+    def model_identity(self) -> dict:
+        """What identifies the calculator's model: ``name``, ``model`` and a model file's
+        ``model_sha256`` (``Calculator(**model_identity)`` loads it again)."""
+        identity = {"name": self.name, "model": self.model}
+        if self.model_sha256:
+            identity["model_sha256"] = self.model_sha256
+        return identity
+
+    @property
     def label(self) -> str:
         """A short label such as ``sevennet-7net-l3i5`` or ``gpaw-fast`` (:func:`label_of`)."""
         # the fields the label reads, not describe(): that looks up package versions (3 ms)
-        fields = {"name": self.name, "model": self.model, "model_sha256": self.model_sha256}
-        return label_of(fields | {"preset": self.preset})
+        return label_of(self.model_identity | {"preset": self.preset})
 
     def makers(self, task: str) -> list[Maker]:
         """The Makers of one flow role, run in order, each from the previous one's structure:

@@ -77,7 +77,4 @@ class Gpaw(DftCode):
             return makers
         # 20 GPAW force calls for the Li5In4 vacancy from SevenNet-0's minimum, where 70 eV/A^2 took
         # 38 (carrierflow.workflows.hessian)
-        identity = {"name": stand_in.name, "model": stand_in.model}
-        if stand_in.model_sha256:
-            identity["model_sha256"] = stand_in.model_sha256
-        return [replace(maker, hessian_from=identity) for maker in makers]
+        return [replace(maker, hessian_from=stand_in.model_identity) for maker in makers]
