@@ -12,7 +12,9 @@ invocations of the same command, so its cost is a sum:
 - compute time: every calculation in the store once (a reused calculation counts where it ran:
   its document keeps the original's time), stand-in and DFT apart, by task; and every
   fine-tuning's ``finetune.json`` under ``WORKDIR/fine-tuned``. A DFT relaxation that an
-  interruption cut short and a later invocation continued counts only its last part here.
+  interruption cut short and a later invocation continued counts only its last part here;
+- GPAW's steps under ``WORKDIR``: SCF iterations and seconds per iteration, the machine's speed
+  apart from the loop's work.
 
 Prints a table and writes JSON.
 """
@@ -30,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run import machine  # noqa: E402
+
+from carrierflow.workflows.dataset import GPAW_STEPS  # noqa: E402
 
 TARGET_S = 4 * 3600.0
 STAMP = re.compile(r"^\[carrierflow (\d\d):(\d\d):(\d\d)\]")
@@ -79,6 +83,29 @@ def calculation_times(store_path: str) -> dict:
     }
 
 
+def dft_steps(workdir: Path) -> dict:
+    """GPAW's ionic steps under ``WORKDIR`` that say what they cost (the worker's step log
+    since 2026-12-03): how many, their SCF iterations and seconds, and the seconds per SCF
+    iteration, which tell a slower machine (the Li5In4 vacancy's relaxation took 77 s per step on
+    one machine, 160 s on another) from a loop that needed more steps."""
+    steps = iterations = 0
+    seconds = 0.0
+    for log in sorted(workdir.rglob(GPAW_STEPS)):
+        for line in log.read_text().splitlines():
+            step = json.loads(line)
+            if "scf_iterations" in step and "step_s" in step:
+                steps += 1
+                iterations += step["scf_iterations"]
+                seconds += step["step_s"]
+    per_iteration = round(seconds / iterations, 2) if iterations else None
+    return {
+        "steps": steps,
+        "scf_iterations": iterations,
+        "seconds": round(seconds, 1),
+        "s_per_scf_iteration": per_iteration,
+    }
+
+
 def fine_tunings(workdir: Path) -> list[dict]:
     """Every fine-tuning the loop ran: frames, epochs and seconds."""
     found = []
@@ -118,11 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {who} | {s / 3600:.2f} |")
     print(f"| compute, all parts | {compute / 3600:.2f} |")
     print(f"| wall, {len(walls)} invocation(s) | {wall / 3600:.2f} | target {TARGET_S / 3600:g}")
+    steps = dft_steps(args.workdir)
+    if steps["steps"]:
+        print(
+            f"GPAW: {steps['steps']} timed steps, {steps['scf_iterations']} SCF iterations, "
+            f"{steps['s_per_scf_iteration']} s each"
+        )
     report = {
         "machine": machine(),
         "store": args.store,
         "calculations": calculations,
         "fine_tunings": tunings,
+        "gpaw_steps": steps,
         "compute_s": {**by_part, "total": round(compute, 1)},
         "invocations_wall_s": walls,
         "wall_s": wall,

@@ -61,6 +61,12 @@ def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_m
         ],
         key="uuid",
     )
+    # a GPAW folder's step log: one step before steps said what they cost, two after
+    steps = tmp_path / "work" / "Li5In4_v_Li_2d_1-ion_relax-0123abcd" / "1-ion_relax"
+    steps.mkdir(parents=True)
+    lines = [{"energy": -1.0}, {"scf_iterations": 19, "step_s": 263.0}]
+    lines.append({"scf_iterations": 11, "step_s": 157.0})
+    (steps / "gpaw-steps.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     record = tmp_path / "work" / "fine-tuned" / "aaaaaaaa" / "finetune.json"
     record.parent.mkdir(parents=True)
     record.write_text(
@@ -78,6 +84,12 @@ def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_m
     assert result["compute_s"]["sevennet-checkpoint_30-bbbbbbbb"] == 10.0
     assert result["compute_s"]["sevennet-7net-0"] == 30.0
     assert result["compute_s"]["fine-tuning"] == 330.0
+    assert result["gpaw_steps"] == {
+        "steps": 2,
+        "scf_iterations": 30,
+        "seconds": 420.0,
+        "s_per_scf_iteration": 14.0,
+    }
     assert result["compute_s"]["total"] == 1090.0
 
 

@@ -71,6 +71,10 @@ def gpaw_frames(directory: Path) -> list[Atoms]:
                 "fixed_atoms": json.dumps(spec.get("fixed") or []),
             }
         )
+        # what the step cost where it ran (steps recorded before 2026-12-03 do not say)
+        for key in ("scf_iterations", "step_s"):
+            if key in step:
+                atoms.info[key] = step[key]
         frames.append(atoms)
     return frames
 

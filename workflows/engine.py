@@ -13,14 +13,13 @@ import shutil
 import sys
 import time
 import types
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from pathlib import Path
 
 import numpy as np
 from ase.neighborlist import neighbor_list
 from jobflow import CURRENT_JOB, Job, JobConfig, Maker, Response, job
 from monty.json import jsanitize
-from monty.os import cd
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -272,7 +271,7 @@ def _run_steps(
             if getattr(maker, "resumable", False):
                 maker.calculation = label  # what it continues from is this calculation's
             logger.info("%s: %s in %s", label, maker.name, step_dir)
-            with cd(step_dir):
+            with chdir(step_dir):
                 result = type(maker).make.original(maker, structure, prev_dir=prev_dir)
             prev_dir = str(step_dir)
         task_doc = result.output if isinstance(result, Response) else result

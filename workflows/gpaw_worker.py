@@ -35,6 +35,8 @@ except ImportError:  # ASE < 3.23
     from ase.constraints import ExpCellFilter as CellFilter
 
 STEPS = Path("gpaw-steps.jsonl")
+# when the last step was recorded (the run's start before the first): a step's seconds
+LAST_RECORD = [time.time()]
 
 
 def say(text):
@@ -114,6 +116,7 @@ def record(atoms, started, with_stress, resumed=None):
     set of another machine's, see ``GpawMaker.resume_from``), whose geometry the resumed run
     computes first and is not recorded again."""
     forces = atoms.get_forces()
+    now = time.time()
     entry = {
         "energy": float(atoms.get_potential_energy()),
         "free_energy": float(atoms.get_potential_energy(force_consistent=True)),
@@ -122,8 +125,15 @@ def record(atoms, started, with_stress, resumed=None):
         "forces": atoms.get_forces(apply_constraint=False).tolist(),
         "raw_forces": True,
         "fmax": float(np.linalg.norm(forces, axis=1).max()),
-        "elapsed_s": time.time() - started,
+        "elapsed_s": now - started,
+        # this step's own cost, so that timings compare across machines: the Li5In4 vacancy's
+        # relaxation from SevenNet-0's minimum took 77 s per step on one machine, 160 s (14.6 s
+        # per SCF iteration) on another; the iterations of this step's SCF, the seconds since
+        # the step before
+        "scf_iterations": int(atoms.calc.get_number_of_iterations()),
+        "step_s": now - LAST_RECORD[0],
     }
+    LAST_RECORD[0] = now
     if with_stress:
         entry["stress"] = atoms.get_stress(voigt=True, apply_constraint=False).tolist()
     # the file is rank 0's alone: another rank reading it while rank 0 appends read half a line
@@ -151,6 +161,7 @@ def record(atoms, started, with_stress, resumed=None):
 def main(path):
     spec = json.loads(Path(path).read_text())
     started = time.time()
+    LAST_RECORD[0] = started
     steps = recorded_steps()  # read once, before any rank could be appending
     resumed = steps[-1] if steps else None
     atoms = build_atoms(spec, steps)

@@ -352,6 +352,8 @@ def test_an_interrupted_gpaw_relaxation_goes_on_as_if_never_stopped(tmp_path):
     # start (1e-6 A here; from BFGS's initial guess instead, step 3 went 0.04 A elsewhere)
     for a, b in zip(whole, resumed, strict=True):
         assert np.allclose(a["positions"], b["positions"], atol=1e-4)
+    # each step says what it cost, for timings across machines: its SCF and its seconds
+    assert all(step["scf_iterations"] >= 1 and step["step_s"] > 0 for step in whole)
 
 
 @pytest.mark.gpaw
@@ -372,6 +374,14 @@ def test_a_cell_relaxation_resumed_from_positions_off_its_symmetry_by_1e_8_goes_
     assert steps[2]["cell"] != steps[0]["cell"]
 
 
+def test_a_training_frame_says_what_its_dft_step_cost_where_the_step_log_does(tmp_path):
+    timed = {**STEP, "scf_iterations": 14, "step_s": 160.5}
+    moved = {**STEP, "positions": [[0, 0, 0], [0.51, 0.5, 0.5]]}  # recorded before 2026-12-03
+    first, second = _frames_of_step_log(tmp_path, [], [timed, moved])
+    assert (first.info["scf_iterations"], first.info["step_s"]) == (14, 160.5)
+    assert "step_s" not in second.info
+
+
 def test_a_step_recorded_twice_at_one_geometry_is_one_training_frame(tmp_path):
     moved = {**STEP, "positions": [[0, 0, 0], [0.51, 0.5, 0.5]], "free_energy": -3.02}
     again = {**moved, "free_energy": -3.0200001}  # a resumed run's start, recomputed
@@ -382,8 +392,9 @@ def test_a_step_recorded_twice_at_one_geometry_is_one_training_frame(tmp_path):
 @pytest.mark.gpaw
 @needs_gpaw
 def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tmp_path):
+    from contextlib import chdir
+
     from ase.io import write
-    from monty.os import cd
     from pymatgen.core import Lattice, Structure
 
     from carrierflow.workflows.dataset import GPAW_STEPS, gpaw_frames
@@ -395,7 +406,7 @@ def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tm
     runs = {name: tmp_path / name for name in ("first", "again", "elsewhere")}
     for folder in runs.values():
         folder.mkdir()
-    with cd(runs["first"]):
+    with chdir(runs["first"]):
         first = maker.run(pair)
     # the first machine's frames, as `carrierflow dataset` exports them
     frames = gpaw_frames(runs["first"])
@@ -405,7 +416,7 @@ def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tm
     resuming = GpawMaker(**{**maker.__dict__, "resume_from": str(tmp_path / "frames.extxyz")})
     nudged = pair.copy()
     nudged.translate_sites([1], [2e-5, 0, 0], frac_coords=False)  # 1e-8 A in the Li-In run
-    with cd(runs["again"]):
+    with chdir(runs["again"]):
         again = resuming.run(nudged)
     steps = [json.loads(line) for line in (runs["again"] / GPAW_STEPS).read_text().splitlines()]
     # the recorded steps, and no new one: the last geometry was computed once more (the check)
@@ -417,7 +428,7 @@ def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tm
     # a start 0.01 A off is another relaxation: it runs from its own start
     moved = pair.copy()
     moved.translate_sites([1], [0.01, 0, 0], frac_coords=False)
-    with cd(runs["elsewhere"]):
+    with chdir(runs["elsewhere"]):
         resuming.run(moved)
     own = json.loads((runs["elsewhere"] / GPAW_STEPS).read_text().splitlines()[0])
     assert np.allclose(own["positions"], moved.cart_coords)
@@ -530,7 +541,8 @@ def test_the_steps_of_an_unfinished_relaxation_are_exported_and_continued_elsewh
 def test_a_dft_relaxation_from_a_stand_ins_minimum_starts_from_its_hessian_even_when_resumed(
     tmp_path,
 ):
-    from monty.os import cd
+    from contextlib import chdir
+
     from pymatgen.core import Lattice, Structure
 
     from carrierflow.workflows.dataset import GPAW_STEPS
@@ -544,7 +556,7 @@ def test_a_dft_relaxation_from_a_stand_ins_minimum_starts_from_its_hessian_even_
 
     def steps(maker, folder, limit):
         folder.mkdir(exist_ok=True)
-        with cd(folder):
+        with chdir(folder):
             GpawMaker(**{**maker.__dict__, "steps": limit}).run(pair)
         return [json.loads(line)["positions"] for line in (folder / GPAW_STEPS).open()]
 

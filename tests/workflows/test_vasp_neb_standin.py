@@ -3,6 +3,8 @@ vacancy hop in Cu with SYNTHETIC output from EMT, against a direct ASE climbing-
 
 from __future__ import annotations
 
+from contextlib import chdir
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -15,7 +17,6 @@ from atomate2.vasp.run import JobType
 from atomate2.vasp.sets.core import NebSetGenerator
 from custodian.custodian import ValidationError
 from emmet.core.neb import NebIntermediateImagesDoc
-from monty.os import cd
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.vasp import Kpoints
 from pymatgen.io.vasp.sets import MPRelaxSet
@@ -87,7 +88,7 @@ def test_a_cu_vacancy_hop_through_atomate2s_neb_maker(tmp_path, standin_vasp, ho
     structures = [AseAtomsAdaptor.get_structure(image) for image in hop]
     head = tmp_path / "neb"
     head.mkdir()
-    with cd(head):
+    with chdir(head):
         result = NebFromImagesMaker.make.original(_maker(standin_vasp["command"]), structures)
     doc = result.output
     assert isinstance(doc, NebIntermediateImagesDoc)
@@ -118,7 +119,7 @@ def test_an_unconverged_neb_uses_all_nsw_steps_and_fails(tmp_path, standin_vasp,
     maker = _maker(standin_vasp["command"], nsw=5)
     maker.stop_children_kwargs = {"handle_unsuccessful": True}
     structures = [AseAtomsAdaptor.get_structure(image) for image in hop]
-    with cd(tmp_path):
+    with chdir(tmp_path):
         result = NebFromImagesMaker.make.original(maker, structures)
     assert result.output.state == "failed" and result.stop_children
     assert [len(calc.output.ionic_steps) for calc in result.output.calculations] == [5, 5, 5]
@@ -128,7 +129,7 @@ def test_the_neb_mode_fails_on_request(tmp_path, standin_vasp, hop, monkeypatch)
     monkeypatch.setenv("STANDIN_VASP_FAIL_FORMULA", "Cu31")
     structures = [AseAtomsAdaptor.get_structure(image) for image in hop]
     # custodian validates before it looks at the return code: the images have no outputs
-    with cd(tmp_path), pytest.raises(ValidationError, match="VaspNebFilesValidator"):
+    with chdir(tmp_path), pytest.raises(ValidationError, match="VaspNebFilesValidator"):
         NebFromImagesMaker.make.original(_maker(standin_vasp["command"]), structures)
     assert (tmp_path / "std_err.txt").read_text().startswith("synthetic failure requested")
     assert standin_vasp["log"].read_text().splitlines() == ["Cu31 NSW=200 ISIF=2 IMAGES=3"]
