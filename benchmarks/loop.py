@@ -9,8 +9,9 @@ invocations of the same command, so its cost is a sum:
 
 - wall time: per invocation log, its first to its last timestamp (what a user waited, model
   loading, store and the time an interruption threw away included);
-- compute time: every calculation in the store once (a reused calculation counts where it ran:
-  its document keeps the original's time), stand-in and DFT apart, by task; and every
+- compute time: every calculation the run used once (the latest run in the store, or
+  ``--run-id``; a reused calculation counts where it ran: its document keeps the original's
+  time), stand-in and DFT apart, by task; and every
   fine-tuning's ``finetune.json`` under ``WORKDIR/fine-tuned``. A DFT relaxation that an
   interruption cut short and a later invocation continued counts only its last part here;
 - GPAW's steps under ``WORKDIR``: SCF iterations and seconds per iteration, the machine's speed
@@ -53,12 +54,33 @@ def log_wall_s(path: Path) -> float:
     return float(seconds[-1] - seconds[0]) if seconds else 0.0
 
 
-def calculation_times(store_path: str) -> dict:
-    """Seconds per calculator and task, each calculation once, where it ran."""
+def latest_run(store_path: str) -> str | None:
+    """The run id of the store's most recently completed calculation."""
+    from carrierflow.workflows.store import open_store
+
+    store = open_store(store_path, create=False)
+    key = "metadata.carrierflow_run.run_id"
+    docs = store.query({key: {"$exists": True}}, properties=["completed_at", key])
+    latest = max(docs, key=lambda d: d["completed_at"], default=None)
+    return latest["metadata"]["carrierflow_run"]["run_id"] if latest else None
+
+
+def calculation_times(store_path: str, run_id: str | None = None) -> dict:
+    """Seconds per calculator and task, each calculation once, where it ran; with ``run_id``,
+    only the calculations that run used (ran or reused): a store that an earlier version of the
+    loop filled also holds calculations the current one no longer makes (a changed Maker setting
+    changes their fingerprints), which its cost must not count."""
     from carrierflow.workflows.calculators import label_of
     from carrierflow.workflows.store import open_store
 
     store = open_store(store_path, create=False)
+    used = None
+    if run_id is not None:
+        of_run = store.query(
+            {"metadata.carrierflow_run.run_id": run_id, "output.fingerprint": {"$exists": True}},
+            properties=["output.fingerprint"],
+        )
+        used = {doc["output"]["fingerprint"] for doc in of_run}
     seen: set[str] = set()
     seconds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -68,7 +90,7 @@ def calculation_times(store_path: str) -> dict:
     )
     for doc in docs:
         out = doc["output"]
-        if out["fingerprint"] in seen:
+        if out["fingerprint"] in seen or (used is not None and out["fingerprint"] not in used):
             continue
         seen.add(out["fingerprint"])
         who = label_of(out["calculator"])
@@ -129,9 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, type=Path, help="the loop's --workdir")
     parser.add_argument("--logs", nargs="*", type=Path, default=[], help="each invocation's log")
     parser.add_argument("--output", type=Path, help="write the JSON here")
+    parser.add_argument(
+        "--run-id", help="count this run's calculations only (default: the latest run's)"
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="count every calculation in the store, of any run"
+    )
     args = parser.parse_args(argv)
 
-    calculations = calculation_times(args.store)
+    run_id = None if args.all else (args.run_id or latest_run(args.store))
+    calculations = calculation_times(args.store, run_id)
     tunings = fine_tunings(args.workdir)
     walls = {str(p): log_wall_s(p) for p in args.logs}
     by_part = {
@@ -154,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "machine": machine(),
         "store": args.store,
+        "run_id": run_id,
         "calculations": calculations,
         "fine_tunings": tunings,
         "gpaw_steps": steps,

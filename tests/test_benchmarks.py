@@ -19,7 +19,7 @@ def loop():
     return module
 
 
-def _doc(uuid, fingerprint, calculator, task, seconds, reused=False):
+def _doc(uuid, fingerprint, calculator, task, seconds, reused=False, run="r2"):
     output = {
         "fingerprint": fingerprint,
         "calculator": calculator,
@@ -27,7 +27,16 @@ def _doc(uuid, fingerprint, calculator, task, seconds, reused=False):
         "elapsed_s": seconds,
         "reused": reused,
     }
-    return {"uuid": uuid, "index": 1, "output": output}
+    metadata = {"carrierflow_run": {"run_id": run}}
+    # a later run's calculations completed later
+    completed = f"2026-12-0{run[1]}T10:00:{uuid.zfill(2)}"
+    return {
+        "uuid": uuid,
+        "index": 1,
+        "output": output,
+        "metadata": metadata,
+        "completed_at": completed,
+    }
 
 
 def test_a_loops_wall_time_is_each_invocations_first_to_last_line_across_midnight(loop, tmp_path):
@@ -39,7 +48,7 @@ def test_a_loops_wall_time_is_each_invocations_first_to_last_line_across_midnigh
     assert loop.log_wall_s(log) == 20 * 60
 
 
-def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_model_apart(
+def test_a_loops_compute_time_counts_each_calculation_it_used_once_and_each_model_apart(
     loop, tmp_path
 ):
     store = open_store(tmp_path / "store")
@@ -54,6 +63,10 @@ def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_m
             _doc("1", "f1", gpaw, "ion_relax", 600.0),
             _doc("2", "f1", gpaw, "ion_relax", 600.0),  # the same calculation in a second flow
             _doc("3", "f2", gpaw, "ion_relax", 5.0, reused=True),  # read back, not run
+            # an earlier version of the loop: one calculation it ran that the latest one reused,
+            # one that the latest one no longer makes (another Maker setting)
+            _doc("8", "f2", gpaw, "ion_relax", 400.0, run="r1"),
+            _doc("9", "f7", gpaw, "ion_relax", 900.0, run="r1"),
             _doc("4", "f3", gpaw, "static", 100.0),
             _doc("5", "f4", base, "ion_relax", 30.0),
             _doc("6", "f5", tuned[0], "ion_relax", 20.0),
@@ -76,8 +89,9 @@ def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_m
     store_dir, work = str(tmp_path / "store"), str(tmp_path / "work")
     loop.main(["--store", store_dir, "--workdir", work, "--output", str(report)])
     result = json.loads(report.read_text())
+    assert result["run_id"] == "r2"
     assert result["calculations"]["gpaw-fast"] == {
-        "ion_relax": {"calculations": 1, "seconds": 600.0},
+        "ion_relax": {"calculations": 2, "seconds": 1000.0},
         "static": {"calculations": 1, "seconds": 100.0},
     }
     assert result["compute_s"]["sevennet-checkpoint_30-aaaaaaaa"] == 20.0
@@ -90,7 +104,7 @@ def test_a_loops_compute_time_counts_each_calculation_once_and_each_fine_tuned_m
         "seconds": 420.0,
         "s_per_scf_iteration": 14.0,
     }
-    assert result["compute_s"]["total"] == 1090.0
+    assert result["compute_s"]["total"] == 1490.0
 
 
 def test_the_hessian_benchmark_starts_where_each_recorded_free_dft_relaxation_started():
