@@ -139,6 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     relaxations = recorded(args.frames)
     source = Calculator("sevennet", model=args.source)
+    maxstep = args.maxstep or MAXSTEP
     if args.gpaw:
         result = with_gpaw(relaxations[args.gpaw], source, args.cores, args.maxstep)
     else:
@@ -146,10 +147,8 @@ def main() -> None:
         result = {
             "source": source.label,
             "target": args.target,
-            "maxstep_A": args.maxstep or MAXSTEP,
-            "rows": with_model(
-                relaxations, shared_calculator(source), target, args.maxstep or MAXSTEP
-            ),
+            "maxstep_A": maxstep,
+            "rows": with_model(relaxations, shared_calculator(source), target, maxstep),
         }
     text = json.dumps(result, indent=1)
     print(text)

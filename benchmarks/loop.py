@@ -54,26 +54,21 @@ def log_wall_s(path: Path) -> float:
     return float(seconds[-1] - seconds[0]) if seconds else 0.0
 
 
-def latest_run(store_path: str) -> str | None:
+def latest_run(store) -> str | None:
     """The run id of the store's most recently completed calculation."""
-    from carrierflow.workflows.store import open_store
-
-    store = open_store(store_path, create=False)
     key = "metadata.carrierflow_run.run_id"
     docs = store.query({key: {"$exists": True}}, properties=["completed_at", key])
     latest = max(docs, key=lambda d: d["completed_at"], default=None)
     return latest["metadata"]["carrierflow_run"]["run_id"] if latest else None
 
 
-def calculation_times(store_path: str, run_id: str | None = None) -> dict:
+def calculation_times(store, run_id: str | None = None) -> dict:
     """Seconds per calculator and task, each calculation once, where it ran; with ``run_id``,
     only the calculations that run used (ran or reused): a store that an earlier version of the
     loop filled also holds calculations the current one no longer makes (a changed Maker setting
     changes their fingerprints), which its cost must not count."""
     from carrierflow.workflows.calculators import label_of
-    from carrierflow.workflows.store import open_store
 
-    store = open_store(store_path, create=False)
     used = None
     if run_id is not None:
         of_run = store.query(
@@ -159,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    run_id = None if args.all else (args.run_id or latest_run(args.store))
-    calculations = calculation_times(args.store, run_id)
+    from carrierflow.workflows.store import open_store
+
+    store = open_store(args.store, create=False)
+    run_id = None if args.all else (args.run_id or latest_run(store))
+    calculations = calculation_times(store, run_id)
     tunings = fine_tunings(args.workdir)
     walls = {str(p): log_wall_s(p) for p in args.logs}
     by_part = {

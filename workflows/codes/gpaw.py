@@ -84,6 +84,6 @@ class Gpaw(DftCode):
         if stand_in.code.is_dft:
             return makers
         # 20 GPAW force calls for the Li5In4 vacancy from SevenNet-0's minimum, where 70 eV/A^2 took
-        # 38 (carrierflow.workflows.hessian)
+        # 38 (carrierflow.workflows.hessian); 11 with the longer guided steps
         guided = {"hessian_from": stand_in.model_identity, "maxstep_A": GUIDED_MAXSTEP_A}
         return [replace(maker, **guided) for maker in makers]
