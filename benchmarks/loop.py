@@ -11,11 +11,11 @@ invocations of the same command, so its cost is a sum:
   loading, store and the time an interruption threw away included);
 - compute time: every calculation the run used once (the latest run in the store, or
   ``--run-id``; a reused calculation counts where it ran: its document keeps the original's
-  time), stand-in and DFT apart, by task; and every
-  fine-tuning's ``finetune.json`` under ``WORKDIR/fine-tuned``. A DFT relaxation that an
-  interruption cut short and a later invocation continued counts only its last part here;
-- GPAW's steps under ``WORKDIR``: SCF iterations and seconds per iteration, the machine's speed
-  apart from the loop's work.
+  time), stand-in and DFT apart, by task; and each fine-tuning (``finetune.json`` under
+  ``WORKDIR/fine-tuned``) whose model one of those calculations used. A DFT relaxation that
+  an interruption cut short and a later invocation continued counts only its last part here;
+- GPAW's steps of those calculations under ``WORKDIR``: SCF iterations and seconds per
+  iteration, the machine's speed apart from the loop's work.
 
 Prints a table and writes JSON.
 """
@@ -62,20 +62,26 @@ def latest_run(store) -> str | None:
     return latest["metadata"]["carrierflow_run"]["run_id"] if latest else None
 
 
-def calculation_times(store, run_id: str | None = None) -> dict:
-    """Seconds per calculator and task, each calculation once, where it ran; with ``run_id``,
-    only the calculations that run used (ran or reused): a store that an earlier version of the
-    loop filled also holds calculations the current one no longer makes (a changed Maker setting
-    changes their fingerprints), which its cost must not count."""
+def used_calculations(store, run_id: str) -> dict[str, str | None]:
+    """The fingerprints of the calculations a run used (ran or reused), each with the SHA-256
+    of its calculator's model file (None for a named model or DFT)."""
+    of_run = store.query(
+        {"metadata.carrierflow_run.run_id": run_id, "output.fingerprint": {"$exists": True}},
+        properties=["output.fingerprint", "output.calculator.model_sha256"],
+    )
+    return {
+        doc["output"]["fingerprint"]: doc["output"]["calculator"].get("model_sha256")
+        for doc in of_run
+    }
+
+
+def calculation_times(store, used: set[str] | None = None) -> dict:
+    """Seconds per calculator and task, each calculation once, where it ran; with ``used``,
+    only those calculations (the fingerprints a run used, ran or reused): a store that an
+    earlier version of the loop filled also holds calculations the current one no longer makes
+    (a changed Maker setting changes their fingerprints), which its cost must not count."""
     from carrierflow.workflows.calculators import label_of
 
-    used = None
-    if run_id is not None:
-        of_run = store.query(
-            {"metadata.carrierflow_run.run_id": run_id, "output.fingerprint": {"$exists": True}},
-            properties=["output.fingerprint"],
-        )
-        used = {doc["output"]["fingerprint"] for doc in of_run}
     seen: set[str] = set()
     seconds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -100,14 +106,20 @@ def calculation_times(store, run_id: str | None = None) -> dict:
     }
 
 
-def dft_steps(workdir: Path) -> dict:
+def dft_steps(workdir: Path, fingerprints: set[str] | None = None) -> dict:
     """GPAW's ionic steps under ``WORKDIR`` that say what they cost (the worker's step log
     since 2026-12-03): how many, their SCF iterations and seconds, and the seconds per SCF
     iteration, which tell a slower machine (the Li5In4 vacancy's relaxation took 77 s per step on
-    one machine, 160 s on another) from a loop that needed more steps."""
+    one machine, 160 s on another) from a loop that needed more steps. With ``fingerprints``,
+    only the steps of those calculations (a folder ``<label>-<task>-<fingerprint[:8]>``; one
+    still running has no document yet and is left out)."""
+    prefixes = None if fingerprints is None else {fp[:8] for fp in fingerprints}
     steps = iterations = 0
     seconds = 0.0
     for log in sorted(workdir.rglob(GPAW_STEPS)):
+        folder = log.relative_to(workdir).parts[0]
+        if prefixes is not None and folder.rsplit("-", 1)[-1] not in prefixes:
+            continue
         for line in log.read_text().splitlines():
             step = json.loads(line)
             if "scf_iterations" in step and "step_s" in step:
@@ -123,11 +135,15 @@ def dft_steps(workdir: Path) -> dict:
     }
 
 
-def fine_tunings(workdir: Path) -> list[dict]:
-    """Every fine-tuning the loop ran: frames, epochs and seconds."""
+def fine_tunings(workdir: Path, models: set[str] | None = None) -> list[dict]:
+    """Every fine-tuning the loop ran: frames, epochs and seconds; with ``models``, only those
+    whose checkpoint (SHA-256) one of the run's calculations used (a fine-tuning an
+    interruption cut off before its screen counts in the invocation that screens with it)."""
     found = []
     for record in sorted((workdir / "fine-tuned").glob("*/finetune.json")):
         doc = json.loads(record.read_text())
+        if models is not None and doc["checkpoint_sha256"] not in models:
+            continue
         found.append(
             {
                 "folder": record.parent.name,
@@ -158,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
 
     store = open_store(args.store, create=False)
     run_id = None if args.all else (args.run_id or latest_run(store))
-    calculations = calculation_times(store, run_id)
-    tunings = fine_tunings(args.workdir)
+    used = None if run_id is None else used_calculations(store, run_id)
+    fingerprints = None if used is None else set(used)
+    models = None if used is None else {sha for sha in used.values() if sha}
+    calculations = calculation_times(store, fingerprints)
+    tunings = fine_tunings(args.workdir, models)
     walls = {str(p): log_wall_s(p) for p in args.logs}
     by_part = {
         who: sum(t["seconds"] for t in tasks.values()) for who, tasks in calculations.items()
@@ -172,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {who} | {s / 3600:.2f} |")
     print(f"| compute, all parts | {compute / 3600:.2f} |")
     print(f"| wall, {len(walls)} invocation(s) | {wall / 3600:.2f} | target {TARGET_S / 3600:g}")
-    steps = dft_steps(args.workdir)
+    steps = dft_steps(args.workdir, fingerprints)
     if steps["steps"]:
         print(
             f"GPAW: {steps['steps']} timed steps, {steps['scf_iterations']} SCF iterations, "

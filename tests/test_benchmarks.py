@@ -74,17 +74,20 @@ def test_a_loops_compute_time_counts_each_calculation_it_used_once_and_each_mode
         ],
         key="uuid",
     )
-    # a GPAW folder's step log: one step before steps said what they cost, two after
-    steps = tmp_path / "work" / "Li5In4_v_Li_2d_1-ion_relax-0123abcd" / "1-ion_relax"
-    steps.mkdir(parents=True)
+    # the GPAW folders' step logs (``<label>-<task>-<fingerprint[:8]>``): the run's, one step
+    # before steps said what they cost and two after; one of the calculation it no longer makes
     lines = [{"energy": -1.0}, {"scf_iterations": 19, "step_s": 263.0}]
     lines.append({"scf_iterations": 11, "step_s": 157.0})
-    (steps / "gpaw-steps.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    record = tmp_path / "work" / "fine-tuned" / "aaaaaaaa" / "finetune.json"
-    record.parent.mkdir(parents=True)
-    record.write_text(
-        json.dumps({"train_frames": 32, "valid_frames": 14, "epoch": 30, "elapsed_s": 330.0})
-    )
+    for folder, steps in (("f1", lines), ("f7", [{"scf_iterations": 40, "step_s": 999.0}])):
+        log = tmp_path / "work" / f"Li5In4_v_Li_2d_1-ion_relax-{folder}" / "1-ion_relax"
+        log.mkdir(parents=True)
+        (log / "gpaw-steps.jsonl").write_text("".join(json.dumps(x) + "\n" for x in steps))
+    # the fine-tunings: one whose model the run screened with, one whose it never used
+    for folder, seconds in (("aaaaaaaa", 330.0), ("cccccccc", 500.0)):
+        record = tmp_path / "work" / "fine-tuned" / folder / "finetune.json"
+        record.parent.mkdir(parents=True)
+        done = {"train_frames": 32, "valid_frames": 14, "epoch": 30, "elapsed_s": seconds}
+        record.write_text(json.dumps(done | {"checkpoint_sha256": folder * 8}))
     report = tmp_path / "loop.json"
     store_dir, work = str(tmp_path / "store"), str(tmp_path / "work")
     loop.main(["--store", store_dir, "--workdir", work, "--output", str(report)])
