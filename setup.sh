@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One-command set-up: a virtual environment in .venv with the CPU build of PyTorch first
-# (any other route pulls a several-GB CUDA build), then carrierflow and its test tools.
+# One-command set-up: a virtual environment in .venv with PyTorch first, then carrierflow and its
+# test tools. PyPI's Linux torch wheel is the several-GB CUDA build: for the CPU one, run it as
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu bash setup.sh (these machines' pip
+# configuration already finds it in /opt/wheels).
 # `bash setup.sh --gpaw` also installs GPAW and its PAW setups from Debian's packages
 # (gpaw, gpaw-data; needs root or sudo); carrierflow runs them with the system python.
 set -euo pipefail

@@ -8,8 +8,8 @@ the timed loop's DFT relaxations): its first steps are 20-50 times too short, an
 curvature one force call at a time, each of them 45-80 s of GPAW on 2 cores.
 
 The Hessian comes from ASE's finite differences (:class:`ase.vibrations.Vibrations`, central,
-0.01 A), 6N force calls of the stand-in: 28-59 s for 23-31 atoms with SevenNet-0 on 2 cores
-(87-175 s beside a running GPAW).
+0.01 A), 6N force calls of the stand-in: 23-45 s for 23-31 atoms with SevenNet-0 on 2 cores
+(the re-timed Li-In loop's logs; 53-176 s beside a running GPAW, benchmarks/hessian.json).
 """
 
 from __future__ import annotations
