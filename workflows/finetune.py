@@ -24,6 +24,7 @@ import logging
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -447,8 +448,6 @@ def fine_tune(
         )
     curve = _learning_curve(workdir / "lc.csv")
     chosen = curve[-1]
-    from sevenn import __version__
-
     result = FineTuneResult(
         checkpoint=str(best),
         checkpoint_sha256=file_sha256(best),
@@ -478,7 +477,7 @@ def fine_tune(
         ),
         dataset_sha256=dataset_sha256,
         identity=identity,
-        sevenn_version=__version__,
+        sevenn_version=version("sevenn"),
         elapsed_s=time.perf_counter() - started,
     )
     (workdir / "finetune.json").write_text(result.model_dump_json(indent=2) + "\n")
@@ -514,19 +513,41 @@ def fine_tuned_model(
         "valid": _frame_ids(valid),
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    directory = root / key[:16]
-    record = directory / "finetune.json"
-    if record.is_file():
-        done = FineTuneResult.model_validate_json(record.read_text())
-        # a record of an older rule (the lowest-validation-loss epoch) is trained again
-        if (
-            done.epoch == settings.epochs
-            and Path(done.checkpoint).is_file()
-            and file_sha256(done.checkpoint) == done.checkpoint_sha256
-        ):
+    # The key leaves the settings at their defaults out, and those defaults can change under
+    # it: the rate, its decay and the force weight are SevenNet's preset's, and the rest of the
+    # preset (loss, optimizer) is SevenNet's code. So a model is read back only if it was
+    # trained with every setting at today's value and by this version of sevenn; else it is
+    # trained beside it (a variant folder), never over it.
+    installed = version("sevenn")
+    variant = hashlib.sha256(
+        json.dumps([settings.model_dump(), installed], sort_keys=True).encode()
+    ).hexdigest()
+    folders = [root / key[:16], root / f"{key[:16]}-{variant[:8]}"]
+    for directory in folders:
+        done = _reusable(directory / "finetune.json", settings, installed)
+        if done is not None:
             logger.info("reusing the fine-tuned model %s", done.checkpoint)
             return done
+    directory = folders[0] if not (folders[0] / "finetune.json").is_file() else folders[1]
     return fine_tune(train, valid, settings, directory, dataset_sha256, identity=key)
+
+
+def _reusable(record: Path, settings: FineTuneSettings, installed: str) -> FineTuneResult | None:
+    """The fine-tuning recorded here, if it is what ``settings`` would train today: the same
+    settings, the same sevenn, its last epoch (an older rule shipped the lowest-validation-loss
+    one) and its checkpoint unchanged."""
+    if not record.is_file():
+        return None
+    done = FineTuneResult.model_validate_json(record.read_text())
+    if (
+        done.settings == settings
+        and done.sevenn_version == installed
+        and done.epoch == settings.epochs
+        and Path(done.checkpoint).is_file()
+        and file_sha256(done.checkpoint) == done.checkpoint_sha256
+    ):
+        return done
+    return None
 
 
 def _final_frames(frames: list[Atoms]) -> dict[tuple[str, str], Atoms]:

@@ -357,3 +357,65 @@ def test_the_perfect_supercells_train_as_their_own_weighted_data_set(tmp_path):
     # E(defect) - E(perfect) + mu of the bulk cell: the GPAW refinement's 0.51 eV
     [held] = result.held_out_defects
     assert held["name"] == "v_Li_1a" and held["dft_eV"] == pytest.approx(0.51, abs=0.03)
+
+
+def test_a_model_is_read_back_only_if_todays_settings_and_sevenn_would_train_it(
+    tmp_path, monkeypatch
+):
+    # the folder's key leaves settings at their defaults out, and SevenNet's preset sets some of
+    # them: a model trained under another sevenn or another default is trained again, beside
+    # it, and the first is kept
+    import carrierflow.workflows.finetune as finetune
+
+    frames = [f for f in read(str(DATA), ":") if f.info["run"] == "bulk relax"][:2]
+    settings = FineTuneSettings(base_model="7net-0", epochs=3)
+    trained = []
+
+    def trainer(train, valid, settings, directory, dataset_sha256=None, identity=None):
+        directory.mkdir(parents=True)
+        checkpoint = directory / "checkpoint_3.pth"
+        checkpoint.write_bytes(str(directory).encode())
+        result = finetune.FineTuneResult(
+            checkpoint=str(checkpoint),
+            checkpoint_sha256=file_sha256(checkpoint),
+            base_model="7net-0",
+            base_sha256="0",
+            settings=settings,
+            train_frames=len(train),
+            valid_frames=0,
+            train_sha256="0",
+            valid_sha256="0",
+            element_offsets_eV={},
+            errors={},
+            held_out={},
+            epoch=settings.epochs,
+            first_epoch_errors={},
+            sevenn_version=finetune.version("sevenn"),
+            elapsed_s=1.0,
+        )
+        (directory / "finetune.json").write_text(result.model_dump_json())
+        trained.append(directory)
+        return result
+
+    monkeypatch.setattr(finetune, "fine_tune", trainer)
+    first = finetune.fine_tuned_model(frames, [], settings, tmp_path)
+    assert finetune.fine_tuned_model(frames, [], settings, tmp_path) == first
+    assert len(trained) == 1
+    real = finetune.version
+    monkeypatch.setattr(
+        finetune, "version", lambda name: "99.0" if name == "sevenn" else real(name)
+    )
+    upgraded = finetune.fine_tuned_model(frames, [], settings, tmp_path)
+    assert len(trained) == 2 and upgraded.checkpoint != first.checkpoint
+    assert trained[1].name.startswith(trained[0].name + "-")
+    assert finetune.fine_tuned_model(frames, [], settings, tmp_path) == upgraded
+    monkeypatch.setattr(finetune, "version", real)
+    assert Path(first.checkpoint).is_file()
+    assert finetune.fine_tuned_model(frames, [], settings, tmp_path) == first
+    # the first model as if SevenNet's preset had had another rate then: trained again
+    record = trained[0] / "finetune.json"
+    old = json.loads(record.read_text())
+    old["settings"]["learning_rate"] = settings.learning_rate / 2
+    record.write_text(json.dumps(old))
+    finetune.fine_tuned_model(frames, [], settings, tmp_path)
+    assert len(trained) == 3 and trained[2] not in trained[:2]  # (the trainer never overwrites)
