@@ -274,6 +274,33 @@ def test_dataset_of_a_store_without_dft_is_one_line_and_exit_2(tmp_path, capsys)
     assert "must end in .extxyz" in capsys.readouterr().err
 
 
+def test_an_export_never_replaces_a_data_set_by_one_that_lacks_its_frames(tmp_path, capsys):
+    from importlib.resources import files
+
+    from ase.io import read
+
+    from carrierflow.workflows.dataset import DatasetError, check_overwrite, write_dataset
+
+    frames = read(str(files("carrierflow.fixtures").joinpath("dft/li-in-gpaw-fast.extxyz")), ":")
+    path = tmp_path / "li.extxyz"
+    write_dataset(frames[:5], path, made_by="test")
+    check_overwrite(path, frames[:5])  # the same frames again, or more: a data set that grew
+    check_overwrite(path, frames[:8])
+    check_overwrite(tmp_path / "new.extxyz", frames[:1])
+    # a store whose calculation folders were cleaned up, or another store
+    with pytest.raises(DatasetError, match="holds 2 of its 5 frames that this store does not"):
+        check_overwrite(path, frames[2:8])
+    other = tmp_path / "notes.extxyz"
+    other.write_text("my notes")
+    with pytest.raises(DatasetError, match="exists and is not a data set of DFT frames"):
+        check_overwrite(other, frames)
+    folder = tmp_path / "frames.extxyz"
+    folder.mkdir()
+    assert main(["dataset", str(folder), "--store", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip().endswith("is a folder, not a file")
+    assert not (tmp_path / "s").exists()
+
+
 def _host_file(tmp_path, name: str, structure) -> str:
     path = tmp_path / name
     path.write_text(structure.to(fmt="poscar") if "POSCAR" in name else structure.to(fmt="cif"))

@@ -903,11 +903,18 @@ def _configure_logging(verbose: bool) -> None:
 
 def command_dataset(args: argparse.Namespace) -> int:
     """carrierflow dataset: the store's DFT frames as extended XYZ, with a card."""
-    from carrierflow.workflows.dataset import dft_frames, unfinished_frames, write_dataset
+    from carrierflow.workflows.dataset import (
+        check_overwrite,
+        dft_frames,
+        unfinished_frames,
+        write_dataset,
+    )
     from carrierflow.workflows.store import open_store
 
     if args.path.suffix != ".extxyz":
         raise UsageError(f"dataset: the file must end in .extxyz, got '{args.path.name}'")
+    if args.path.is_dir():
+        raise UsageError(f"dataset: '{args.path}' is a folder, not a file")
     if args.unfinished is not None and not args.unfinished.is_dir():
         raise UsageError(f"--unfinished: no such folder '{args.unfinished}'")
     store = open_store(args.store, create=False)
@@ -916,6 +923,7 @@ def command_dataset(args: argparse.Namespace) -> int:
         stored = store.query({"output.fingerprint": {"$exists": True}}, ["output.fingerprint"])
         finished = {d["output"]["fingerprint"] for d in stored}
         frames += unfinished_frames(args.unfinished, finished)
+    check_overwrite(args.path, frames)
     card = write_dataset(frames, args.path, made_by=f"carrierflow dataset {args.path.name}")
     print(
         f"{card['frames']} frames ({card['atoms']} atoms, {card['with_stress']} with stress) "

@@ -307,6 +307,37 @@ def _same_start(atoms: Atoms, cell: np.ndarray, frac: np.ndarray) -> bool:
     return bool(np.linalg.norm(shift @ cell, axis=1).max() <= SAME_START_A)
 
 
+def check_overwrite(path: Path, frames: list[Atoms]) -> None:
+    """Refuse to replace a data set at ``path`` by ``frames`` if it holds a frame they lack.
+
+    Why: an export reads the frames from the store and the calculation folders, and skips a
+    calculation whose folder is gone; a rerun after a clean-up, or against another store, would
+    otherwise overwrite hours of DFT (committed in fixtures/dft) with fewer frames, silently."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise DatasetError(f"dataset: '{path}' is a folder, not a file")
+    try:
+        old = read(path, index=":", format="extxyz")
+        kept = {_frame_key(a) for a in old}
+    except Exception as exc:
+        raise DatasetError(
+            f"dataset: '{path}' exists and is not a data set of DFT frames; nothing written"
+        ) from exc
+    missing = kept - {_frame_key(a) for a in frames}
+    if missing:
+        raise DatasetError(
+            f"dataset: '{path}' holds {len(missing)} of its {len(kept)} frames that this store "
+            "does not (another store, or calculation folders removed); nothing written: give "
+            "another file, or move that one away first"
+        )
+
+
+def _frame_key(atoms: Atoms) -> tuple:
+    info = atoms.info
+    return info["fingerprint"], info["run"], info["step"]
+
+
 def write_dataset(frames: list[Atoms], path: Path, made_by: str) -> dict:
     """Write the frames as extended XYZ and a JSON card beside it (``<name>.card.json``): frames,
     atoms, elements, codes, settings, labels and the file's SHA-256."""
