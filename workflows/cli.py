@@ -27,7 +27,7 @@ from carrierflow.workflows.calculators import (
 from carrierflow.workflows.cluster import ClusterError
 from carrierflow.workflows.codes import CODES, DEFAULT_CODE, Code
 from carrierflow.workflows.codes.dft import DftCode
-from carrierflow.workflows.dataset import DatasetError
+from carrierflow.workflows.dataset import DatasetError, read_frames_file
 from carrierflow.workflows.dft import PRESETS, DftSettings
 from carrierflow.workflows.finetune import FineTuneError
 from carrierflow.workflows.schemas import FineTuneSettings, LearnSettings
@@ -934,7 +934,6 @@ def command_dataset(args: argparse.Namespace) -> int:
 
 def command_finetune(args: argparse.Namespace) -> int:
     """carrierflow finetune: SevenNet's trainer on DFT frames, validated on held-out phases."""
-    from ase.io import read
 
     from carrierflow.workflows.calculators import file_sha256
     from carrierflow.workflows.finetune import (
@@ -946,21 +945,21 @@ def command_finetune(args: argparse.Namespace) -> int:
 
     settings = _settings(FineTuneSettings, args)
     check_device(settings.device)
-    if not args.data.is_file():
-        raise UsageError(f"data set '{args.data}' not found")
-    frames = read(args.data, ":")
+    frames = read_frames_file(args.data, "finetune")
     if args.cross_validate:
         return _cross_validate(args, frames, settings)
     if args.orderings:
         raise UsageError("--orderings compares the models of --cross-validate: give it too")
     train, valid = split_by_phase(frames, args.hold_out)
-    if args.hold_out and (not valid or not train):
-        phases = sorted({phase_of(atoms) for atoms in frames})
+    phases = sorted({phase_of(atoms) for atoms in frames})
+    unknown = sorted(set(args.hold_out or ()) - set(phases))
+    if args.hold_out and (unknown or not train):
         raise UsageError(
             f"--hold-out {' '.join(args.hold_out)}: "
-            f"{'no frame of these phases' if not valid else 'every frame'} in {args.data} "
-            f"(phases: {', '.join(phases)}); hold out some phases, not all"
+            f"{'no frame of ' + ', '.join(unknown) if unknown else 'every frame'} in "
+            f"{args.data} (phases: {', '.join(phases)}); hold out some phases, not all"
         )
+    check_writable_directory(args.output, "--output")
     # in DIR/<hash of its frames, settings and base checkpoint>: a rerun reads it back
     result = fine_tuned_model(train, valid, settings, args.output, file_sha256(args.data))
     if not valid:
@@ -983,25 +982,19 @@ def command_finetune(args: argparse.Namespace) -> int:
 
 def command_validate(args: argparse.Namespace) -> int:
     """carrierflow validate: models against DFT frames (workflows/validation.py)."""
-    from ase.io import read
 
     from carrierflow.analysis.report import strict_json
     from carrierflow.workflows.calculators import file_sha256, sevennet_elements
     from carrierflow.workflows.validation import markdown, plot, validate
 
-    if not args.data.is_file():
-        raise UsageError(f"data set '{args.data}' not found")
-    try:
-        frames = read(args.data, index=":", format="extxyz")
-    except Exception as exc:
-        raise UsageError(f"data set '{args.data}' is no extended XYZ ({exc})") from exc
+    frames = read_frames_file(args.data, "validate")
+    output = args.output or Path("carrierflow-results") / f"validation-{args.data.stem}"
+    check_writable_directory(output, "the output directory")
     elements = {s for atoms in frames for s in atoms.get_chemical_symbols()}
     for model in args.model:
         missing = elements - sevennet_elements(model)  # loads it: a bad file fails here
         if missing:
             raise UsageError(f"--model {model} was not trained on {', '.join(sorted(missing))}")
-    output = args.output or Path("carrierflow-results") / f"validation-{args.data.stem}"
-    check_writable_directory(output, "the output directory")
     result = validate(frames, args.model)
     result["data"] = {"file": str(args.data), "sha256": file_sha256(args.data)}
     output.mkdir(parents=True, exist_ok=True)
@@ -1065,6 +1058,7 @@ def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSe
             check_orderings(orderings[0][1], orderings[1][1])
         except FineTuneError as exc:
             raise UsageError(f"--orderings: {exc}") from exc
+    check_writable_directory(args.output, "--output")
     result = cross_validated(frames, args.cross_validate, settings, args.output)
     result.model.dataset_sha256 = file_sha256(args.data)
     if orderings:

@@ -282,20 +282,31 @@ def recorded_relaxation(
     return lines
 
 
-def check_frames_file(path: Path) -> Path:
-    """``path``, absolute, if it is a data set this module wrote (read before anything runs)."""
-    from carrierflow.workflows.codes.base import CalculatorError
-
+def read_frames_file(path: Path, what: str) -> list[Atoms]:
+    """The frames of a data set this module wrote, read before anything computes; ``what``
+    (the option or argument that named it) leads every error, a one-line DatasetError."""
     if not path.is_file():
-        raise CalculatorError(f"--resume-from: no such file '{path}'")
+        raise DatasetError(f"{what}: no such file '{path}'")
     try:
         frames = read(path, index=":", format="extxyz")
     except Exception as exc:
-        raise CalculatorError(f"--resume-from: '{path}' is no extended XYZ ({exc})") from exc
-    if not frames or not all({"run", "dft_settings", "fingerprint"} <= set(a.info) for a in frames):
-        raise CalculatorError(
-            f"--resume-from: '{path}' is not a data set of DFT frames (carrierflow dataset's)"
+        raise DatasetError(f"{what}: '{path}' is no extended XYZ ({exc})") from exc
+    if not frames or not all(
+        {"run", "step", "dft_settings", "fingerprint"} <= set(a.info)
+        and a.calc is not None
+        and {"energy", "forces"} <= set(a.calc.results)
+        for a in frames
+    ):
+        raise DatasetError(
+            f"{what}: '{path}' is not a data set of DFT frames with energies and forces "
+            "(carrierflow dataset's)"
         )
+    return frames
+
+
+def check_frames_file(path: Path) -> Path:
+    """``path``, absolute, if it is a data set this module wrote (read before anything runs)."""
+    read_frames_file(path, "--resume-from")
     return path.resolve()
 
 

@@ -134,11 +134,27 @@ def test_element_offsets_recover_a_constant_per_element():
 def test_fine_tuning_without_frames_or_with_an_unknown_phase_is_one_line(tmp_path, capsys):
     with pytest.raises(FineTuneError, match="needs training frames"):
         fine_tune([], read(str(DATA), ":1"), FineTuneSettings(), tmp_path)
-    args = ["finetune", str(DATA), "--hold-out", "LiX", "--output", str(tmp_path / "t")]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("carrierflow: error: --hold-out LiX: no frame of these phases")
-    assert "\n" not in err
+    out = ["--output", str(tmp_path / "t")]
+    # a phase not in the data, alone or beside one that is (a typo, l for I)
+    for names in (["LiX"], ["Li3In2", "Li3ln2"]):
+        assert main(["finetune", str(DATA), "--hold-out", *names, *out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"carrierflow: error: --hold-out {' '.join(names)}: no frame of ")
+        assert names[-1] in err and "\n" not in err
+    # data that is no data set of DFT frames, and an output that is a file: before any training
+    empty, notes = tmp_path / "empty.extxyz", tmp_path / "notes.txt"
+    empty.write_text("")
+    notes.write_text("my notes")
+    for data, options, message in [
+        (empty, out, f"finetune: '{empty}' is not a data set of DFT frames"),
+        (notes, out, f"finetune: '{notes}' is no extended XYZ"),
+        (tmp_path / "missing.extxyz", out, "finetune: no such file"),
+        (DATA, ["--output", str(notes)], "cannot write --output"),
+    ]:
+        assert main(["finetune", str(data), *options]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"carrierflow: error: {message}") and "\n" not in err, err
+    assert not (tmp_path / "t").exists() and notes.read_text() == "my notes"
 
 
 def test_held_out_defects_get_their_dft_and_model_formation_energies():

@@ -86,3 +86,20 @@ def test_validating_a_model_file_that_does_not_load_is_one_line_and_exit_2(
     code = main(["validate", str(bcc_li_frames), "--model", str(model), "--output", str(tmp_path)])
     assert code == 2
     assert capsys.readouterr().err.startswith("carrierflow: error: cannot load SevenNet model")
+
+
+def test_validating_frames_without_dft_energies_is_one_line_before_any_model_loads(
+    tmp_path, capsys
+):
+    from ase.build import bulk
+
+    plain = tmp_path / "plain.extxyz"
+    write(plain, [bulk("Li", "bcc", a=3.51)], format="extxyz")
+    out = tmp_path / "v"
+    assert main(["validate", str(plain), "--model", "no-such-model", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"carrierflow: error: validate: '{plain}' is not a data set of DFT frames with energies "
+        "and forces (carrierflow dataset's)"
+    )
+    assert not out.exists()
