@@ -401,6 +401,17 @@ def test_a_config_file_holds_any_option_and_the_command_line_wins(tmp_path, monk
     assert main(["run", "--config", str(config), "--species", "Cu", "--fmax", "0.03"]) == 0
     assert seen["fmax"] == 0.03 and seen["min_image_distance"] == 7.5
     assert seen["hosts"] == ["Cu3Au"] and seen["calculator"] == "emt"
+    # an option of several values given one value is a list of one, typed like the option's
+    config.write_text("hosts: Cu3Au\ncalculator: emt\n")
+    assert main(["run", "--config", str(config), "--species", "Cu"]) == 0
+    assert seen["hosts"] == ["Cu3Au"]
+    finetune = tmp_path / "finetune.yaml"
+    finetune.write_text("hold-out: Li3In2\norderings: [a.json, b.json]\n")
+    monkeypatch.setattr(cli, "command_finetune", lambda args: seen.update(vars(args)) or 0)
+    assert main(["finetune", "data.extxyz", "--output", "o", "--config", str(finetune)]) == 0
+    assert seen["hold_out"] == ["Li3In2"] and seen["orderings"] == [Path("a.json"), Path("b.json")]
+    finetune.write_text("orderings: a.json\n")
+    assert main(["finetune", "data.extxyz", "--output", "o", "--config", str(finetune)]) == 2
 
 
 @pytest.mark.parametrize(

@@ -424,20 +424,43 @@ def _apply_config(parser: argparse.ArgumentParser, args, argv) -> argparse.Names
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: give options as 'name: value' lines")
     command = args.commands[args.command]
-    dests = {
-        flag.lstrip("-"): action.dest
+    actions = {
+        flag.lstrip("-"): action
         for action in command._actions
         for flag in action.option_strings
         if flag.startswith("--") and flag not in ("--config", "--help")
     }
-    unknown = [str(k) for k in values if str(k).lstrip("-") not in dests]
+    unknown = [str(k) for k in values if str(k).lstrip("-") not in actions]
     if unknown:
         raise UsageError(
             f"--config {path}: `carrierflow {args.command}` has no option "
             f"{', '.join('--' + k.lstrip('-') for k in unknown)}"
         )
-    command.set_defaults(**{dests[str(k).lstrip("-")]: v for k, v in values.items()})
+    defaults = {}
+    for key, value in values.items():
+        action = actions[str(key).lstrip("-")]
+        defaults[action.dest] = _config_value(action, value, f"--config {path}")
+    command.set_defaults(**defaults)
     return parser.parse_args(argv)
+
+
+def _config_value(action: argparse.Action, value, where: str):
+    """A --config value as the command line would give it: an option of several values gets a
+    list (a single value too: `hosts: Cu3Au` is one host, not five letters), each converted
+    by the option's type; argparse converts a string given to any other option itself."""
+    if action.nargs not in ("+", "*") and not isinstance(action.nargs, int):
+        return value
+    items = value if isinstance(value, list) else [value]
+    if isinstance(action.nargs, int) and len(items) != action.nargs:
+        raise UsageError(
+            f"{where}: {action.option_strings[0]} takes {action.nargs} values, got {len(items)}"
+        )
+    if action.type is None:
+        return items
+    try:
+        return [action.type(str(item)) for item in items]
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{where}: {action.option_strings[0]}: {exc}") from exc
 
 
 def _selection(args: argparse.Namespace) -> tuple[str, str, str, list[str]]:
