@@ -1024,9 +1024,13 @@ def command_validate(args: argparse.Namespace) -> int:
     (output / "validation.json").write_text(strict_json(result))
     table = markdown(result, args.data.name)
     (output / "validation.md").write_text(table)
-    plot(result, output / "validation.png")
+    figure = output / "validation.png"
+    figure.unlink(missing_ok=True)  # an earlier validation's, of other models or data
+    written = ["validation.json", "validation.md"]
+    if plot(result, figure):
+        written.append("validation.png")
     print(table, end="")
-    print(f"written to {output}/ (validation.json, validation.md, validation.png)")
+    print(f"written to {output}/ ({', '.join(written)})")
     return 0
 
 

@@ -36,7 +36,8 @@ def training_frames(model: str) -> list[Atoms] | None:
     cell relaxations of another DFT setting and bulk cells, which never trained); the
     ``train.extxyz`` beside a checkpoint that ``carrierflow finetune`` or a ``--learn`` loop
     wrote; ``[]`` for sevenn's own models (trained on public data sets, none of carrierflow's
-    frames); None when unknown (a checkpoint file from elsewhere)."""
+    frames); None when unknown (a checkpoint file from elsewhere). A fine-tuning writes the
+    perfect supercells it trained on (weighted) to ``references.extxyz`` beside it: seen too."""
     if model in FINE_TUNED_MODELS:
         checkpoint = Path(sevennet_checkpoint(model))
         card = json.loads(checkpoint.with_name(f"{model}.card.json").read_text())
@@ -45,7 +46,15 @@ def training_frames(model: str) -> list[Atoms] | None:
     if not Path(model).is_file():
         return []
     beside = Path(model).with_name("train.extxyz")
-    return read(beside, index=":", format="extxyz") if beside.is_file() else None
+    if not beside.is_file():
+        return None
+    references = beside.with_name("references.extxyz")
+    return [
+        atoms
+        for path in (beside, references)
+        if path.is_file() and path.stat().st_size
+        for atoms in read(path, index=":", format="extxyz")
+    ]
 
 
 def frame_key(atoms: Atoms) -> str:
