@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import logging
 import os
 import signal
@@ -394,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--output",
         type=Path,
-        help="the folder of the results (default: carrierflow-results/validation-<data>)",
+        help="the folder of the results (default: carrierflow-results/validation-<data>-<hash "
+        "of the models named>, so that a validation of other models never overwrites it)",
     )
     _add_flags(validate)
     # the command parsers by name, for --config
@@ -1011,7 +1013,8 @@ def command_validate(args: argparse.Namespace) -> int:
     from carrierflow.workflows.validation import markdown, plot, validate
 
     frames = read_frames_file(args.data, "validate")
-    output = args.output or Path("carrierflow-results") / f"validation-{args.data.stem}"
+    models = hashlib.sha256("\n".join(args.model).encode()).hexdigest()[:8]
+    output = args.output or Path("carrierflow-results") / f"validation-{args.data.stem}-{models}"
     check_writable_directory(output, "the output directory")
     elements = {s for atoms in frames for s in atoms.get_chemical_symbols()}
     for model in args.model:
