@@ -679,7 +679,14 @@ def cross_validated(
 ) -> CrossValidatedModel:
     """The model of every frame, and per phase two fine-tunings with the same settings (each
     reused on a rerun, :func:`fine_tuned_model`): one without the phase's frames, one without
-    its defects only (where it has defects among the frames)."""
+    its defects only (where it has defects among the frames). Each phase's frames are checked
+    before any training: a fold that could not be validated would otherwise fail hours in."""
+    for phase in phases:
+        if not comparable_frames(*split_by_phase(frames, [phase]))[1][1]:
+            raise FineTuneError(
+                f"--cross-validate {phase}: none of its frames has the DFT settings of the "
+                "frames that would train without it"
+            )
     validation, defects = {}, {}
     for phase in phases:
         logger.info("cross-validation: fine-tuning without %s", phase)

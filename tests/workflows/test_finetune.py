@@ -435,3 +435,17 @@ def test_a_model_is_read_back_only_if_todays_settings_and_sevenn_would_train_it(
     record.write_text(json.dumps(old))
     finetune.fine_tuned_model(frames, [], settings, tmp_path)
     assert len(trained) == 3 and trained[2] not in trained[:2]  # (the trainer never overwrites)
+
+
+def test_a_fold_that_could_not_be_validated_stops_cross_validation_before_any_training(
+    monkeypatch, tmp_path
+):
+    import carrierflow.workflows.finetune as finetune
+
+    frames = read(str(DATA), ":")
+    for atoms in frames:
+        if finetune.phase_of(atoms) == "Li3In2":
+            atoms.info["dft_settings"] = "another setting"
+    monkeypatch.setattr(finetune, "fine_tuned_model", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(FineTuneError, match="--cross-validate Li3In2: none of its frames"):
+        finetune.cross_validated(frames, ["Li3In2"], FineTuneSettings(), tmp_path)
