@@ -298,6 +298,10 @@ def test_an_export_never_replaces_a_data_set_by_one_that_lacks_its_frames(tmp_pa
     folder.mkdir()
     assert main(["dataset", str(folder), "--store", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip().endswith("is a folder, not a file")
+    # a folder that is no run's --workdir (a typo for a sibling, the results folder)
+    out = ["dataset", str(tmp_path / "d.extxyz"), "--store", str(tmp_path / "s")]
+    assert main([*out, "--unfinished", str(tmp_path)]) == 2
+    assert "--unfinished: no calculation folder in" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 

@@ -929,6 +929,7 @@ def _configure_logging(verbose: bool) -> None:
 def command_dataset(args: argparse.Namespace) -> int:
     """carrierflow dataset: the store's DFT frames as extended XYZ, with a card."""
     from carrierflow.workflows.dataset import (
+        CALCULATION_FILE,
         check_overwrite,
         dft_frames,
         unfinished_frames,
@@ -942,6 +943,10 @@ def command_dataset(args: argparse.Namespace) -> int:
         raise UsageError(f"dataset: '{args.path}' is a folder, not a file")
     if args.unfinished is not None and not args.unfinished.is_dir():
         raise UsageError(f"--unfinished: no such folder '{args.unfinished}'")
+    if args.unfinished is not None and not any(args.unfinished.glob(f"*/{CALCULATION_FILE}")):
+        raise UsageError(
+            f"--unfinished: no calculation folder in '{args.unfinished}' (give the run's --workdir)"
+        )
     store = open_store(args.store, create=False)
     frames = dft_frames(store)
     if args.unfinished is not None:
