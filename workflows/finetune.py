@@ -175,11 +175,16 @@ def element_offsets(frames: list[Atoms], reference: np.ndarray) -> dict[str, flo
     return {e: float(c) for e, c in zip(elements, constants, strict=True)}
 
 
-def shifted(frames: list[Atoms], offsets: dict[str, float]) -> list[Atoms]:
-    """Copies of the frames with the element offsets taken off their energies."""
+def shifted(
+    frames: list[Atoms], offsets: dict[str, float], info: set[str] | None = None
+) -> list[Atoms]:
+    """Copies of the frames with the element offsets taken off their energies (and only the
+    ``info`` keys given, when given)."""
     out = []
     for atoms in frames:
         copy = atoms.copy()
+        if info is not None:
+            copy.info = {key: value for key, value in copy.info.items() if key in info}
         results = dict(atoms.calc.results)
         shift = sum(offsets[s] for s in atoms.get_chemical_symbols())
         results["energy"] = results["energy"] - shift
@@ -413,12 +418,16 @@ def fine_tune(
     references = [a for a in train if is_perfect_supercell(a)]
     # SevenNet's trainer wants a validation set: without held-out frames it sees the training
     # set again (the errors it reports are then in-sample, and recorded as such)
+    # SevenNet makes every info entry a graph attribute and collates them: a key that some
+    # frames lack fails the trainer (KeyError: 'scf_iterations', the per-step cost GPAW's
+    # newer steps record, in the timed loop's first fine-tuning). Only the keys every frame has.
+    common = set.intersection(*(set(a.info) for a in (*train, *valid)))
     for split, frames in (
         ("train", [a for a in train if not is_perfect_supercell(a)]),
         ("references", references),
         ("valid", valid or train),
     ):
-        write(paths[split], shifted(frames, offsets), format="extxyz")
+        write(paths[split], shifted(frames, offsets, common), format="extxyz")
     config = sevenn_input(
         settings,
         checkpoint,
