@@ -964,12 +964,10 @@ def command_dataset(args: argparse.Namespace) -> int:
 
 def command_finetune(args: argparse.Namespace) -> int:
     """carrierflow finetune: SevenNet's trainer on DFT frames, validated on held-out phases."""
-
     from carrierflow.workflows.calculators import file_sha256
     from carrierflow.workflows.finetune import (
         check_device,
         fine_tuned_model,
-        phase_of,
         split_by_phase,
     )
 
@@ -980,15 +978,9 @@ def command_finetune(args: argparse.Namespace) -> int:
         return _cross_validate(args, frames, settings)
     if args.orderings:
         raise UsageError("--orderings compares the models of --cross-validate: give it too")
+    if args.hold_out:
+        _check_phases("--hold-out", args.hold_out, frames, args.data)
     train, valid = split_by_phase(frames, args.hold_out)
-    phases = sorted({phase_of(atoms) for atoms in frames})
-    unknown = sorted(set(args.hold_out or ()) - set(phases))
-    if args.hold_out and (unknown or not train):
-        raise UsageError(
-            f"--hold-out {' '.join(args.hold_out)}: "
-            f"{'no frame of ' + ', '.join(unknown) if unknown else 'every frame'} in "
-            f"{args.data} (phases: {', '.join(phases)}); hold out some phases, not all"
-        )
     check_writable_directory(args.output, "--output")
     # in DIR/<hash of its frames, settings and base checkpoint>: a rerun reads it back
     result = fine_tuned_model(train, valid, settings, args.output, file_sha256(args.data))
@@ -1008,6 +1000,20 @@ def command_finetune(args: argparse.Namespace) -> int:
     )
     _print_held_out(result, f"held-out {', '.join(args.hold_out)}")
     return 0
+
+
+def _check_phases(option: str, names: list[str], frames: list, data: Path) -> None:
+    """The phases an option holds out: each among the frames, and not all of them."""
+    from carrierflow.workflows.finetune import phase_of
+
+    phases = sorted({phase_of(atoms) for atoms in frames})
+    unknown = [name for name in names if name not in phases]
+    if unknown or set(names) >= set(phases):
+        raise UsageError(
+            f"{option} {' '.join(names)}: "
+            f"{'no frame of ' + ', '.join(unknown) if unknown else 'every phase'} in "
+            f"{data} (phases: {', '.join(phases)}); hold out some phases, not all"
+        )
 
 
 def command_validate(args: argparse.Namespace) -> int:
@@ -1069,19 +1075,11 @@ def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSe
         check_orderings,
         cross_validated,
         ordering_energies,
-        phase_of,
     )
 
     if args.hold_out:
         raise UsageError("--hold-out and --cross-validate: give one of them")
-    phases = sorted({phase_of(atoms) for atoms in frames})
-    unknown = [p for p in args.cross_validate if p not in phases]
-    if unknown or len(args.cross_validate) >= len(phases):
-        raise UsageError(
-            f"--cross-validate {' '.join(args.cross_validate)}: "
-            f"{'no frame of ' + ', '.join(unknown) if unknown else 'every phase'} in "
-            f"{args.data} (phases: {', '.join(phases)}); hold out some phases, not all"
-        )
+    _check_phases("--cross-validate", args.cross_validate, frames, args.data)
     orderings = []
     for path in args.orderings or []:
         try:

@@ -326,8 +326,6 @@ def check_overwrite(path: Path, frames: list[Atoms]) -> None:
     otherwise overwrite hours of DFT (committed in fixtures/dft) with fewer frames, silently."""
     if not path.exists():
         return
-    if not path.is_file():
-        raise DatasetError(f"dataset: '{path}' is a folder, not a file")
     try:
         old = read(path, index=":", format="extxyz")
         kept = {_frame_key(a) for a in old}
