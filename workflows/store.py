@@ -79,7 +79,8 @@ def open_store(location: str | Path | None = None, create: bool = True) -> JobSt
         return store
     if not create and not path.is_dir():
         raise StoreError(f"no store at '{location}' (give --store or set CARRIERFLOW_STORE)")
-    check_writable_directory(path, "the store at")
+    if create:
+        check_writable_directory(path, "the store at")
     docs = MontyStore(
         "outputs", database_path=str(path), database_name="carrierflow", storage="sqlite"
     )
@@ -87,6 +88,11 @@ def open_store(location: str | Path | None = None, create: bool = True) -> JobSt
         "data", database_path=str(path), database_name="carrierflow", storage="sqlite"
     )
     store = JobStore(docs, additional_stores={"data": data})
+    if not create:
+        # a command that only reads (report, runs, dataset) writes nothing into the store:
+        # it may be a colleague's, or on a read-only mount
+        store.connect()
+        return store
     # two runs opening a new store at once: montydb creates a collection's SQLite table on its
     # first write, and a run that read between the other's database file and its tables failed
     # with "no such table" (1 in 6 two-run starts); make the tables once, under a lock

@@ -156,3 +156,24 @@ def test_a_store_written_by_an_earlier_version_is_found_reused_and_rendered(tmp_
         d["formation_energy_eV"] for d in old["hosts"][0]["defects"]
     ]
     assert main(["report", *args, "--output", str(tmp_path / "report")]) == 0
+
+
+def test_commands_that_only_read_a_store_leave_every_byte_of_it_unchanged(tmp_path, capsys):
+    """report, runs and dataset may be pointed at a colleague's store or a read-only mount:
+    they write no probe documents, lock files or write tests into it (a store of commit
+    ee92940, older than the probe documents, is the case where one would be written)."""
+    store = tmp_path / "store"
+    shutil.copytree(Path(__file__).parent / "stores" / "ee92940", store)
+
+    def snapshot():
+        return {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    args = ["--system", "Cu-Au", "--calculator", "emt", "--defects", "vacancy"]
+    assert main(["report", *args, "--store", str(store), "--output", str(tmp_path / "r")]) == 0
+    assert main(["runs", "--store", str(store)]) == 0
+    capsys.readouterr()
+    # EMT is no DFT: the data set is refused, after the store was read
+    assert main(["dataset", "--store", str(store), str(tmp_path / "d.extxyz")]) == 2
+    assert "DFT" in capsys.readouterr().err
+    assert snapshot() == before
