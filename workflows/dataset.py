@@ -47,7 +47,14 @@ def gpaw_frames(directory: Path) -> list[Atoms]:
     frames = []
     previous = None
     for number, line in enumerate(lines, start=1):
-        step = json.loads(line)
+        try:
+            step = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                # being written by a running worker, or cut short by one that was killed (its
+                # next run drops the line and computes the step again)
+                break
+            raise DatasetError(f"{steps_file}: line {number} is no recorded step") from None
         again = previous is not None and (previous["positions"], previous["cell"]) == (
             step["positions"],
             step["cell"],

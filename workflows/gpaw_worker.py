@@ -45,7 +45,26 @@ def say(text):
 
 
 def recorded_steps():
-    return [json.loads(line) for line in STEPS.read_text().splitlines()] if STEPS.exists() else []
+    """The steps an earlier run recorded. A run killed while it wrote a step leaves the last
+    line cut short: that step is dropped (and computed again), and the file is rewritten
+    without it, so that the next step starts a line of its own."""
+    if not STEPS.exists():
+        return []
+    text = STEPS.read_text()
+    lines = text.splitlines()
+    steps = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            steps.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                sys.exit(f"{STEPS}: line {number} is no recorded step (the file was edited?)")
+            say(f"step {number} was cut short when an earlier run stopped: computing it again")
+    if text and (len(steps) < len(lines) or not text.endswith("\n")) and world.rank == 0:
+        cut = STEPS.with_name(STEPS.name + ".tmp")
+        cut.write_text("".join(line + "\n" for line in lines[: len(steps)]))
+        cut.replace(STEPS)  # atomic: another rank reads the old file or the new, never half
+    return steps
 
 
 def build_atoms(spec, steps):

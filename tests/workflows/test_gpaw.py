@@ -358,6 +358,38 @@ def test_an_interrupted_gpaw_relaxation_goes_on_as_if_never_stopped(tmp_path):
 
 @pytest.mark.gpaw
 @needs_gpaw
+def test_a_relaxation_killed_while_it_wrote_a_step_computes_that_step_again(tmp_path):
+    from carrierflow.workflows.dataset import GPAW_STEPS
+
+    _worker_steps(tmp_path, 2)
+    log = tmp_path / GPAW_STEPS
+    text = log.read_text()
+    log.write_text(text[: len(text) - 40])  # the third step's line cut 40 characters short
+    steps = _worker_steps(tmp_path, 3)
+    assert len(steps) == 4  # the start and 3 steps, each a whole line
+    assert len(log.read_text().splitlines()) == 4
+
+
+def test_a_step_log_cut_short_loses_its_last_step_and_a_broken_line_inside_is_an_error(
+    tmp_path,
+):
+    from carrierflow.workflows.dataset import GPAW_STEPS, DatasetError, gpaw_frames
+
+    moved = {**STEP, "positions": [[0, 0, 0], [0.51, 0.5, 0.5]], "free_energy": -3.02}
+    _frames_of_step_log(tmp_path, [], [STEP, moved])
+    log = tmp_path / GPAW_STEPS
+    whole = log.read_text()
+    # a worker still writing its second step (or killed while it did)
+    log.write_text(whole[: len(whole) - 30])
+    assert [f.info["step"] for f in gpaw_frames(tmp_path)] == [1]
+    # a broken line before the last is no interruption: the file was damaged
+    log.write_text(whole[: len(whole) - 30] + "\n" + json.dumps(STEP) + "\n")
+    with pytest.raises(DatasetError, match=r"gpaw-steps.jsonl: line 2 is no recorded step"):
+        gpaw_frames(tmp_path)
+
+
+@pytest.mark.gpaw
+@needs_gpaw
 def test_a_cell_relaxation_resumed_from_positions_off_its_symmetry_by_1e_8_goes_on(tmp_path):
     # --resume-from reads positions back from 8 decimals; the symmetry constraint then moved
     # them after GPAW had set up, and GPAW 22.8 aborted (the Li-In bulk cells, 2026-12-02)
