@@ -31,7 +31,7 @@ from carrierflow.workflows.codes.dft import DftCode
 from carrierflow.workflows.dataset import DatasetError, read_frames_file
 from carrierflow.workflows.dft import PRESETS, DftSettings
 from carrierflow.workflows.finetune import FineTuneError
-from carrierflow.workflows.schemas import FineTuneSettings, LearnSettings
+from carrierflow.workflows.schemas import DefectSettings, FineTuneSettings, LearnSettings
 from carrierflow.workflows.store import StoreError, check_writable_directory
 
 logger = logging.getLogger("carrierflow")
@@ -54,7 +54,10 @@ class UsageError(ValueError):
     """A command line that cannot be run."""
 
 
-def _add_selection(parser: argparse.ArgumentParser) -> None:
+def _add_selection(parser: argparse.ArgumentParser, runs: bool = True) -> None:
+    """What to study, with which calculator and DFT settings; with ``runs`` False (write-inputs)
+    none of the options that only matter when the calculations run here (--refine, --learn,
+    --cores, --workdir, --store, ...): given there, argparse names them unknown."""
     group = parser.add_argument_group("what to study")
     group.add_argument("--system", help=f"a preset: {', '.join(SYSTEMS)}")
     group.add_argument("--species", help="the mobile species (e.g. Li)")
@@ -85,26 +88,27 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         help=f"ASE optimizer of the ionic relaxations: {', '.join(ASE_OPTIMIZERS)} "
         f"({_CALCULATOR_DEFAULTS['optimizer']})",
     )
-    calc.add_argument(
-        "--refine",
-        choices=sorted(DFT_CALCULATORS),
-        help="recompute the lowest defects of every phase with this DFT code; the verdict "
-        "then comes from DFT",
-    )
-    calc.add_argument(
-        "--learn",
-        choices=sorted(DFT_CALCULATORS),
-        help="refine with this DFT code, fine-tune the SevenNet stand-in on every DFT frame, "
-        "screen again with it and refine what it then puts lowest (--learn-rounds times); "
-        "the verdict comes from DFT",
-    )
-    calc.add_argument(
-        "--uncertainty",
-        type=float,
-        help="energy uncertainty for the verdict, eV (stand-ins "
-        f"{Code.uncertainty_eV:g}, DFT {DftCode.uncertainty_eV:g}, DFT with --dft-preset fast "
-        f"{FAST_PRESET_UNCERTAINTY_EV:g})",
-    )
+    if runs:
+        calc.add_argument(
+            "--refine",
+            choices=sorted(DFT_CALCULATORS),
+            help="recompute the lowest defects of every phase with this DFT code; the verdict "
+            "then comes from DFT",
+        )
+        calc.add_argument(
+            "--learn",
+            choices=sorted(DFT_CALCULATORS),
+            help="refine with this DFT code, fine-tune the SevenNet stand-in on every DFT frame, "
+            "screen again with it and refine what it then puts lowest (--learn-rounds times); "
+            "the verdict comes from DFT",
+        )
+        calc.add_argument(
+            "--uncertainty",
+            type=float,
+            help="energy uncertainty for the verdict, eV (stand-ins "
+            f"{Code.uncertainty_eV:g}, DFT {DftCode.uncertainty_eV:g}, DFT with --dft-preset fast "
+            f"{FAST_PRESET_UNCERTAINTY_EV:g})",
+        )
     dft = parser.add_argument_group("DFT settings (vasp, gpaw; defaults are the study's)")
     dft.add_argument(
         "--dft-preset",
@@ -114,6 +118,9 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         "option's help gives both)",
     )
     _add_dft_settings(dft)
+    if not runs:
+        _add_flags(parser)
+        return
     dft.add_argument(
         "--vasp-cmd", help="the VASP command (default: $CARRIERFLOW_VASP_CMD or atomate2's)"
     )
@@ -318,8 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
         "structures with --hosts/--reference to build them on your relaxed bulk.",
     )
     inputs.add_argument("directory", help="where to write the folders")
-    _add_selection(inputs)
-    _add_cell_options(inputs)
+    _add_selection(inputs, runs=False)
+    _add_settings(inputs.add_argument_group("defects and supercells"), DefectSettings)
+    # what the shared readers of a command line ask of the options write-inputs has not
+    inputs.set_defaults(
+        refine=None,
+        learn=None,
+        uncertainty=None,
+        vasp_cmd=None,
+        cores=_CALCULATOR_DEFAULTS["cores"],
+        workdir=_CALCULATOR_DEFAULTS["workdir"],
+        resume_from=None,
+    )
     runs = sub.add_parser("runs", help="list the finished runs in a store")
     _add_store(runs)
     dataset = sub.add_parser(
@@ -888,8 +905,6 @@ def command_write_inputs(args: argparse.Namespace) -> int:
     from carrierflow.workflows.inputs import write_inputs
 
     _, species, reference_spec, host_specs = _selection(args)
-    if args.refine:
-        raise UsageError("write-inputs writes one calculator's inputs: drop --refine")
     calculator, _ = _calculators(args)
     if calculator.name != "vasp":
         raise UsageError(

@@ -162,6 +162,20 @@ def test_write_inputs_is_for_vasp(capsys, tmp_path, calculator):
     assert "write-inputs writes VASP input folders" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "option", [["--learn", "gpaw"], ["--refine", "vasp"], ["--store", "s"], ["--migration"]]
+)
+def test_write_inputs_refuses_options_that_only_a_run_uses(capsys, tmp_path, option):
+    """An option write-inputs would ignore is no option of it: the folders a user runs by hand
+    never silently differ from what the command line asked for."""
+    args = ["write-inputs", str(tmp_path / "in"), "--system", "Li-In", "--calculator", "vasp"]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, *option])
+    assert stop.value.code == 2
+    assert f"unrecognized arguments: {' '.join(option)}" in capsys.readouterr().err
+    assert not (tmp_path / "in").exists()
+
+
 def _vacancy_cell_formula() -> str:
     host = load_fixture("Cu3Au")[0].get_primitive_structure()
     plan = plan_defects("Cu3Au", host, DefectSettings(species="Cu", defect_kinds=["vacancy"]))
