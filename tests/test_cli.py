@@ -73,6 +73,11 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
             "calculator 'emt' runs in-process: it takes no command",
         ),
         (["--system", "Li-In", "--calculator", "lammps"], "unknown calculator 'lammps'"),
+        # a DFT code relaxes with its own optimizer: an ASE one asked for would be ignored
+        (
+            ["--system", "Li-In", "--calculator", "gpaw", "--optimizer", "FIRE"],
+            "calculator 'gpaw' relaxes with ASE BFGS (maxstep 0.05 A; ",
+        ),
         (["--system", "Cu-Au", "--calculator", "emt", "--model", "x"], "takes no --model"),
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--max-atoms", "20"],

@@ -25,6 +25,12 @@ class DftCode(Code):
 
     def check_options(self, calculator) -> None:
         super().check_options(calculator)
+        default = type(calculator).__dataclass_fields__["optimizer"].default
+        if calculator.optimizer != default:
+            raise CalculatorError(
+                f"calculator '{self.name}' relaxes with {self.optimizer}: --optimizer chooses "
+                f"the stand-ins' ASE optimizer (got '{calculator.optimizer}')"
+            )
         try:
             calculator.dft_settings  # noqa: B018 - validates preset and overrides
         except ValidationError as exc:
