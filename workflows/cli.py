@@ -1038,6 +1038,9 @@ def command_validate(args: argparse.Namespace) -> int:
     from carrierflow.workflows.calculators import file_sha256, sevennet_elements
     from carrierflow.workflows.validation import markdown, plot, validate
 
+    twice = sorted({model for model in args.model if args.model.count(model) > 1})
+    if twice:  # its rows would stand twice in the table, its results once in the JSON
+        raise UsageError(f"--model names {', '.join(twice)} twice")
     frames = read_frames_file(args.data, "validate")
     models = hashlib.sha256("\n".join(args.model).encode()).hexdigest()[:8]
     output = args.output or Path("carrierflow-results") / f"validation-{args.data.stem}-{models}"

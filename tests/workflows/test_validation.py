@@ -88,6 +88,14 @@ def test_validating_a_model_file_that_does_not_load_is_one_line_and_exit_2(
     assert capsys.readouterr().err.startswith("carrierflow: error: cannot load SevenNet model")
 
 
+def test_a_model_named_twice_is_one_line_before_anything_loads(bcc_li_frames, tmp_path, capsys):
+    out = tmp_path / "v"
+    args = ["validate", str(bcc_li_frames), "--model", "7net-0", "x.pth", "7net-0"]
+    assert main([*args, "--output", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == "carrierflow: error: --model names 7net-0 twice"
+    assert not out.exists()
+
+
 def test_validating_frames_without_dft_energies_is_one_line_before_any_model_loads(
     tmp_path, capsys
 ):
