@@ -1017,10 +1017,18 @@ def command_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_once(option: str, names: list[str]) -> None:
+    """An option of several names names each once."""
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UsageError(f"{option} names {', '.join(twice)} twice")
+
+
 def _check_phases(option: str, names: list[str], frames: list, data: Path) -> None:
     """The phases an option holds out: each among the frames, and not all of them."""
     from carrierflow.workflows.finetune import phase_of
 
+    _check_once(option, names)  # --cross-validate: the same fold trained twice
     phases = sorted({phase_of(atoms) for atoms in frames})
     unknown = [name for name in names if name not in phases]
     if unknown or set(names) >= set(phases):
@@ -1038,9 +1046,7 @@ def command_validate(args: argparse.Namespace) -> int:
     from carrierflow.workflows.calculators import file_sha256, sevennet_elements
     from carrierflow.workflows.validation import markdown, plot, validate
 
-    twice = sorted({model for model in args.model if args.model.count(model) > 1})
-    if twice:  # its rows would stand twice in the table, its results once in the JSON
-        raise UsageError(f"--model names {', '.join(twice)} twice")
+    _check_once("--model", args.model)  # twice in the table, once in the JSON
     frames = read_frames_file(args.data, "validate")
     models = hashlib.sha256("\n".join(args.model).encode()).hexdigest()[:8]
     output = args.output or Path("carrierflow-results") / f"validation-{args.data.stem}-{models}"

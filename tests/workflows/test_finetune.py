@@ -263,6 +263,8 @@ def test_cross_validation_trains_one_model_per_held_out_host_and_one_on_every_fr
         (["--cross-validate", "LiX"], "--cross-validate LiX: no frame of LiX"),
         (["--cross-validate", "Li", "Li5In4", "Li3In2"], "every phase"),
         (["--cross-validate", "Li3In2", "--hold-out", "Li"], "give one of them"),
+        # the same fold would train twice, about 17 min each here
+        (["--cross-validate", "Li3In2", "Li3In2"], "--cross-validate names Li3In2 twice"),
         (["--orderings", "a.json", "b.json"], "--orderings compares the models"),
         (["--device", "cuda:99"], "--device cuda:99"),
         (
