@@ -73,6 +73,15 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
             "calculator 'emt' runs in-process: it takes no command",
         ),
         (["--system", "Li-In", "--calculator", "lammps"], "unknown calculator 'lammps'"),
+        # a phase is named by its formula: two of one would share their jobs and results
+        (
+            ["--species", "Cu", "--hosts", "Cu3Au", "Cu3Au", "--calculator", "emt"],
+            "--hosts Cu3Au: Cu3Au twice (as 'Cu3Au'); one phase per formula in a run",
+        ),
+        (
+            ["--species", "Cu", "--hosts", "Cu", "--calculator", "emt"],
+            "--hosts Cu: Cu twice (as the reference 'Cu')",
+        ),
         # a DFT code relaxes with its own optimizer: an ASE one asked for would be ignored
         (
             ["--system", "Li-In", "--calculator", "gpaw", "--optimizer", "FIRE"],

@@ -598,8 +598,8 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
         Element(species)
     except ValueError as exc:
         raise UsageError(f"species '{species}' is not an element") from exc
-    phases = []
-    for spec in [reference, *hosts]:
+    phases, specs = [], [reference, *hosts]
+    for spec in specs:
         structure, source = load_structure(spec)
         # before any symmetry analysis: a 6912-atom file held get_primitive_structure for minutes
         if len(structure) > args.max_atoms:
@@ -621,6 +621,17 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
         raise UsageError(
             f"reference '{reference}' is {phases[0].label}, not the pure {species} phase"
         )
+    # a phase is named by its formula (its jobs, results, DFT frames, --hold-out): two of one
+    # formula, the same file twice or two orderings, would share every name
+    labels = [phase.label for phase in phases]
+    for index, (spec, label) in enumerate(zip(specs, labels, strict=True)):
+        if label in labels[:index]:
+            first = labels.index(label)
+            role = "the reference " if first == 0 else ""
+            raise UsageError(
+                f"--hosts {spec}: {label} twice (as {role}'{specs[first]}'); "
+                "one phase per formula in a run"
+            )
     return phases[0], phases[1:]
 
 
