@@ -59,7 +59,10 @@ def _pairwise_reduce(vectors: np.ndarray, rounds: int = 4) -> np.ndarray:
 
 
 def choose_supercell(
-    structure: Structure, min_image_distance_A: float = 10.0, max_atoms: int = 250
+    structure: Structure,
+    min_image_distance_A: float = 10.0,
+    max_atoms: int = 250,
+    options: tuple[str, str] = ("--max-atoms", "--min-image-distance"),
 ) -> SupercellChoice:
     """The smallest supercell whose periodic images are at least ``min_image_distance_A`` apart.
 
@@ -72,7 +75,8 @@ def choose_supercell(
     (symmetry-equivalent supercells have equal distances up to the host's noise), the tie goes
     to the lexicographically smallest Hermite normal form, and the matrix is the canonical
     reduced basis of that supercell (:func:`canonical_basis`). Two relaxations of one host
-    that differ in the 6th digit get the same matrix.
+    that differ in the 6th digit get the same matrix. ``options``: the cap's and the
+    distance's command-line options, named when no supercell fits.
     """
     natoms = len(structure)
     target = min_image_distance_A - 1e-6
@@ -107,7 +111,7 @@ def choose_supercell(
     raise StructureError(
         f"{structure.composition.reduced_formula}: no supercell of at most {max_atoms} atoms "
         f"reaches a minimum image distance of {min_image_distance_A:g} A "
-        "(raise --max-atoms or lower --min-image-distance)"
+        f"(raise {options[0]} or lower {options[1]})"
     )
 
 

@@ -73,6 +73,12 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
             "calculator 'emt' runs in-process: it takes no command",
         ),
         (["--system", "Li-In", "--calculator", "lammps"], "unknown calculator 'lammps'"),
+        # the DFT cell is checked before the screen runs, by its own options
+        (
+            ["--system", "Li-In", "--refine", "gpaw", "--dft-min-image-distance", "15"],
+            "Li: no supercell of at most 64 atoms reaches a minimum image distance of 15 A "
+            "(raise --dft-max-atoms or lower --dft-min-image-distance)",
+        ),
         # a phase is named by its formula: two of one would share their jobs and results
         (
             ["--species", "Cu", "--hosts", "Cu3Au", "Cu3Au", "--calculator", "emt"],

@@ -592,6 +592,7 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
     from carrierflow.structures.defects import check_species
     from carrierflow.structures.sources import check_bulk, load_structure
     from carrierflow.structures.supercells import choose_supercell
+    from carrierflow.workflows.refine import DFT_CELL_OPTIONS
     from carrierflow.workflows.flows import Phase
 
     try:
@@ -611,8 +612,13 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
         structure = structure.get_primitive_structure()
         label = structure.composition.reduced_formula
         check_species(structure, species)
-        # fail now, not after the bulk relaxation, when no supercell fits under the cap
+        # fail now, not after the bulk relaxation, when no supercell fits under the cap; the
+        # DFT cell's too, not after hours of screening (on the structure as given: the DFT
+        # relaxation changes its lattice by a few per cent at most)
         choose_supercell(structure, args.min_image_distance, args.max_atoms)
+        if getattr(args, "refine", None) or getattr(args, "learn", None):
+            cap, distance = args.dft_max_atoms, args.dft_min_image_distance
+            choose_supercell(structure, distance, cap, DFT_CELL_OPTIONS)
         phases.append(Phase(label=label, structure=structure, source=source))
     calculator.check_elements(
         {el.symbol for phase in phases for el in phase.structure.composition.elements}

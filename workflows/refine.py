@@ -72,6 +72,10 @@ def transfer_candidates(
     return candidates
 
 
+# the options of the DFT supercell, named when none fits
+DFT_CELL_OPTIONS = ("--dft-max-atoms", "--dft-min-image-distance")
+
+
 def dft_plan(
     label: str,
     bulk: CalculationDoc,
@@ -85,7 +89,7 @@ def dft_plan(
     supercell, the screen's defects as candidates there and the ``chosen`` ones placed, each
     with its start (seeded apart from the screen's)."""
     host = symmetrize(bulk.structure)
-    choice = choose_supercell(host, refine.min_image_distance_A, refine.max_atoms)
+    choice = choose_supercell(host, refine.min_image_distance_A, refine.max_atoms, DFT_CELL_OPTIONS)
     candidates = transfer_candidates(screen.defects, host, settings.species, given)
     selected = [c for c in candidates if c.name in chosen]
     return placed_plan(label, host, choice, candidates, selected, settings, "/dft")
