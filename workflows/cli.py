@@ -592,8 +592,8 @@ def _load_phases(species: str, reference: str, hosts: list[str], calculator, arg
     from carrierflow.structures.defects import check_species
     from carrierflow.structures.sources import check_bulk, load_structure
     from carrierflow.structures.supercells import choose_supercell
-    from carrierflow.workflows.refine import DFT_CELL_OPTIONS
     from carrierflow.workflows.flows import Phase
+    from carrierflow.workflows.refine import DFT_CELL_OPTIONS
 
     try:
         Element(species)
