@@ -429,6 +429,10 @@ def test_a_config_file_holds_any_option_and_the_command_line_wins(tmp_path, monk
     config.write_text("hosts: Cu3Au\ncalculator: emt\n")
     assert main(["run", "--config", str(config), "--species", "Cu"]) == 0
     assert seen["hosts"] == ["Cu3Au"]
+    # an on/off option from the file, and numbers given where the option takes text
+    config.write_text("hosts: [123]\ncalculator: emt\nmigration: true\n")
+    assert main(["run", "--config", str(config), "--species", "Cu"]) == 0
+    assert seen["hosts"] == ["123"] and seen["migration"] is True
     finetune = tmp_path / "finetune.yaml"
     finetune.write_text("hold-out: Li3In2\norderings: [a.json, b.json]\n")
     monkeypatch.setattr(cli, "command_finetune", lambda args: seen.update(vars(args)) or 0)
@@ -445,6 +449,12 @@ def test_a_config_file_holds_any_option_and_the_command_line_wins(tmp_path, monk
         ("fmx: 0.02\n", "has no option --fmx"),
         ("[1, 2]\n", "give options as 'name: value' lines"),
         ("fmax: [0.02\n", "not YAML"),
+        # argparse checks neither the choices nor the type of a default: a stand-in ran as
+        # the "DFT" of a refinement, a list ended in a TypeError
+        ("refine: emt\n", "--config {config}: --refine: 'emt' is not one of gpaw, vasp"),
+        ("fmax: [0.02]\n", "--fmax takes one value, got [0.02]"),
+        ("defects: [vacancy, vacancies]\n", "--defects: 'vacancies' is not one of"),
+        ("migration: 3\n", "--migration is on or off: give true or false, got 3"),
     ],
 )
 def test_a_bad_config_file_is_one_line_and_exit_2(capsys, paths, tmp_path, text, message):
@@ -463,7 +473,7 @@ def test_a_bad_config_file_is_one_line_and_exit_2(capsys, paths, tmp_path, text,
         str(config),
         *paths,
     )
-    assert message in line
+    assert message.format(config=config) in line
 
 
 def test_a_missing_config_file_is_named(capsys, paths, tmp_path):

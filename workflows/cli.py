@@ -464,22 +464,34 @@ def _apply_config(parser: argparse.ArgumentParser, args, argv) -> argparse.Names
 
 
 def _config_value(action: argparse.Action, value, where: str):
-    """A --config value as the command line would give it: an option of several values gets a
-    list (a single value too: `hosts: Cu3Au` is one host, not five letters), each converted
-    by the option's type; argparse converts a string given to any other option itself."""
-    if action.nargs not in ("+", "*") and not isinstance(action.nargs, int):
+    """A --config value checked and converted as the command line would be (argparse checks
+    neither the type nor the choices of a default): an on/off option takes true or false; an
+    option of several values gets a list (a single value too: `hosts: Cu3Au` is one host, not
+    five letters); every value converted by the option's type and among its choices."""
+    flag = action.option_strings[0]
+    if action.nargs == 0:  # store_true
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: {flag} is on or off: give true or false, got {value!r}")
         return value
+    several = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    if isinstance(value, dict) or (isinstance(value, list) and not several):
+        raise UsageError(f"{where}: {flag} takes one value, got {value!r}")
     items = value if isinstance(value, list) else [value]
     if isinstance(action.nargs, int) and len(items) != action.nargs:
-        raise UsageError(
-            f"{where}: {action.option_strings[0]} takes {action.nargs} values, got {len(items)}"
-        )
-    if action.type is None:
-        return items
-    try:
-        return [action.type(str(item)) for item in items]
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{where}: {action.option_strings[0]}: {exc}") from exc
+        raise UsageError(f"{where}: {flag} takes {action.nargs} values, got {len(items)}")
+    converted = []
+    for item in items:
+        if isinstance(item, list | dict) or item is None:
+            raise UsageError(f"{where}: {flag}: {item!r} is not a value")
+        try:
+            item = action.type(str(item)) if action.type is not None else str(item)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            raise UsageError(f"{where}: {flag}: {exc}") from exc
+        if action.choices is not None and item not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise UsageError(f"{where}: {flag}: '{item}' is not one of {choices}")
+        converted.append(item)
+    return converted if several else converted[0]
 
 
 def _selection(args: argparse.Namespace) -> tuple[str, str, str, list[str]]:
