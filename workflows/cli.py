@@ -285,6 +285,17 @@ def _version() -> str:
         return "unknown"
 
 
+# defect settings that change no input folder of write-inputs
+_RUN_ONLY_DEFECT_OPTIONS = {
+    "--starts",
+    "--screen-image-distance",
+    "--keep",
+    "--reconstruction-radius",
+    "--reconstruction-threshold",
+    "--temperature",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``carrierflow``."""
     parser = argparse.ArgumentParser(
@@ -326,7 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inputs.add_argument("directory", help="where to write the folders")
     _add_selection(inputs, runs=False)
-    _add_settings(inputs.add_argument_group("defects and supercells"), DefectSettings)
+    # the folders hold each defect's first start in the final cell; the starts, the screen's
+    # cells and what the results make of the energies are a run's
+    _add_settings(
+        inputs.add_argument_group("defects and supercells"),
+        DefectSettings,
+        exclude=tuple(
+            name
+            for name, info in DefectSettings.model_fields.items()
+            if (info.json_schema_extra or {}).get("option") in _RUN_ONLY_DEFECT_OPTIONS
+        ),
+    )
     # what the shared readers of a command line ask of the options write-inputs has not
     inputs.set_defaults(
         refine=None,

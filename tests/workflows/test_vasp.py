@@ -163,7 +163,17 @@ def test_write_inputs_is_for_vasp(capsys, tmp_path, calculator):
 
 
 @pytest.mark.parametrize(
-    "option", [["--learn", "gpaw"], ["--refine", "vasp"], ["--store", "s"], ["--migration"]]
+    "option",
+    [
+        ["--learn", "gpaw"],
+        ["--refine", "vasp"],
+        ["--store", "s"],
+        ["--migration"],
+        # the folders hold each defect's first start in the final cell
+        ["--starts", "3"],
+        ["--screen-image-distance", "6"],
+        ["--temperature", "600"],
+    ],
 )
 def test_write_inputs_refuses_options_that_only_a_run_uses(capsys, tmp_path, option):
     """An option write-inputs would ignore is no option of it: the folders a user runs by hand
