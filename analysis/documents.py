@@ -52,7 +52,8 @@ class DefectRow(_Document):
     )
     ranking_energy_eV: float = Field(description="the E_f the verdict ranks by")
     site_fraction: float | None = Field(
-        description="equilibrium site fraction at temperature_K (None: its atoms ran together)"
+        description="equilibrium site fraction at temperature_K (None: its atoms ran together, "
+        "or E_f < 0, the host unstable against it)"
     )
     converged: bool
     steps: int

@@ -26,8 +26,13 @@ def added_atoms(kind: str) -> int:
     return {"vacancy": -1, "interstitial": 1}[kind]
 
 
-def site_fraction(formation_energy_eV: float, temperature_K: float) -> float:
-    """Equilibrium fraction of sites occupied by the defect: exp(-E_f / k_B T)."""
+def site_fraction(formation_energy_eV: float, temperature_K: float) -> float | None:
+    """Equilibrium fraction of sites occupied by the defect: exp(-E_f / k_B T) in the dilute
+    limit. None for E_f < 0: the host gains energy by forming the defect, so there is no
+    dilute equilibrium to speak of (the formula gave fractions above 1, and at a few K an
+    OverflowError after the whole run)."""
     if temperature_K <= 0:
         raise ValueError(f"temperature must be positive, got {temperature_K} K")
+    if formation_energy_eV < 0:
+        return None
     return math.exp(-formation_energy_eV / (BOLTZMANN_EV_K * temperature_K))

@@ -33,6 +33,13 @@ def test_site_fraction_is_boltzmann():
         site_fraction(0.5, 0)
 
 
+def test_a_defect_that_lowers_the_energy_has_no_dilute_site_fraction():
+    # exp(+0.07 eV / k_B 1 K) overflowed after the whole run; above 0 K it exceeded 1
+    assert site_fraction(-0.07, 1.0) is None
+    assert site_fraction(-0.07, 300) is None
+    assert site_fraction(2.0, 1.0) == 0.0
+
+
 def test_dominant_carrier_respects_the_uncertainty():
     assert dominant_carrier(0.6, 1.1, 0.1)[:2] == ("vacancy", pytest.approx(0.5))
     assert dominant_carrier(0.9, 0.5, 0.1)[:2] == ("interstitial", pytest.approx(-0.4))
