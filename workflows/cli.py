@@ -78,7 +78,7 @@ def _add_selection(parser: argparse.ArgumentParser, runs: bool = True) -> None:
     calc.add_argument(
         "--fmax",
         type=float,
-        help="force convergence, eV/A ("
+        help="force convergence of every relaxation, the screen's and DFT's, eV/A ("
         + ", ".join(f"{preset} {fmax:g}" for preset, fmax in FMAX_EV_A.items())
         + " with --dft-preset)",
     )
@@ -573,7 +573,8 @@ def _calculators(args: argparse.Namespace):
             f"--{'learn' if learn else 'refine'} {refine} refines a stand-in screen; "
             f"'{screen.name}' is DFT already"
         )
-    return screen, Calculator(refine, **code)
+    # --fmax is every relaxation's: the screen's and DFT's (it reached the screen only)
+    return screen, Calculator(refine, fmax=args.fmax, **code)
 
 
 def _assignments(items: list[str] | None, option: str) -> dict[str, str] | None:

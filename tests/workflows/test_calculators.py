@@ -181,3 +181,15 @@ def test_a_new_potential_is_one_code_class_in_the_registry(monkeypatch):
         calculator.neb_makers(0.05, 10)
     with pytest.raises(CalculatorError, match="takes no DFT settings"):
         Calculator("lj", dft={"encut_eV": 400})
+
+
+def test_fmax_given_with_a_refinement_is_every_relaxations_the_screens_and_dfts():
+    from carrierflow.workflows.cli import _calculators, build_parser
+
+    parser = build_parser()
+    args = ["run", "--system", "Li-In", "--refine", "gpaw", "--dft-preset", "fast"]
+    screen, dft = _calculators(parser.parse_args([*args, "--fmax", "0.02"]))
+    assert screen.fmax == dft.fmax == 0.02
+    # not given: each its preset's (the screen's is the preset's too)
+    screen, dft = _calculators(parser.parse_args(args))
+    assert dft.fmax == 0.05
