@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymatgen.core import Structure
 
 # ceil() must not jump a whole division on floating-point noise of an exact multiple
@@ -38,6 +38,18 @@ def kpoint_mesh(structure: Structure, spacing: float) -> tuple[int, int, int]:
 PRESETS: dict[str, dict] = {
     "study": {},
     "fast": {"encut_eV": 400.0, "kspacing": 0.05, "ediff_eV": 1e-5},
+}
+
+
+# INCAR tags that --incar may not set: their own option's, or each job's
+INCAR_TAGS_SET_BY_CARRIERFLOW = {
+    "ENCUT": "by --encut",
+    "EDIFF": "by --ediff",
+    "EDIFFG": "by --fmax",
+    "SIGMA": "by --sigma",
+    "KSPACING": "by --kspacing",
+    "IMAGES": "by --images",
+    **{tag: "by each job (relaxation, single point, NEB)" for tag in ("NSW", "ISIF", "IBRION")},
 }
 
 
@@ -86,6 +98,18 @@ class DftSettings(BaseModel):
         description="further VASP INCAR tags, applied last",
         json_schema_extra={"option": "--incar", "metavar": "TAG=VALUE"},
     )
+
+    @field_validator("incar")
+    @classmethod
+    def _no_tag_carrierflow_sets(cls, incar: dict) -> dict:
+        """A tag that has its own option would be applied but recorded under the option's
+        value (ENCUT=600 beside encut_eV 500); one each job sets (NSW, ISIF, IBRION) was
+        overwritten silently."""
+        for tag in incar:
+            if tag.upper() in INCAR_TAGS_SET_BY_CARRIERFLOW:
+                owner = INCAR_TAGS_SET_BY_CARRIERFLOW[tag.upper()]
+                raise ValueError(f"{tag} is set {owner}, not by --incar")
+        return incar
 
     @classmethod
     def option(cls, setting: str) -> str:

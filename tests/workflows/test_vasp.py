@@ -147,6 +147,9 @@ def test_overrides_reach_the_inputs_and_are_recorded(tmp_path, capsys):
         (["--encut", "-5"], "invalid DFT setting --encut: input should be greater than 0"),
         (["--kspacing", "nan"], "invalid DFT setting --kspacing: input should be a finite number"),
         (["--incar", "NELM"], "--incar takes KEY=VALUE pairs, got 'NELM'"),
+        # applied but recorded as encut_eV 500; overwritten by each job
+        (["--incar", "encut=600"], "--incar: ENCUT is set by --encut, not by --incar"),
+        (["--incar", "NSW=300"], "NSW is set by each job (relaxation, single point, NEB)"),
     ],
 )
 def test_vasp_that_cannot_run_is_one_clear_line(capsys, tmp_path, args, message):

@@ -37,9 +37,15 @@ class DftCode(Code):
             first = exc.errors()[0]
             field = DftSettings.model_fields.get(str(first["loc"][0]))
             name = (field.json_schema_extra or {}).get("option") if field else None
+            message = first["msg"]
+            # a check of ours words its message itself; pydantic's start with a capital
+            message = (
+                message[len("Value error, ") :]
+                if first["type"] == "value_error"
+                else (message.lower())
+            )
             raise CalculatorError(
-                f"invalid DFT setting {name or '.'.join(map(str, first['loc']))}: "
-                f"{first['msg'].lower()}"
+                f"invalid DFT setting {name or '.'.join(map(str, first['loc']))}: {message}"
             ) from exc
         vasp_only = [k for k in VASP_ONLY_SETTINGS if calculator.dft.get(k)]
         if vasp_only and not self.takes_vasp_settings:
