@@ -73,6 +73,10 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
             "calculator 'emt' runs in-process: it takes no command",
         ),
         (["--system", "Li-In", "--calculator", "lammps"], "unknown calculator 'lammps'"),
+        (
+            ["--system", "Li-In", "--refine", "gpaw", "--vasp-cmd", "vasp_std"],
+            "--vasp-cmd is VASP's command; GPAW runs under the first Python that imports it",
+        ),
         # the DFT cell is checked before the screen runs, by its own options
         (
             ["--system", "Li-In", "--refine", "gpaw", "--dft-min-image-distance", "15"],

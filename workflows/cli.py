@@ -550,6 +550,14 @@ def _calculators(args: argparse.Namespace):
         "uncertainty_eV": args.uncertainty,
         "resume_from": args.resume_from,
     }
+    dft_code = getattr(args, "learn", None) or getattr(args, "refine", None) or args.calculator
+    if args.vasp_cmd and dft_code == "gpaw":
+        # GPAW's "command" is the Python that runs its worker: a VASP command there was tried
+        # as one, failed, and another Python was used without a word
+        raise UsageError(
+            "--vasp-cmd is VASP's command; GPAW runs under the first Python that imports it "
+            "($CARRIERFLOW_GPAW_PYTHON, this one, the system's)"
+        )
     model = preset_model(args.system, args.calculator, args.model)
     if model is not None and args.model is None:
         logger.info(
