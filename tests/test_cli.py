@@ -72,6 +72,10 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
             ["--system", "Cu-Au", "--calculator", "emt", "--vasp-cmd", "vasp_std"],
             "calculator 'emt' runs in-process: it takes no command",
         ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--workdir", "w"],
+            "calculator 'emt' runs in-process: --workdir is where DFT calculations run",
+        ),
         (["--system", "Li-In", "--calculator", "lammps"], "unknown calculator 'lammps'"),
         (
             ["--system", "Li-In", "--refine", "gpaw", "--vasp-cmd", "vasp_std"],

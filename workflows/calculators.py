@@ -130,6 +130,11 @@ class Calculator(MSONable):
                 raise CalculatorError(
                     f"calculator '{self.name}' runs in-process: it takes no command"
                 )
+            if self.workdir != type(self).__dataclass_fields__["workdir"].default:
+                raise CalculatorError(
+                    f"calculator '{self.name}' runs in-process: --workdir is where DFT "
+                    "calculations run"
+                )
         self.code.check_options(self)
         if self.resume_from is not None:
             if not self.code.resumes_from_frames:
