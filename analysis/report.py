@@ -514,6 +514,10 @@ def write_report(results: dict, output: Path) -> dict[str, Path]:
     paths["markdown"].write_text(markdown_table(results))
     paths["csv"].write_text(csv_table(results))
     plot_formation_energies(results, paths["plot"])
+    # what an earlier command left that these results do not replace: the partial results of
+    # this run while it ran, an earlier run's barriers in a reused --output
+    for stale in ("results.partial.json", "results.partial.md", "barriers.png"):
+        (output / stale).unlink(missing_ok=True)
     if plot_barriers(results, output / "barriers.png"):
         paths["barriers"] = output / "barriers.png"
     return paths

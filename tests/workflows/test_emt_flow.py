@@ -237,6 +237,14 @@ def test_an_interrupted_run_resumes_from_the_store(tmp_path, capsys):
         )
         assert not re.search(computed, resumed.stderr)
     assert (tmp_path / "out" / "results.json").exists()
+    # reported again once finished: the results replace the partial ones, none left beside
+    assert main(report) == 0
+    assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == [
+        "formation_energies.png",
+        "results.csv",
+        "results.json",
+        "results.md",
+    ]
 
 
 def test_report_finds_exactly_the_run_its_options_describe(emt_run, tmp_path, capsys):
