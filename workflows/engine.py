@@ -218,17 +218,39 @@ def _watched(maker: Maker, label: str, every_s: float = 30.0):
         del calculator.calculate
 
 
-def _find_stored(fp: str, warn: bool = True) -> CalculationDoc | PathDoc | None:
-    """The stored result of a fingerprint that passes its checksum; ``warn``: say so when one
-    fails it (once per calculation: the claim looks again, quietly)."""
+def _find_stored(
+    fp: str, calculator: Calculator, warn: bool = True
+) -> CalculationDoc | PathDoc | None:
+    """The stored result of a fingerprint that passes its checksum, computed by the installed
+    version of a stand-in's package; ``warn``: say so when one fails (once per calculation:
+    the claim looks again, quietly)."""
     store = CURRENT_JOB.store
     if store is None:
         return None
     corrupt = None
+    installed = calculator.describe()["version"]
     for found in store.query({"output.fingerprint": fp}, properties=["output"]):
         output = {k: v for k, v in found["output"].items() if not k.startswith("@")}
         document = PathDoc if output.get("task") == "neb" else CalculationDoc
         stored = document.model_validate({**output, "reused": True})
+        # a shipped model is named, not hashed (7net-0 is whatever weights the installed sevenn
+        # ships under that name), and a package's code computes the numbers too: a stand-in's
+        # result of another version is computed again (DFT codes report theirs per run)
+        recorded = stored.calculator.get("version")
+        if (
+            not calculator.code.is_dft
+            and None not in (recorded, installed)
+            and (recorded != installed)
+        ):
+            if warn:
+                logger.info(
+                    "%s: stored by %s %s, installed %s: computing it again",
+                    stored.label,
+                    calculator.package,
+                    recorded,
+                    installed,
+                )
+            continue
         # a stored number changed after it was written (one byte of an energy gave a wrong E_f
         # silently): never reuse it
         if stored.checksum is None or stored.checksum == numbers_checksum(stored.reused_numbers()):
@@ -324,9 +346,10 @@ def calculate(
     fails the job instead. ``endpoint_energies_eV`` completes a path whose code computes the
     intermediate images only (VASP)."""
     fp = fingerprint(task, makers, structure, calculator.model_sha256)
-    stored = _find_stored(fp)
+    stored = _find_stored(fp, calculator)
     if stored is None:
-        with claimed(_claims_store(), fp, label, lambda: _find_stored(fp, warn=False)) as stored:
+        find = lambda: _find_stored(fp, calculator, warn=False)  # noqa: E731
+        with claimed(_claims_store(), fp, label, find) as stored:
             if stored is None:
                 return _compute(
                     makers, structure, task, label, calculator, endpoint_energies_eV, fp

@@ -177,3 +177,26 @@ def test_commands_that_only_read_a_store_leave_every_byte_of_it_unchanged(tmp_pa
     assert main(["dataset", "--store", str(store), str(tmp_path / "d.extxyz")]) == 2
     assert "DFT" in capsys.readouterr().err
     assert snapshot() == before
+
+
+def test_a_stand_ins_result_stored_by_another_version_of_its_package_is_computed_again(
+    emt_run, tmp_path, capsys
+):
+    """A shipped model is named, not hashed: 7net-0 is whatever weights the installed sevenn
+    ships under that name. A result stored by another version is not reused."""
+    from helpers import cu_au
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(emt_run["store"], store_dir)
+    store = open_store(store_dir, create=False)
+    label = "Cu3Au v_Cu_3c"
+    store.docs_store._collection.update_many(
+        {"output.label": label}, {"$set": {"output.calculator.version": "0.0.1"}}
+    )
+    store.close()
+    capsys.readouterr()
+    assert main(cu_au("run", store_dir, tmp_path / "out", "--defects", "vacancy")) == 0
+    err = capsys.readouterr().err
+    assert f"] {label}: stored by ase 0.0.1, installed " in err
+    assert f"{label}: reused from the store" not in err
+    assert "Cu3Au perfect supercell: reused from the store" in err
