@@ -90,6 +90,13 @@ class CarrierFlowMaker(Maker):
         each calculator with its model's content and settings, every defect, refinement and
         migration setting, every input structure), and of nothing that does not (where and on
         how many cores a code runs). ``report`` finds a run by it, never another run's results."""
+        payload = json.dumps(
+            jsanitize(self.identity(reference, hosts), strict=True), sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def identity(self, reference: Phase, hosts: list[Phase]) -> dict:
+        """What :meth:`run_id` hashes."""
 
         def code(calculator: Calculator | None) -> dict | None:
             if calculator is None:
@@ -111,8 +118,7 @@ class CarrierFlowMaker(Maker):
                 {"label": p.label, "structure": p.structure.as_dict()} for p in [reference, *hosts]
             ],
         }
-        payload = json.dumps(jsanitize(identity, strict=True), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return identity
 
     def _tagged(self, job, label: str, run_id: str):
         """Mark a job's output as the results document of this run."""

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from jobflow import CURRENT_JOB, Flow, JobConfig, Response, job
+from monty.json import jsanitize
 from pymatgen.core import Structure
 
 from carrierflow.analysis.documents import Learned, LearnedDefect, Results, verdicts
@@ -189,6 +190,19 @@ class LearningFlowMaker(CarrierFlowMaker):
         payload = [super().run_id(reference, hosts), self.learn.model_dump()]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    def frames_id(self, reference: Phase, hosts: list[Phase]) -> str:
+        """What names a learning round's pinned frames: the run's identity but for the settings
+        that change how its results read, not what it computes (the temperature of the site
+        fractions, the verdict's uncertainty). Named by the run, a rerun at another
+        temperature found no pinned frames, trained round 1 on every frame in the store, and
+        its new model's screen and Hessians sent the GPAW relaxations to be done again."""
+        identity = self.identity(reference, hosts)
+        identity["settings"].pop("temperature_K", None)
+        for code in ("calculator", "refine"):
+            identity[code].pop("uncertainty_eV", None)
+        payload = [jsanitize(identity, strict=True), self.learn.model_dump()]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
     def make(self, reference: Phase, hosts: list[Phase]) -> Flow:
         """Screen, refine, then learn (rounds run as the flow runs)."""
         jobs, reference_bulk, screened, summary = self._screen(reference, hosts)
@@ -316,9 +330,13 @@ def learn_round(
     if CURRENT_JOB.store is None:
         raise RuntimeError("learn_round reads the DFT frames from the store: run it with one")
     root = Path(maker.refine.workdir).absolute() / "fine-tuned"
+    rounds = root / "rounds"
+    record = rounds / f"{maker.frames_id(reference, hosts)}-{number}.json"
+    named_by_run = rounds / f"{run_id}-{number}.json"  # how rounds pinned them until 2026-12-04
+    if not record.is_file() and named_by_run.is_file():
+        record.write_text(named_by_run.read_text())
     frames = pinned_frames(
-        dft_frames(CURRENT_JOB.store, maker.refine.describe(), _elements(phases)),
-        root / "rounds" / f"{run_id}-{number}.json",
+        dft_frames(CURRENT_JOB.store, maker.refine.describe(), _elements(phases)), record
     )
     train, valid = learning_sets(frames, maker.learn.frames_per_calculation)
     logger.info(

@@ -126,6 +126,31 @@ def _host(defects) -> HostOutcome:
     )
 
 
+def test_a_rounds_frames_are_pinned_by_what_it_computes_not_by_how_its_results_read():
+    """A rerun at another temperature or uncertainty finds the frames each round trained on (it
+    found none, trained on every frame in the store, and sent GPAW to relax again); other
+    learning settings are another loop."""
+    from carrierflow.workflows.flows import Phase
+
+    lithium, source = load_fixture("Li")
+    phase = Phase(label="Li", structure=lithium.get_primitive_structure(), source=source)
+
+    def maker(temperature=300.0, uncertainty=None, epochs=30):
+        return LearningFlowMaker(
+            calculator=Calculator("sevennet", model="7net-0"),
+            settings=DefectSettings(species="Li", temperature_K=temperature),
+            system="Li",
+            refine=Calculator("gpaw", preset="fast", uncertainty_eV=uncertainty),
+            learn=LearnSettings(fine_tune=FineTuneSettings(epochs=epochs)),
+        )
+
+    base = maker()
+    for other in (maker(temperature=600.0), maker(uncertainty=0.3)):
+        assert other.frames_id(phase, []) == base.frames_id(phase, [])
+        assert other.run_id(phase, []) != base.run_id(phase, [])
+    assert maker(epochs=20).frames_id(phase, []) != base.frames_id(phase, [])
+
+
 def test_rattled_perfect_supercells_move_every_atom_more_at_each_amplitude_and_reproducibly():
     host = load_fixture("Li3In2")[0] * (1, 1, 2)
     made = rattled_hosts("Li3In2", host, 2)
