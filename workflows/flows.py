@@ -30,6 +30,12 @@ class Phase(BaseModel):
     source: StructureSource
 
 
+def identity_hash(identity) -> str:
+    """The SHA-256 of an identity (a run's, a learning round's frames'), JSON with sorted keys."""
+    payload = json.dumps(jsanitize(identity, strict=True), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def results_label(calculator: Calculator, refine: Calculator | None = None) -> str:
     """The calculator label of a results document: ``sevennet-7net-l3i5``, or
     ``sevennet-7net-l3i5+gpaw-fast`` when refined with DFT."""
@@ -90,10 +96,7 @@ class CarrierFlowMaker(Maker):
         each calculator with its model's content and settings, every defect, refinement and
         migration setting, every input structure), and of nothing that does not (where and on
         how many cores a code runs). ``report`` finds a run by it, never another run's results."""
-        payload = json.dumps(
-            jsanitize(self.identity(reference, hosts), strict=True), sort_keys=True
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return identity_hash(self.identity(reference, hosts))
 
     def identity(self, reference: Phase, hosts: list[Phase]) -> dict:
         """What :meth:`run_id` hashes."""

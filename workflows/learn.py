@@ -20,7 +20,6 @@ settings and base checkpoint).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -30,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from jobflow import CURRENT_JOB, Flow, JobConfig, Response, job
-from monty.json import jsanitize
 from pymatgen.core import Structure
 
 from carrierflow.analysis.documents import Learned, LearnedDefect, Results, verdicts
@@ -47,7 +45,7 @@ from carrierflow.workflows.finetune import (
     fine_tuned_model,
     is_perfect_supercell,
 )
-from carrierflow.workflows.flows import CarrierFlowMaker, Phase
+from carrierflow.workflows.flows import CarrierFlowMaker, Phase, identity_hash
 from carrierflow.workflows.jobs import starts_of, summarize_results
 from carrierflow.workflows.refine import add_screen_verdicts, dft_plan, lowest_defects
 from carrierflow.workflows.schemas import (
@@ -187,8 +185,7 @@ class LearningFlowMaker(CarrierFlowMaker):
 
     def run_id(self, reference: Phase, hosts: list[Phase]) -> str:
         """The identity of the refined run, with the learning settings."""
-        payload = [super().run_id(reference, hosts), self.learn.model_dump()]
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return identity_hash([super().run_id(reference, hosts), self.learn.model_dump()])
 
     def frames_id(self, reference: Phase, hosts: list[Phase]) -> str:
         """What names a learning round's pinned frames: the run's identity but for the settings
@@ -200,8 +197,7 @@ class LearningFlowMaker(CarrierFlowMaker):
         identity["settings"].pop("temperature_K", None)
         for code in ("calculator", "refine"):
             identity[code].pop("uncertainty_eV", None)
-        payload = [jsanitize(identity, strict=True), self.learn.model_dump()]
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return identity_hash([identity, self.learn.model_dump()])
 
     def make(self, reference: Phase, hosts: list[Phase]) -> Flow:
         """Screen, refine, then learn (rounds run as the flow runs)."""

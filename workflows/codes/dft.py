@@ -37,13 +37,11 @@ class DftCode(Code):
             first = exc.errors()[0]
             field = DftSettings.model_fields.get(str(first["loc"][0]))
             name = (field.json_schema_extra or {}).get("option") if field else None
-            message = first["msg"]
             # a check of ours words its message itself; pydantic's start with a capital
-            message = (
-                message[len("Value error, ") :]
-                if first["type"] == "value_error"
-                else (message.lower())
-            )
+            if first["type"] == "value_error":
+                message = first["msg"].removeprefix("Value error, ")
+            else:
+                message = first["msg"].lower()
             raise CalculatorError(
                 f"invalid DFT setting {name or '.'.join(map(str, first['loc']))}: {message}"
             ) from exc
