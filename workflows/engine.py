@@ -218,36 +218,48 @@ def _watched(maker: Maker, label: str, every_s: float = 30.0):
         del calculator.calculate
 
 
+def _installed_version(calculator: Calculator) -> str | None:
+    """What computes a calculator's numbers here, as its stored results record it."""
+    if calculator.code.is_dft:
+        return calculator.code.installed_version(calculator)
+    package = calculator.describe()["version"]
+    return f"{calculator.package} {package}" if package else None
+
+
+def _recorded_versions(stored: CalculationDoc | PathDoc, calculator: Calculator) -> set[str]:
+    """The versions that computed a stored result: a shipped model is named, not hashed (7net-0
+    is whatever weights the installed sevenn ships under that name), and a package's code
+    computes the numbers too; a DFT code's version (and with it the PAW setups and defaults it
+    ships) sits in the total energies that every E_f takes a difference of, and a perfect cell
+    of one version beside a defect of another is no formation energy."""
+    if calculator.code.is_dft:
+        return {run["code_version"] for run in stored.code.get("runs", []) if "code_version" in run}
+    recorded = stored.calculator.get("version")
+    return {f"{calculator.package} {recorded}"} if recorded else set()
+
+
 def _find_stored(
     fp: str, calculator: Calculator, warn: bool = True
 ) -> CalculationDoc | PathDoc | None:
     """The stored result of a fingerprint that passes its checksum, computed by the installed
-    version of a stand-in's package; ``warn``: say so when one fails (once per calculation:
-    the claim looks again, quietly)."""
+    version of its code where that can be known before a run; ``warn``: say so when one fails
+    (once per calculation: the claim looks again, quietly)."""
     store = CURRENT_JOB.store
     if store is None:
         return None
     corrupt = None
-    installed = calculator.describe()["version"]
+    installed = _installed_version(calculator)
     for found in store.query({"output.fingerprint": fp}, properties=["output"]):
         output = {k: v for k, v in found["output"].items() if not k.startswith("@")}
         document = PathDoc if output.get("task") == "neb" else CalculationDoc
         stored = document.model_validate({**output, "reused": True})
-        # a shipped model is named, not hashed (7net-0 is whatever weights the installed sevenn
-        # ships under that name), and a package's code computes the numbers too: a stand-in's
-        # result of another version is computed again (DFT codes report theirs per run)
-        recorded = stored.calculator.get("version")
-        if (
-            not calculator.code.is_dft
-            and None not in (recorded, installed)
-            and (recorded != installed)
-        ):
+        other = _recorded_versions(stored, calculator) - {installed}
+        if installed is not None and other:
             if warn:
                 logger.info(
-                    "%s: stored by %s %s, installed %s: computing it again",
+                    "%s: stored by %s, installed %s: computing it again",
                     stored.label,
-                    calculator.package,
-                    recorded,
+                    ", ".join(sorted(other)),
                     installed,
                 )
             continue

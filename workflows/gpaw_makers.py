@@ -62,6 +62,21 @@ def _imports_gpaw(python: str) -> bool:
     return found.returncode == 0
 
 
+@lru_cache
+def gpaw_version(python: str) -> str | None:
+    """The version of GPAW under ``python``, as its runs record it ("GPAW 22.8.0")."""
+    try:
+        found = subprocess.run(
+            [python, "-c", "import gpaw; print(gpaw.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return f"GPAW {found.stdout.strip()}" if found.returncode == 0 else None
+
+
 def has_paw_setups(python: str) -> bool:
     """Whether GPAW under ``python`` finds PBE setups (gpaw-data, or GPAW_SETUP_PATH)."""
     probe = "from gpaw.setup import create_setup; create_setup('Li', 'PBE')"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 import subprocess
@@ -89,6 +90,28 @@ def test_a_rerun_reuses_every_stored_dft_job(gpaw_li):
     assert all(d.reused for d in gpaw_li["second"]["docs"])
     first, second = gpaw_li["first"]["results"], gpaw_li["second"]["results"]
     assert second["reference"]["lowest_eV"] == first["reference"]["lowest_eV"]
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_a_dft_result_stored_by_another_version_of_the_code_is_computed_again(
+    gpaw_li, tmp_path, caplog
+):
+    """A perfect cell of one GPAW (and its PAW setups) beside a defect of another is no E_f."""
+    store = JobStore(MemoryStore())
+    store.connect()
+    store.docs_store._collection.insert_many(list(gpaw_li["store"].docs_store._collection.find()))
+    [vacancy] = [d for d in gpaw_li["first"]["docs"] if d.task == "ion_relax"]
+    store.docs_store._collection.update_many(
+        {"output.label": vacancy.label}, {"$set": {"output.code.runs.0.code_version": "GPAW 0.1"}}
+    )
+    with caplog.at_level(logging.INFO, logger="carrierflow"):
+        third = _run(gpaw_li["calculator"], store, tmp_path)
+    [again] = [d for d in third["docs"] if d.label == vacancy.label]
+    assert not again.reused
+    assert again.code["runs"][0]["code_version"] != "GPAW 0.1"
+    assert all(d.reused for d in third["docs"] if d.label != vacancy.label)
+    assert f"{vacancy.label}: stored by GPAW 0.1, installed GPAW " in caplog.text
 
 
 @pytest.mark.gpaw

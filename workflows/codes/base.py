@@ -71,6 +71,11 @@ class Code:
     def check_can_run(self, calculator: Calculator) -> None:
         """Fail early when the code cannot run here (an executable, data files)."""
 
+    def installed_version(self, calculator: Calculator) -> str | None:
+        """The code's version as its runs record it (``code_version``), where it can be known
+        before a run (None: it cannot, or the code records none)."""
+        return None
+
     def check_elements(self, calculator: Calculator, elements: set[str]) -> None:
         """Refuse a system the code cannot treat."""
 

@@ -50,6 +50,12 @@ class Gpaw(DftCode):
                 f"--cores {calculator.cores} needs mpirun, which is not installed"
             )
 
+    def installed_version(self, calculator) -> str | None:
+        from carrierflow.workflows.gpaw_makers import gpaw_version, python_with_gpaw
+
+        python = python_with_gpaw(calculator.command)
+        return gpaw_version(python) if python else None
+
     def makers(self, calculator, task: str):
         from carrierflow.workflows.gpaw_makers import GpawMaker
 
