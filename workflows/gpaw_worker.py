@@ -120,6 +120,22 @@ def build_calculator(spec, atoms):
     return calc, nvalence
 
 
+def symmetric_hessian(hessian, calc, alpha=70.0):
+    """The stand-in's Hessian on the displacements that keep the symmetry GPAW computes with
+    (``alpha``, BFGS's own guess, on the rest, which symmetric forces never reach). GPAW
+    reduces the k-points by the structure's symmetry and symmetrizes the forces; BFGS from 70
+    eV/A^2 on every coordinate keeps that symmetry, but from the stand-in's Hessian, symmetric
+    only to its rounding, a first step broke it by a hair and GPAW aborted ("Broken symmetry!",
+    a Li pair on a new machine, where the same test had passed on others). Projected, a
+    symmetric force gives a symmetric step, and BFGS's updates stay in that subspace."""
+    symmetry = calc.wfs.kd.symmetry
+    n = len(hessian)
+    keep = np.array([symmetry.symmetrize_forces(unit.reshape(-1, 3)).ravel() for unit in np.eye(n)])
+    # the group average of orthogonal maps: a symmetric projector
+    keep = (keep + keep.T) / 2
+    return keep @ hessian @ keep + alpha * (np.eye(n) - keep)
+
+
 def count_steps():
     return len(STEPS.read_text().splitlines()) if STEPS.exists() else 0
 
@@ -200,7 +216,7 @@ def main(path):
             # the stand-in's curvature at its own minimum, where the relaxation starts, in place
             # of BFGS's 70 eV/A^2 on every coordinate (carrierflow.workflows.hessian); a replay
             # below builds on it, as the interrupted run did
-            optimizer.H0 = np.load(spec["initial_hessian"])
+            optimizer.H0 = symmetric_hessian(np.load(spec["initial_hessian"]), calc)
         if steps and not spec["relax_cell"]:
             replay(optimizer, atoms, steps)
         optimizer.attach(lambda: record(atoms, started, spec["relax_cell"], resumed))
