@@ -52,19 +52,9 @@ def python_with_gpaw(preferred: str | None = None) -> str | None:
 
 
 @lru_cache
-def _imports_gpaw(python: str) -> bool:
-    try:
-        found = subprocess.run(
-            [python, "-c", "import gpaw"], capture_output=True, text=True, timeout=120
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return found.returncode == 0
-
-
-@lru_cache
 def gpaw_version(python: str) -> str | None:
-    """The version of GPAW under ``python``, as its runs record it ("GPAW 22.8.0")."""
+    """The version of GPAW under ``python``, as its runs record it ("GPAW 22.8.0"); None where
+    it does not import GPAW."""
     try:
         found = subprocess.run(
             [python, "-c", "import gpaw; print(gpaw.__version__)"],
@@ -75,6 +65,10 @@ def gpaw_version(python: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return f"GPAW {found.stdout.strip()}" if found.returncode == 0 else None
+
+
+def _imports_gpaw(python: str) -> bool:
+    return gpaw_version(python) is not None
 
 
 def has_paw_setups(python: str) -> bool:

@@ -120,14 +120,15 @@ def build_calculator(spec, atoms):
     return calc, nvalence
 
 
-def symmetric_hessian(hessian, calc, alpha=70.0):
+def symmetric_hessian(hessian, calc, alpha):
     """The stand-in's Hessian on the displacements that keep the symmetry GPAW computes with
-    (``alpha``, BFGS's own guess, on the rest, which symmetric forces never reach). GPAW
-    reduces the k-points by the structure's symmetry and symmetrizes the forces; BFGS from 70
-    eV/A^2 on every coordinate keeps that symmetry, but from the stand-in's Hessian, symmetric
-    only to its rounding, a first step broke it by a hair and GPAW aborted ("Broken symmetry!",
-    a Li pair on a new machine, where the same test had passed on others). Projected, a
-    symmetric force gives a symmetric step, and BFGS's updates stay in that subspace."""
+    (``alpha``, BFGS's own guess of 70 eV/A^2, on the rest, which symmetric forces never
+    reach). GPAW reduces the k-points by the structure's symmetry and symmetrizes the forces;
+    BFGS from 70 eV/A^2 on every coordinate keeps that symmetry, but from the stand-in's
+    Hessian, symmetric only to its rounding, a first step broke it by a hair and GPAW aborted
+    ("Broken symmetry!", a Li pair on a new machine, where the same test had passed on others).
+    Projected, a symmetric force gives a symmetric step, and BFGS's updates stay in that
+    subspace."""
     symmetry = calc.wfs.kd.symmetry
     n = len(hessian)
     keep = np.array([symmetry.symmetrize_forces(unit.reshape(-1, 3)).ravel() for unit in np.eye(n)])
@@ -216,7 +217,9 @@ def main(path):
             # the stand-in's curvature at its own minimum, where the relaxation starts, in place
             # of BFGS's 70 eV/A^2 on every coordinate (carrierflow.workflows.hessian); a replay
             # below builds on it, as the interrupted run did
-            optimizer.H0 = symmetric_hessian(np.load(spec["initial_hessian"]), calc)
+            optimizer.H0 = symmetric_hessian(
+                np.load(spec["initial_hessian"]), calc, optimizer.alpha
+            )
         if steps and not spec["relax_cell"]:
             replay(optimizer, atoms, steps)
         optimizer.attach(lambda: record(atoms, started, spec["relax_cell"], resumed))
