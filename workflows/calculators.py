@@ -28,6 +28,7 @@ __all__ = [
     "TASKS",
     "Calculator",
     "CalculatorError",
+    "by_content",
     "file_sha256",
     "potcar_directory",
     "sevennet_elements",
@@ -268,6 +269,16 @@ def label_of(described: dict) -> str:
         return f"{name}-{model}"
     preset = described.get("preset") or "study"
     return name if preset == "study" else f"{name}-{preset}"
+
+
+def by_content(described: dict) -> dict:
+    """A described calculator (or its ``model_identity``) with a model file named by its
+    content alone: without the path it was read from where its SHA-256 is there. The shipped
+    ``7net-li-in`` sits in each checkout's or environment's own folder, and a user's checkpoint
+    may be copied or moved; the same content is the same model."""
+    if described.get("model_sha256"):
+        return {k: v for k, v in described.items() if k != "model"}
+    return described
 
 
 def file_sha256(path: str | Path) -> str:

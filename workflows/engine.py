@@ -24,7 +24,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from carrierflow.analysis.relaxation import STOP_FRACTION, displacements
-from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.calculators import Calculator, by_content
 from carrierflow.workflows.claims import claimed
 from carrierflow.workflows.dataset import CALCULATION_FILE
 from carrierflow.workflows.schemas import (
@@ -62,11 +62,12 @@ def fingerprint(
     makers: list[Maker],
     structure: Structure | list[Structure],
     model_sha256: str | None = None,
+    model_file: str | None = None,
 ) -> str:
     """Hash of everything that determines a calculation's result (of one structure, or of a
     path's images): the Makers' settings, the structure and, for a model file, its content
-    (the Makers know only its path)."""
-    settings = [hashed_settings(maker) for maker in makers]
+    (``model_sha256``) and not its path (``model_file``, which the Makers name)."""
+    settings = [hashed_settings(maker, model_file) for maker in makers]
     # a one-Maker task hashes as before Makers came in lists, so stores stay valid
     payload = [
         CACHE_VERSION,
@@ -86,13 +87,28 @@ def fingerprint(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def hashed_settings(maker: Maker) -> dict:
-    """The settings of a Maker that a calculation's fingerprint hashes."""
-    return {
-        k: v
-        for k, v in jsanitize(maker.as_dict(), strict=True).items()
-        if k not in _RUN_ONLY_SETTINGS and not (k in _HASHED_WHEN_SET and v is None)
-    }
+def hashed_settings(maker: Maker, model_file: str | None = None) -> dict:
+    """The settings of a Maker that a calculation's fingerprint hashes: a model file by its
+    content, never its path (:func:`_by_content`)."""
+    return _by_content(
+        {
+            k: v
+            for k, v in jsanitize(maker.as_dict(), strict=True).items()
+            if k not in _RUN_ONLY_SETTINGS and not (k in _HASHED_WHEN_SET and v is None)
+        },
+        model_file,
+    )
+
+
+def _by_content(value, model_file: str | None):
+    """Settings without the paths of model files, whose content the fingerprint hashes: the
+    calculator's own (``model_file``, in its Makers' arguments) and a stand-in's in an
+    identity that carries its SHA-256 (``hessian_from``; :func:`by_content`)."""
+    if isinstance(value, dict):
+        return {k: _by_content(v, model_file) for k, v in by_content(value).items()}
+    if isinstance(value, list):
+        return [_by_content(v, model_file) for v in value]
+    return "<model file>" if model_file is not None and value == model_file else value
 
 
 def load_calculator(maker: Maker):
@@ -357,7 +373,9 @@ def calculate(
     :class:`CalculationFailure` and stops only the jobs that need it; under jobflow-remote it
     fails the job instead. ``endpoint_energies_eV`` completes a path whose code computes the
     intermediate images only (VASP)."""
-    fp = fingerprint(task, makers, structure, calculator.model_sha256)
+    fp = fingerprint(
+        task, makers, structure, calculator.model_sha256, calculator.code.model_file(calculator)
+    )
     stored = _find_stored(fp, calculator)
     if stored is None:
         find = lambda: _find_stored(fp, calculator, warn=False)  # noqa: E731

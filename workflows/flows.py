@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from pymatgen.core import Structure
 
 from carrierflow.structures.sources import StructureSource
-from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.calculators import Calculator, by_content
 from carrierflow.workflows.engine import calculation
 from carrierflow.workflows.jobs import defect_calculations, summarize_results
 from carrierflow.workflows.migration import add_transport, migration_calculations
@@ -108,7 +108,7 @@ class CarrierFlowMaker(Maker):
             # versions are recorded, not identities: see CACHE_VERSION in the engine
             described.pop("version", None)
             described.pop("carrierflow_version", None)
-            return described
+            return by_content(described)
 
         identity = {
             "system": self.system,

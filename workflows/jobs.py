@@ -41,7 +41,7 @@ from carrierflow.structures.embedding import embed_relaxation
 from carrierflow.structures.sources import StructureSource
 from carrierflow.structures.supercells import SupercellChoice, choose_supercell, make_supercell
 from carrierflow.structures.symmetry import symmetrize
-from carrierflow.workflows.calculators import Calculator
+from carrierflow.workflows.calculators import Calculator, by_content
 from carrierflow.workflows.engine import calculation
 from carrierflow.workflows.schemas import (
     CalculationDoc,
@@ -648,9 +648,13 @@ def collect_host(
 
 
 def check_same_calculator(descriptions: list[dict]) -> None:
+    """Refuse energies of different calculators in one formation energy; a model file counts
+    by its content (SHA-256), not the path it was read from."""
     keys = {
         json.dumps(
-            {k: d.get(k) for k in ("name", "model", "model_sha256", "fmax_eV_A", "settings")},
+            by_content(
+                {k: d.get(k) for k in ("name", "model", "model_sha256", "fmax_eV_A", "settings")}
+            ),
             sort_keys=True,
         )
         for d in descriptions

@@ -71,10 +71,14 @@ def test_a_model_file_is_identified_by_its_content_not_its_path(tmp_path):
     model = tmp_path / "model.pth"
     model.write_bytes(b"first model")
     first = Calculator("sevennet", model=str(model))
-    before = fingerprint("static", first.makers("static"), structure, first.model_sha256)
+    before = fingerprint(
+        "static", first.makers("static"), structure, first.model_sha256, str(model)
+    )
     model.write_bytes(b"second model")  # overwritten in place: same path, another model
     second = Calculator("sevennet", model=str(model))
-    after = fingerprint("static", second.makers("static"), structure, second.model_sha256)
+    after = fingerprint(
+        "static", second.makers("static"), structure, second.model_sha256, str(model)
+    )
     assert before != after and first.label != second.label
     assert second.label == f"sevennet-model-{second.model_sha256[:8]}"
     # the label of a stored result (its described calculator) is the calculator's own
@@ -89,11 +93,34 @@ def test_a_model_file_is_identified_by_its_content_not_its_path(tmp_path):
     # a queued job rebuilt after the file changed refuses to run with another model
     with pytest.raises(CalculatorError, match="changed since the flow was built"):
         Calculator.from_dict(first.as_dict())
-    # the same content elsewhere is the same model
+    # the same content elsewhere is the same model: its results are reused and mix
     copy = tmp_path / "copy" / "model.pth"
     copy.parent.mkdir()
     copy.write_bytes(b"second model")
-    assert Calculator("sevennet", model=str(copy)).model_sha256 == second.model_sha256
+    moved = Calculator("sevennet", model=str(copy))
+    assert moved.model_sha256 == second.model_sha256
+    # as the engine hashes it: the path the calculator's Makers name left out, nothing else
+    at_copy = fingerprint(
+        "static",
+        moved.makers("static"),
+        structure,
+        moved.model_sha256,
+        moved.code.model_file(moved),
+    )
+    assert at_copy == after
+    assert at_copy != fingerprint("static", moved.makers("static"), structure, moved.model_sha256)
+    check_same_calculator([second.describe(), moved.describe()])
+    # and a DFT relaxation guided by its Hessian is one calculation from either path
+    gpaw = Calculator("gpaw", preset="fast")
+    assert (
+        len(
+            {
+                fingerprint("ion_relax", gpaw.relax_from_minimum(stand_in), structure)
+                for stand_in in (second, moved)
+            }
+        )
+        == 1
+    )
 
 
 def test_shipped_models_keep_the_fingerprints_of_stored_calculations():
