@@ -1,6 +1,7 @@
 """The SevenNet model carrierflow ships for Li-In: its checkpoint, the DFT frames it was trained
 on and its card agree, and the Li-In preset screens with it unless --model says otherwise."""
 
+import importlib.util
 import json
 from collections import Counter
 from importlib.resources import files
@@ -51,6 +52,24 @@ def test_the_checkpoint_and_the_frames_it_learnt_from_match_their_card():
     assert set(CARD["defects_held_out"]) == set(CARD["host_held_out"])
     for held in [*CARD["host_held_out"].values(), *CARD["defects_held_out"].values()]:
         assert held["valid_frames"] > 0 and held["defects"]
+
+
+def test_the_shipped_model_was_made_by_the_recipe_make_py_holds():
+    """A recipe changed in make.py without the model remade (or the reverse) fails here: the
+    card's command and settings are the recipe's."""
+    spec = importlib.util.spec_from_file_location("make", ROOT / "fixtures" / "models" / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    recipe = make.RECIPES[CARD["name"]]
+    options = recipe["options"]
+    assert CARD["made_by"] == " ".join(
+        ["carrierflow finetune", f"fixtures/models/{CARD['data']}", *options]
+    )
+    assert CARD["data_from"] == recipe["data"]
+    assert CARD["frames_per_calculation"] == recipe["frames_per_calculation"]
+    settings = CARD["settings"]
+    assert str(settings["epochs"]) == options[options.index("--epochs") + 1]
+    assert str(settings["lr_decay"]) == options[options.index("--lr-decay") + 1]
 
 
 def test_the_li_in_preset_screens_with_the_shipped_model_and_model_gives_the_base_one():
