@@ -523,8 +523,9 @@ def fine_tuned_model(
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     # The key leaves the settings at their defaults out, and those defaults can change under
-    # it: the rate, its decay and the force weight are SevenNet's preset's, and the rest of the
-    # preset (loss, optimizer) is SevenNet's code. So a model is read back only if it was
+    # it: the rate is SevenNet's preset's, the epochs, decay and force weight carrierflow's
+    # recipe (30, 0.99 and 1 before 2026-12-04), and the rest of the preset (loss, optimizer)
+    # is SevenNet's code. So a model is read back only if it was
     # trained with every setting at today's value and by this version of sevenn; else it is
     # trained beside it (a variant folder), never over it.
     installed = version("sevenn")
