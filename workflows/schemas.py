@@ -325,7 +325,7 @@ class FineTuneSettings(BaseModel):
         **option(
             "--force-weight",
             "weight of the forces against the energy per atom in the loss (SevenNet's "
-            "fine-tuning preset: 1)",
+            f"fine-tuning preset: {_PRESET_TRAIN['force_loss_weight']:g})",
         ),
     )
     learning_rate: float = Field(
@@ -342,8 +342,9 @@ class FineTuneSettings(BaseModel):
         allow_inf_nan=False,
         **option(
             "--lr-decay",
-            "factor on the learning rate after every epoch (SevenNet's preset: 0.99, made for "
-            "100 epochs)",
+            "factor on the learning rate after every epoch (SevenNet's preset: "
+            f"{_PRESET_TRAIN['scheduler_param']['gamma']:g}, made for {_PRESET_TRAIN['epoch']} "
+            "epochs)",
         ),
     )
     reference_weight: float = Field(
