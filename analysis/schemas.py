@@ -56,6 +56,11 @@ class ScreenComparison(BaseModel):
         description="with --starts: the stand-in's search in the DFT supercell, whose lowest "
         "state DFT started from",
     )
+    chosen_by: list[Literal["screen", "dft_cell"]] = Field(
+        default_factory=list,
+        description="the rankings that sent it to DFT: among the lowest of the screen, of the "
+        "stand-in in the DFT supercell, or both (empty: refined by name, or before 2026-12-05)",
+    )
 
 
 class DefectOutcome(BaseModel):

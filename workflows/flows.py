@@ -16,7 +16,11 @@ from carrierflow.workflows.calculators import Calculator, by_content
 from carrierflow.workflows.engine import calculation
 from carrierflow.workflows.jobs import defect_calculations, summarize_results
 from carrierflow.workflows.migration import add_transport, migration_calculations
-from carrierflow.workflows.refine import add_screen_verdicts, refine_defects
+from carrierflow.workflows.refine import (
+    add_screen_verdicts,
+    refine_defects,
+    screen_in_dft_cell,
+)
 from carrierflow.workflows.schemas import DefectSettings, MigrationSettings, RefineSettings
 
 
@@ -231,29 +235,35 @@ class CarrierFlowMaker(Maker):
         screen_mu_bulk,
         screened: list,
         names: list[list[str]] | None = None,
-    ) -> tuple[list, list, list]:
-        """DFT bulk relaxations of every phase and the refinement of its stand-in's lowest
-        defects (or of ``names[i]`` in phase i); returns the jobs, every phase's DFT outcome
-        (None for a phase with nothing to refine) and its DFT bulk."""
-        dft = self.refine
-        jobs, outputs, bulks, reference_bulk = [], [], [], None
+        prepared: tuple[list, list] | None = None,
+    ) -> tuple[list, list, list, list]:
+        """DFT bulk relaxations of every phase, its candidates relaxed by the stand-in in the DFT
+        cell (or those two ``prepared``, from :meth:`_dft_cells`), and the refinement of what the
+        screen and those put lowest (or of ``names[i]`` in phase i); returns the jobs, every
+        phase's DFT outcome (None for a phase with nothing to refine), its DFT bulk and its
+        stand-in outcomes in the DFT cell."""
+        jobs, outputs = [], []
+        if prepared is None:
+            made, bulks, cells = self._dft_cells(
+                phases, screen_calculator, screen_mu_bulk, screened
+            )
+            jobs += made
+        else:
+            bulks, cells = prepared
         for index, (phase, screen_outcome) in enumerate(zip(phases, screened, strict=True)):
-            bulk = self._bulk(dft, phase, is_reference=index == 0, suffix=" [DFT]")
-            reference_bulk = reference_bulk or bulk
-            jobs.append(bulk)
-            bulks.append(bulk.output)
             if names is not None and not names[index]:
                 outputs.append(None)
                 continue
             refined = refine_defects(
                 phase.label,
-                bulk.output,
-                reference_bulk.output,
+                bulks[index],
+                bulks[0],
                 screen_mu_bulk,
                 screen_outcome,
+                cells[index],
                 phase.source,
                 screen_calculator,
-                dft,
+                self.refine,
                 self.settings,
                 self.refine_settings,
                 is_reference=index == 0,
@@ -262,7 +272,31 @@ class CarrierFlowMaker(Maker):
             )
             jobs.append(refined)
             outputs.append(refined.output)
-        return jobs, outputs, bulks
+        return jobs, outputs, bulks, cells
+
+    def _dft_cells(
+        self, phases: list[Phase], screen_calculator: Calculator, screen_mu_bulk, screened: list
+    ) -> tuple[list, list, list]:
+        """Every phase's DFT bulk relaxation and its screened candidates relaxed by
+        ``screen_calculator`` in the DFT cell (:func:`screen_in_dft_cell`): the jobs, the DFT
+        bulks and the stand-in outcomes in the DFT cells."""
+        jobs, bulks, cells = [], [], []
+        for index, (phase, screen_outcome) in enumerate(zip(phases, screened, strict=True)):
+            bulk = self._bulk(self.refine, phase, is_reference=index == 0, suffix=" [DFT]")
+            cell = screen_in_dft_cell(
+                phase.label,
+                bulk.output,
+                screen_mu_bulk,
+                screen_outcome,
+                screen_calculator,
+                self.settings,
+                self.refine_settings,
+                given=phase.structure,
+            )
+            jobs += [bulk, cell]
+            bulks.append(bulk.output)
+            cells.append(cell.output)
+        return jobs, bulks, cells
 
     def _refinement(
         self, phases: list[Phase], screen_mu_bulk, screened: list, screen, run_id: str
@@ -270,7 +304,9 @@ class CarrierFlowMaker(Maker):
         """DFT for the stand-in's lowest defects of every phase (reference first), and the
         DFT verdicts."""
         dft = self.refine
-        jobs, outputs, _ = self._refinement_jobs(phases, self.calculator, screen_mu_bulk, screened)
+        jobs, outputs, _, _ = self._refinement_jobs(
+            phases, self.calculator, screen_mu_bulk, screened
+        )
         dft_results = summarize_results(
             self.system, dft.describe(), self.settings, outputs[0], outputs[1:]
         )

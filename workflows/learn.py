@@ -7,12 +7,14 @@ in both hosts. Universal potentials soften away from equilibrium, and a few DFT 
 fine-tuning largely remove that (Deng et al., npj Comput. Mater. 11, 9 (2025)).
 
 The loop (:class:`LearningFlowMaker`): screen with the base model, refine each phase's lowest
-vacancy and interstitial with DFT (the ``--refine`` flow: the same calculations, shared through
-the store), then in round r = 1, 2, ...: fine-tune the base model on every DFT frame of the
-system computed with this DFT calculator so far (:mod:`carrierflow.workflows.finetune`; a rerun
-takes the frames the round took the first time, :func:`pinned_frames`), screen
-every phase again with the fine-tuned model, and where a phase's lowest vacancy or interstitial
-is one that DFT has not refined, refine it (pre-relaxed with the fine-tuned model) and go on, at
+vacancy and interstitial with DFT, the screen's and the model's own in the DFT cell (the
+``--refine`` flow: the same calculations, shared through the store), then in round r = 1, 2,
+...: fine-tune the base model on every DFT frame of the system computed with this DFT
+calculator so far (:mod:`carrierflow.workflows.finetune`; a rerun takes the frames the round
+took the first time, :func:`pinned_frames`), screen every phase again with the fine-tuned
+model and relax every candidate with it in the DFT cell, and where a phase's lowest vacancy or
+interstitial of either is one that DFT has not refined, refine it (from the fine-tuned model's
+state in the DFT cell) and go on, at
 most ``rounds`` fine-tunings. The verdict comes from DFT; the fine-tuned screen stands beside it.
 A rerun reuses every calculation and every fine-tuned model (a model is identified by its data,
 settings and base checkpoint).
@@ -33,7 +35,7 @@ from pymatgen.core import Structure
 
 from carrierflow.analysis.documents import Learned, LearnedDefect, Results, verdicts
 from carrierflow.analysis.relaxation import mark_shared_final_states
-from carrierflow.analysis.schemas import HostOutcome
+from carrierflow.analysis.schemas import DefectOutcome, HostOutcome
 from carrierflow.structures.defects import rattle_strongly
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.codes.sevennet import SevenNet
@@ -47,7 +49,7 @@ from carrierflow.workflows.finetune import (
 )
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase, identity_hash
 from carrierflow.workflows.jobs import starts_of, summarize_results
-from carrierflow.workflows.refine import add_screen_verdicts, dft_plan, lowest_defects
+from carrierflow.workflows.refine import add_screen_verdicts, dft_plan, refinement_choice
 from carrierflow.workflows.schemas import (
     BASE_MODELS,
     CalculationDoc,
@@ -204,7 +206,7 @@ class LearningFlowMaker(CarrierFlowMaker):
         jobs, reference_bulk, screened, summary = self._screen(reference, hosts)
         run_id = self.run_id(reference, hosts)
         phases = [reference, *hosts]
-        refinement, outcomes, bulks = self._refinement_jobs(
+        refinement, outcomes, bulks, cells = self._refinement_jobs(
             phases, self.calculator, reference_bulk, screened
         )
         points = [
@@ -212,6 +214,7 @@ class LearningFlowMaker(CarrierFlowMaker):
                 phase.label,
                 bulk,
                 screen,
+                cell,
                 self.refine,
                 self.settings,
                 self.refine_settings,
@@ -219,7 +222,7 @@ class LearningFlowMaker(CarrierFlowMaker):
                 phase.structure,
                 self.learn.rattles,
             )
-            for phase, bulk, screen in zip(phases, bulks, screened, strict=True)
+            for phase, bulk, screen, cell in zip(phases, bulks, screened, cells, strict=True)
             if self.learn.start_points or self.learn.rattles
         ]
         first = learn_round(
@@ -241,6 +244,7 @@ def dft_start_points(
     label: str,
     bulk: CalculationDoc,
     screen: HostOutcome,
+    in_dft_cell: list[DefectOutcome],
     calculator: Calculator,
     settings: DefectSettings,
     refine: RefineSettings,
@@ -260,7 +264,7 @@ def dft_start_points(
     than 2.11 A, the fine-tuned 7net-li-in had nothing that holds atoms apart: in the Li-In
     search benchmark three Li5In4 vacancy starts ran together (to 0.4 A, -3e5 eV and lower
     within 36 force calls)."""
-    chosen = {d.name for d in lowest_defects(screen.defects, refine.k)}
+    chosen = set(refinement_choice(screen.defects, in_dft_cell, refine.k))
     plan = dft_plan(label, bulk, screen, chosen, settings, refine, given)
     jobs = []
     for candidate, cell in zip(plan.selected, plan.cells, strict=True):
@@ -346,6 +350,8 @@ def learn_round(
     tuned = replace(maker.calculator, model=result.checkpoint, model_sha256=None)
     screen = CarrierFlowMaker(calculator=tuned, settings=maker.settings, system=maker.system)
     jobs, reference_bulk, screened, summary = screen._screen(reference, hosts)
+    # the fine-tuned model's own ranking in the DFT cells, which the decision reads too
+    cells_made, bulks, cells = maker._dft_cells(phases, tuned, reference_bulk, screened)
     decide = learn_decide(
         number,
         maker,
@@ -360,16 +366,28 @@ def learn_round(
         base_results,
         history,
         run_id,
+        bulks,
+        cells,
     )
-    return Response(replace=Flow([*jobs, decide], output=decide.output, name=f"round {number}"))
+    flow = Flow([*jobs, *cells_made, decide], output=decide.output, name=f"round {number}")
+    return Response(replace=flow)
 
 
-def not_refined(screened: list[HostOutcome], dft: list[HostOutcome], k: int) -> list[list[str]]:
-    """Per phase, the lowest ``k`` vacancies and interstitials of a screen that DFT has not
-    refined yet."""
+def not_refined(
+    screened: list[HostOutcome],
+    in_dft_cells: list[list[DefectOutcome]],
+    dft: list[HostOutcome],
+    k: int,
+) -> list[list[str]]:
+    """Per phase, what :func:`refinement_choice` takes of a screen and of its model's ranking
+    in the DFT cell that DFT has not refined yet."""
     return [
-        [d.name for d in lowest_defects(s.defects, k) if d.name not in {r.name for r in r.defects}]
-        for s, r in zip(screened, dft, strict=True)
+        [
+            name
+            for name in refinement_choice(s.defects, cell, k)
+            if name not in {d.name for d in r.defects}
+        ]
+        for s, cell, r in zip(screened, in_dft_cells, dft, strict=True)
     ]
 
 
@@ -388,10 +406,13 @@ def learn_decide(
     base_results: Results,
     history: list[dict],
     run_id: str,
+    bulks: list[CalculationDoc],
+    in_dft_cells: list[list[DefectOutcome]],
 ) -> Response:
-    """After the fine-tuned screen of round ``number``: refine with DFT what it now puts lowest
-    and learn again, or write the results."""
-    new = not_refined(screened, dft, maker.refine_settings.k)
+    """After the fine-tuned screen of round ``number`` and its ranking in the DFT cells
+    (``bulks``, ``in_dft_cells``): refine with DFT what it now puts lowest and learn again, or
+    write the results."""
+    new = not_refined(screened, in_dft_cells, dft, maker.refine_settings.k)
     record = {
         "round": number,
         "model": model,
@@ -404,8 +425,13 @@ def learn_decide(
             number,
             "; ".join(f"{label} {', '.join(n)}" for label, n in record["to_refine"].items()),
         )
-        jobs, outcomes, _ = maker._refinement_jobs(
-            [reference, *hosts], tuned, screen_reference_bulk, screened, names=new
+        jobs, outcomes, _, _ = maker._refinement_jobs(
+            [reference, *hosts],
+            tuned,
+            screen_reference_bulk,
+            screened,
+            names=new,
+            prepared=(bulks, in_dft_cells),
         )
         merged = merge_refined(dft, outcomes)
         following = learn_round(

@@ -1,9 +1,10 @@
 """Refinement: the stand-in's lowest defects of each phase recomputed with DFT.
 
 Per phase, in a DFT-sized supercell of the DFT-relaxed bulk: the perfect supercell with DFT and
-with the stand-in, and for each chosen defect a stand-in relaxation followed by a DFT relaxation
-from its geometry. The verdict then comes from DFT; the stand-in's E_f in the same cell shows
-its error.
+with the stand-in, every candidate relaxed by the stand-in there (:func:`screen_in_dft_cell`),
+and for the lowest of the screen and the lowest of those (:func:`refinement_choice`) a DFT
+relaxation from the stand-in's geometry. The verdict then comes from DFT; the stand-in's E_f in
+the same cell shows its error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pymatgen.core import Structure
 from carrierflow.analysis.documents import RefinedFrom, Results, verdicts
 from carrierflow.analysis.flags import FlagCode, has
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
+from carrierflow.analysis.relaxation import mark_shared_final_states
 from carrierflow.analysis.schemas import DefectOutcome, HostOutcome, ScreenComparison
 from carrierflow.structures.defects import DefectCandidate, find_vacancies, interstitial_at
 from carrierflow.structures.sources import StructureError, StructureSource
@@ -24,11 +26,13 @@ from carrierflow.structures.symmetry import symmetrize
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.engine import calculation
 from carrierflow.workflows.jobs import (
+    SAME_STATE_EV,
     DefectPlan,
     assess_defect,
     check_same_calculator,
     collect_host,
     placed_plan,
+    ranking_key,
     search_starts,
 )
 from carrierflow.workflows.schemas import CalculationDoc, DefectSettings, RefineSettings
@@ -48,6 +52,39 @@ def lowest_defects(defects: list[DefectOutcome], k: int) -> list[DefectOutcome]:
             if d.kind == kind and not has(d.flags, FlagCode.SHARED_STATE, FlagCode.COLLAPSED)
         ]
         chosen += sorted(distinct, key=lambda d: d.ranking_energy_eV)[:k]
+    return chosen
+
+
+# which ranking put a defect among those DFT refines (ScreenComparison.chosen_by)
+BY_SCREEN, BY_DFT_CELL = "screen", "dft_cell"
+
+
+def refinement_choice(
+    screened: list[DefectOutcome], in_dft_cell: list[DefectOutcome], k: int
+) -> dict[str, list[str]]:
+    """What DFT refines in one phase: the ``k`` lowest vacancies and interstitials of the
+    screen, and those of the stand-in's own relaxations of every candidate in the DFT cell,
+    each name with the rankings that chose it (screen's first). A DFT-cell choice that relaxed
+    there into the state of a screen's choice (within SAME_STATE_EV) is that one.
+
+    Why both: DFT's verdict is in the DFT cell, and a small cell can reorder near-degenerate
+    sites. Measured on Li-In (the README's loop, 2026-12-04): the shipped 7net-li-in's 63-atom
+    screen put Li5In4 Li_i1 lowest, 64 meV below Li_i5; in DFT's 27-atom cell the same model puts
+    Li_i5 123 meV below Li_i1, and GPAW there found Li_i5 at 0.936 eV, Li_i1 at 1.171. The loop
+    refined Li_i1 only and reported a margin 0.24 eV too large."""
+    chosen: dict[str, list[str]] = {d.name: [BY_SCREEN] for d in lowest_defects(screened, k)}
+    energy = {d.name: d.ranking_energy_eV for d in in_dft_cell}
+    for defect in lowest_defects(in_dft_cell, k):
+        same = [
+            name
+            for name in chosen
+            if name in energy
+            and name != defect.name
+            and abs(energy[name] - defect.ranking_energy_eV) < SAME_STATE_EV
+            and next(d.kind for d in in_dft_cell if d.name == name) == defect.kind
+        ]
+        # a screen's choice that relaxed into this state in the DFT cell is this one
+        chosen.setdefault(same[0] if same else defect.name, []).append(BY_DFT_CELL)
     return chosen
 
 
@@ -96,12 +133,58 @@ def dft_plan(
 
 
 @job
+def screen_in_dft_cell(
+    label: str,
+    bulk: CalculationDoc,
+    screen_reference_bulk: CalculationDoc,
+    screen: HostOutcome,
+    screen_calculator: Calculator,
+    settings: DefectSettings,
+    refine: RefineSettings,
+    given: Structure | None = None,
+) -> Response:
+    """Every screened candidate of one phase relaxed by the stand-in in the DFT cell (with
+    ``--starts``, searched there: the lowest state of each) and assessed against the stand-in's
+    perfect DFT cell: what :func:`refinement_choice` ranks, and where each DFT relaxation starts.
+
+    Why every candidate: the stand-in's relaxations in a 27-31-atom cell take 5-45 s each on 2
+    cores (Li-In, 7net-li-in), a DFT relaxation there 5-30 min; ranking the candidates in the
+    cell DFT computes costs about as much as one DFT ionic step."""
+    screen_mu = chemical_potential(screen_reference_bulk.energy_eV, screen_reference_bulk.natoms)
+    plan = dft_plan(label, bulk, screen, {d.name for d in screen.defects}, settings, refine, given)
+    perfect = calculation(
+        screen_calculator, "static", plan.perfect, f"{label} perfect supercell [DFT cell]"
+    )
+    # seeded apart from the screen's starts ("/dft"), as the refinement's have always been
+    made, outcomes, _ = search_starts(
+        label, plan, perfect, screen_mu, screen_calculator, settings, " [DFT cell]", "/dft"
+    )
+    ranked = rank_in_dft_cell(label, outcomes)
+    return Response(replace=Flow([perfect, *made, ranked], output=ranked.output))
+
+
+@job
+def rank_in_dft_cell(label: str, outcomes: list[DefectOutcome]) -> list[DefectOutcome]:
+    """The stand-in's DFT-cell outcomes of one phase, candidates that relaxed into an earlier
+    one's state flagged (as a screen's are), logged lowest first."""
+    mark_shared_final_states(outcomes)
+    ordered = sorted(outcomes, key=ranking_key)
+    logger.info(
+        "%s in the DFT cell (stand-in): %s",
+        label,
+        ", ".join(f"{d.name} {d.ranking_energy_eV:.3f}" for d in ordered),
+    )
+    return outcomes
+
+
+@job
 def refine_defects(
     label: str,
     bulk: CalculationDoc,
     reference_bulk: CalculationDoc,
     screen_reference_bulk: CalculationDoc,
     screen: HostOutcome,
+    in_dft_cell: list[DefectOutcome],
     source: StructureSource,
     screen_calculator: Calculator,
     calculator: Calculator,
@@ -111,23 +194,22 @@ def refine_defects(
     given: Structure | None = None,
     names: list[str] | None = None,
 ) -> Response:
-    """Recompute the stand-in's lowest defects of one phase with DFT (or the defects ``names``:
-    a learning round refines only what it has not refined yet), and replace this job by the
-    calculations (choices made on the symmetrized host, as the screen's:
-    :func:`carrierflow.workflows.jobs.plan_defects`)."""
+    """Recompute with DFT what :func:`refinement_choice` takes of one phase (or of it the
+    defects ``names``: a learning round refines only what it has not refined yet), each from
+    the stand-in's lowest state in the DFT cell (``in_dft_cell``: :func:`screen_in_dft_cell`),
+    and replace this job by the calculations (choices made on the symmetrized host, as the
+    screen's: :func:`carrierflow.workflows.jobs.plan_defects`)."""
     check_same_calculator([bulk.calculator, reference_bulk.calculator])
     mu = chemical_potential(reference_bulk.energy_eV, reference_bulk.natoms)
     screen_mu = chemical_potential(screen_reference_bulk.energy_eV, screen_reference_bulk.natoms)
-    chosen = (
-        set(names)
-        if names is not None
-        else {d.name for d in lowest_defects(screen.defects, refine.k)}
-    )
-    plan = dft_plan(label, bulk, screen, chosen, settings, refine, given)
+    choice = refinement_choice(screen.defects, in_dft_cell, refine.k)
+    if names is not None:
+        choice = {name: choice.get(name, []) for name in names}
+    plan = dft_plan(label, bulk, screen, set(choice), settings, refine, given)
     logger.info(
         "%s: refining %s with %s in a %d-atom supercell (images %.2f A apart)",
         label,
-        ", ".join(sorted(chosen)),
+        ", ".join(f"{name} ({' and '.join(why)})" if why else name for name, why in choice.items()),
         calculator.label,
         plan.choice.natoms,
         plan.choice.min_image_distance_A,
@@ -135,41 +217,19 @@ def refine_defects(
     dft_perfect = calculation(
         calculator, "static", plan.perfect, f"{label} perfect supercell [DFT]"
     )
+    # the stand-in's perfect DFT cell again: the one screen_in_dft_cell computed, reused
     screen_perfect = calculation(
         screen_calculator, "static", plan.perfect, f"{label} perfect supercell [DFT cell]"
     )
     jobs = [dft_perfect, screen_perfect]
+    stand_in = {d.name: d for d in in_dft_cell}
     outcomes = []
-    if settings.starts > 1:
-        # the search again, in the DFT cell and with the stand-in: each defect's starts relaxed
-        # there, and DFT from the lowest state they reach. Carrying the screen's winner over
-        # instead would need the two hosts' cells matched atom by atom (the DFT host's lattice
-        # differs by about 1 %), and the stand-in's lowest state of the DFT cell is the one a
-        # DFT relaxation should start from; each relaxation costs seconds there
-        made, prerelaxed, _ = search_starts(
-            label,
-            plan,
-            screen_perfect,
-            screen_mu,
-            screen_calculator,
-            settings,
-            " [DFT cell]",
-            "/dft",
-        )
-        jobs += made
-    else:
-        prerelaxed = []
-        for candidate, start in zip(plan.selected, plan.starts, strict=True):
-            prerelax = calculation(
-                screen_calculator, "ion_relax", start, f"{label} {candidate.name} [DFT cell]"
-            )
-            jobs.append(prerelax)
-            prerelaxed.append(prerelax.output)
-    for candidate, cell, stand_in in zip(plan.selected, plan.cells, prerelaxed, strict=True):
+    for candidate, cell in zip(plan.selected, plan.cells, strict=True):
+        start = stand_in[candidate.name]
         relax = calculation(
             calculator,
             "ion_relax",
-            stand_in.structure,
+            start.structure,
             f"{label} {candidate.name} [DFT]",
             makers=calculator.relax_from_minimum(screen_calculator),
         )
@@ -180,7 +240,7 @@ def refine_defects(
             plan.candidates,
             candidate,
             cell,
-            stand_in.structure,
+            start.structure,
             relax.output,
             dft_perfect.output,
             mu,
@@ -189,10 +249,11 @@ def refine_defects(
         )
         compare = compare_with_screen(
             assess.output,
-            stand_in,
+            start,
             screen_perfect.output,
             screen_mu,
             next(d for d in screen.defects if d.name == candidate.name),
+            choice[candidate.name],
         )
         jobs += [relax, assess, compare]
         outcomes.append(compare.output)
@@ -210,9 +271,11 @@ def compare_with_screen(
     screen_perfect: CalculationDoc,
     screen_mu: float,
     screened: DefectOutcome,
+    chosen_by: list[str] | None = None,
 ) -> DefectOutcome:
     """Put the stand-in's E_f of the same defect in the same cell beside the DFT one (its
-    pre-relaxation, or the lowest state of its search there, assessed on ``screen_perfect``)."""
+    pre-relaxation, or the lowest state of its search there, assessed on ``screen_perfect``),
+    with the rankings that chose it for DFT."""
     if isinstance(screen_relaxed, CalculationDoc):
         check_same_calculator([screen_relaxed.calculator, screen_perfect.calculator])
     screen_eV = formation_energy(
@@ -228,6 +291,7 @@ def compare_with_screen(
         screen_formation_energy_eV=screened.ranking_energy_eV,
         error_eV=screen_eV - outcome.formation_energy_eV,
         search=getattr(screen_relaxed, "search", None),
+        chosen_by=chosen_by or [],
     )
     return outcome
 

@@ -30,7 +30,11 @@ from carrierflow.workflows.dataset import dft_frames, write_dataset
 from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
 from carrierflow.workflows.gpaw_makers import GpawMaker, _imports_gpaw, python_with_gpaw
-from carrierflow.workflows.refine import lowest_defects, transfer_candidates
+from carrierflow.workflows.refine import (
+    lowest_defects,
+    refinement_choice,
+    transfer_candidates,
+)
 from carrierflow.workflows.schemas import DefectSettings, RefineSettings
 from carrierflow.workflows.vasp_makers import VaspMakers
 
@@ -253,6 +257,36 @@ def test_lowest_defects_takes_k_of_each_kind_and_skips_shared_states(defect_outc
     ]
     assert [d.name for d in lowest_defects(defects, 1)] == ["v2", "i1"]
     assert [d.name for d in lowest_defects(defects, 2)] == ["v2", "v1", "i1", "i3"]
+
+
+def test_dft_refines_the_screens_lowest_and_the_stand_ins_lowest_in_the_dft_cell(defect_outcome):
+    screened = [
+        defect_outcome("v1", "vacancy", 0.40),
+        defect_outcome("v2", "vacancy", 0.45),
+        defect_outcome("i1", "interstitial", 0.30),
+        defect_outcome("i2", "interstitial", 0.31),
+        defect_outcome("i3", "interstitial", 0.50),
+    ]
+    # the small cell reorders the near-degenerate interstitials; v2 relaxes there into v1's
+    # state (1e-4 eV apart): one state, refined once
+    in_cell = [
+        defect_outcome("v1", "vacancy", 0.5200),
+        defect_outcome("v2", "vacancy", 0.5199),
+        defect_outcome("i1", "interstitial", 0.45),
+        defect_outcome("i2", "interstitial", 0.33),
+        defect_outcome("i3", "interstitial", 0.70),
+    ]
+    assert refinement_choice(screened, in_cell, 1) == {
+        "v1": ["screen", "dft_cell"],
+        "i1": ["screen"],
+        "i2": ["dft_cell"],
+    }
+    # when both cells agree, nothing more
+    in_cell[1].formation_energy_eV, in_cell[2].formation_energy_eV = 0.60, 0.30
+    assert refinement_choice(screened, in_cell, 1) == {
+        "v1": ["screen", "dft_cell"],
+        "i1": ["screen", "dft_cell"],
+    }
 
 
 def test_screened_defects_move_to_the_dft_relaxed_host(defect_outcome):

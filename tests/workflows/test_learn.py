@@ -185,11 +185,32 @@ def test_a_learning_round_refines_only_the_lowest_defects_dft_has_not_seen(defec
             defect_outcome("i_a", "interstitial", 0.3),
         ]
     )
+    # in the DFT cell the fine-tuned model ranks as its screen does
+    in_cell = [d.model_copy() for d in screened.defects]
     refined = _host([defect_outcome("v_a", "vacancy", 0.6), defect_outcome("i_a", "interstitial")])
     # the fine-tuned screen now puts v_b lowest: DFT has not refined it
-    assert not_refined([screened], [refined], k=1) == [["v_b"]]
+    assert not_refined([screened], [in_cell], [refined], k=1) == [["v_b"]]
     refined.defects.append(defect_outcome("v_b", "vacancy", 0.45))
-    assert not_refined([screened], [refined], k=1) == [[]]
+    assert not_refined([screened], [in_cell], [refined], k=1) == [[]]
+
+
+def test_a_learning_round_refines_what_its_model_puts_lowest_in_the_dft_cell_too(defect_outcome):
+    screened = _host(
+        [
+            defect_outcome("v_a", "vacancy", 0.5),
+            defect_outcome("i_a", "interstitial", 0.30),
+            defect_outcome("i_b", "interstitial", 0.31),
+        ]
+    )
+    refined = _host([defect_outcome("v_a", "vacancy", 0.6), defect_outcome("i_a", "interstitial")])
+    # near-degenerate in the screen's cell, reordered in the smaller DFT cell (Li5In4's Li_i1
+    # and Li_i5 with 7net-li-in): DFT has not refined the DFT cell's lowest
+    in_cell = [
+        defect_outcome("v_a", "vacancy", 0.55),
+        defect_outcome("i_a", "interstitial", 0.45),
+        defect_outcome("i_b", "interstitial", 0.33),
+    ]
+    assert not_refined([screened], [in_cell], [refined], k=1) == [["i_b"]]
 
 
 @pytest.fixture

@@ -300,11 +300,16 @@ def test_refining_with_the_stand_in_vasp_reproduces_the_screen(tmp_path, capsys,
     assert results["calculator"]["name"] == "vasp"
     assert results["refined_from"]["calculator"]["name"] == "emt"
     for phase in [results["reference"], *results["hosts"]]:
-        assert sorted(d["kind"] for d in phase["defects"]) == ["interstitial", "vacancy"]
+        assert {d["kind"] for d in phase["defects"]} == {"interstitial", "vacancy"}
         assert phase["supercell"]["min_image_distance_A"] >= 7
         for defect in phase["defects"]:
             assert defect["screen"]["error_eV"] == pytest.approx(0, abs=2e-3)
             assert defect["provenance"]["runs"][0]["task_label"] == "ion relax"
+        # per kind, one defect is the screen's lowest and one the stand-in's in the DFT cell
+        for kind in ("vacancy", "interstitial"):
+            chosen = [d["screen"]["chosen_by"] for d in phase["defects"] if d["kind"] == kind]
+            assert sum("screen" in c for c in chosen) == 1
+            assert sum("dft_cell" in c for c in chosen) == 1
     assert "stand-in error (eV)" in (tmp_path / "out" / "results.md").read_text()
 
 
