@@ -17,6 +17,7 @@ from carrierflow.workflows.engine import calculation
 from carrierflow.workflows.jobs import defect_calculations, summarize_results
 from carrierflow.workflows.migration import add_transport, migration_calculations
 from carrierflow.workflows.refine import (
+    REFINEMENT_CHOICE,
     add_screen_verdicts,
     refine_defects,
     screen_in_dft_cell,
@@ -119,7 +120,11 @@ class CarrierFlowMaker(Maker):
             "calculator": code(self.calculator),
             "refine": code(self.refine),
             "settings": self.settings.identity(),
-            "refine_settings": self.refine_settings.model_dump() if self.refine else None,
+            "refine_settings": (
+                {**self.refine_settings.model_dump(), "choice": REFINEMENT_CHOICE}
+                if self.refine
+                else None
+            ),
             "migration": self.migration.model_dump() if self.migration else None,
             "phases": [
                 {"label": p.label, "structure": p.structure.as_dict()} for p in [reference, *hosts]

@@ -58,6 +58,11 @@ def lowest_defects(defects: list[DefectOutcome], k: int) -> list[DefectOutcome]:
 # which ranking put a defect among those DFT refines (ScreenComparison.chosen_by)
 BY_SCREEN, BY_DFT_CELL = "screen", "dft_cell"
 
+# The rule of refinement_choice, part of every refining run's identity: a finished run's results
+# are never served to a run that would refine other defects (the calculations both need are
+# reused all the same). Until 2026-12-05 DFT refined the screen's lowest only.
+REFINEMENT_CHOICE = f"{BY_SCREEN}+{BY_DFT_CELL}"
+
 
 def refinement_choice(
     screened: list[DefectOutcome], in_dft_cell: list[DefectOutcome], k: int

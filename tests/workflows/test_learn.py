@@ -151,6 +151,32 @@ def test_a_rounds_frames_are_pinned_by_what_it_computes_not_by_how_its_results_r
     assert maker(epochs=20).frames_id(phase, []) != base.frames_id(phase, [])
 
 
+def test_a_finished_refinement_is_not_served_to_a_run_that_would_refine_other_defects(
+    monkeypatch,
+):
+    """Which defects DFT refines is part of a refining run's identity (the rule changed on
+    2026-12-05: a rerun had served the old rule's results, "nothing to compute"); a screen
+    without DFT keeps its identity."""
+    from carrierflow.workflows.flows import CarrierFlowMaker, Phase
+
+    lithium, source = load_fixture("Li")
+    phase = Phase(label="Li", structure=lithium.get_primitive_structure(), source=source)
+
+    def ids():
+        common = {
+            "calculator": Calculator("emt"),
+            "settings": DefectSettings(species="Li"),
+            "system": "Li",
+        }
+        refining = CarrierFlowMaker(**common, refine=Calculator("gpaw", preset="fast"))
+        return CarrierFlowMaker(**common).run_id(phase, []), refining.run_id(phase, [])
+
+    screen, refined = ids()
+    monkeypatch.setattr("carrierflow.workflows.flows.REFINEMENT_CHOICE", "screen")
+    other_screen, other_refined = ids()
+    assert other_screen == screen and other_refined != refined
+
+
 def test_rattled_perfect_supercells_move_every_atom_more_at_each_amplitude_and_reproducibly():
     host = load_fixture("Li3In2")[0] * (1, 1, 2)
     made = rattled_hosts("Li3In2", host, 2)
