@@ -260,22 +260,16 @@ def test_lowest_defects_takes_k_of_each_kind_and_skips_shared_states(defect_outc
 
 
 def test_dft_refines_the_screens_lowest_and_the_stand_ins_lowest_in_the_dft_cell(defect_outcome):
-    screened = [
-        defect_outcome("v1", "vacancy", 0.40),
-        defect_outcome("v2", "vacancy", 0.45),
-        defect_outcome("i1", "interstitial", 0.30),
-        defect_outcome("i2", "interstitial", 0.31),
-        defect_outcome("i3", "interstitial", 0.50),
-    ]
+    def outcomes(energies: dict[str, float]):
+        return [
+            defect_outcome(name, "vacancy" if name[0] == "v" else "interstitial", e_f)
+            for name, e_f in energies.items()
+        ]
+
+    screened = outcomes({"v1": 0.40, "v2": 0.45, "i1": 0.30, "i2": 0.31, "i3": 0.50})
     # the small cell reorders the near-degenerate interstitials; v2 relaxes there into v1's
     # state (1e-4 eV apart): one state, refined once
-    in_cell = [
-        defect_outcome("v1", "vacancy", 0.5200),
-        defect_outcome("v2", "vacancy", 0.5199),
-        defect_outcome("i1", "interstitial", 0.45),
-        defect_outcome("i2", "interstitial", 0.33),
-        defect_outcome("i3", "interstitial", 0.70),
-    ]
+    in_cell = outcomes({"v1": 0.5200, "v2": 0.5199, "i1": 0.45, "i2": 0.33, "i3": 0.70})
     assert refinement_choice(screened, in_cell, 1) == {
         "v1": ["screen", "dft_cell"],
         "i1": ["screen"],
