@@ -33,6 +33,14 @@ def _phases(results: dict) -> list[dict]:
     return [results["reference"], *results["hosts"]]
 
 
+def _ranked_in_dft_cell(results: dict) -> bool:
+    """Whether DFT also took the stand-in's lowest in the DFT cell (``screen.chosen_by``; a
+    document before 2026-12-05 has none: DFT took the screen's lowest only)."""
+    return any(
+        (d.get("screen") or {}).get("chosen_by") for p in _phases(results) for d in p["defects"]
+    )
+
+
 def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -163,13 +171,19 @@ def markdown_table(results: dict) -> str:
     if refined:
         calc = refined["calculator"]
         name = calc["name"] + (f" {calc['model']}" if calc.get("model") else "")
+        in_cell = (
+            " and from its relaxations of every candidate in the DFT supercell"
+            if _ranked_in_dft_cell(results)
+            else ""
+        )
         lines += [
             "",
             f"Refined with DFT: the lowest {refined['refine']['k']} vacancies and interstitials "
-            f"of each phase from the {name} screen, in DFT supercells (images ≥ "
-            f"{refined['refine']['min_image_distance_A']:g} Å, ≤ {refined['refine']['max_atoms']} "
-            "atoms), each started from the stand-in's relaxation in the same cell. Stand-in "
-            "error = stand-in E_f − DFT E_f, same cell. The stand-in's own verdicts:",
+            f"of each phase from the {name} screen{in_cell}, in DFT supercells (images ≥ "
+            f"{refined['refine']['min_image_distance_A']:g} Å, ≤ "
+            f"{refined['refine']['max_atoms']} atoms), each started from the stand-in's relaxation "
+            "in the same cell. Stand-in error = stand-in E_f − DFT E_f, same cell. The stand-in's "
+            "own verdicts:",
         ]
         lines += [
             f"- {formula}: {v['dominant_carrier']} (margin {_fmt(v['margin_eV'])} eV)"
@@ -220,7 +234,8 @@ def _learning_lines(results: dict) -> list[str]:
         "",
         f"The stand-in was fine-tuned {len(learned['rounds'])} time(s) on the DFT frames of this "
         "system (SevenNet's trainer, its fine-tuning preset); each round screened every phase "
-        "again and sent to DFT what it then put lowest.",
+        "again and sent to DFT what it then put lowest"
+        + (" there or in the DFT supercell." if _ranked_in_dft_cell(results) else "."),
         "",
         "| round | model (SHA-256) | train / validation frames | validation E RMSE (eV/atom) "
         "| validation F RMSE (eV/Å) | verdicts | sent to DFT |",

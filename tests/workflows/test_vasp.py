@@ -310,7 +310,9 @@ def test_refining_with_the_stand_in_vasp_reproduces_the_screen(tmp_path, capsys,
             chosen = [d["screen"]["chosen_by"] for d in phase["defects"] if d["kind"] == kind]
             assert sum("screen" in c for c in chosen) == 1
             assert sum("dft_cell" in c for c in chosen) == 1
-    assert "stand-in error (eV)" in (tmp_path / "out" / "results.md").read_text()
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert "stand-in error (eV)" in report
+    assert "from its relaxations of every candidate in the DFT supercell" in report
 
 
 def test_with_starts_dft_refines_the_lowest_state_of_a_search_in_the_dft_cell(
