@@ -249,7 +249,9 @@ class RefineSettings(BaseModel):
         1,
         ge=1,
         **option(
-            "--refine-k", "with --refine: lowest vacancies and interstitials per phase to refine"
+            "--refine-k",
+            "with --refine: lowest vacancies and interstitials per phase to refine, of the screen "
+            "and of the stand-in in the DFT cell",
         ),
     )
     min_image_distance_A: float = Field(
