@@ -78,15 +78,15 @@ def refinement_choice(
     Li_i5 123 meV below Li_i1, and GPAW there found Li_i5 at 0.936 eV, Li_i1 at 1.171. The loop
     refined Li_i1 only and reported a margin 0.24 eV too large."""
     chosen: dict[str, list[str]] = {d.name: [BY_SCREEN] for d in lowest_defects(screened, k)}
-    energy = {d.name: d.ranking_energy_eV for d in in_dft_cell}
+    in_cell = {d.name: d for d in in_dft_cell}
     for defect in lowest_defects(in_dft_cell, k):
         same = [
             name
             for name in chosen
-            if name in energy
+            if name in in_cell
             and name != defect.name
-            and abs(energy[name] - defect.ranking_energy_eV) < SAME_STATE_EV
-            and next(d.kind for d in in_dft_cell if d.name == name) == defect.kind
+            and in_cell[name].kind == defect.kind
+            and abs(in_cell[name].ranking_energy_eV - defect.ranking_energy_eV) < SAME_STATE_EV
         ]
         # a screen's choice that relaxed into this state in the DFT cell is this one
         chosen.setdefault(same[0] if same else defect.name, []).append(BY_DFT_CELL)
@@ -272,17 +272,15 @@ def refine_defects(
 @job
 def compare_with_screen(
     outcome: DefectOutcome,
-    screen_relaxed: CalculationDoc | DefectOutcome,
+    screen_relaxed: DefectOutcome,
     screen_perfect: CalculationDoc,
     screen_mu: float,
     screened: DefectOutcome,
     chosen_by: list[str] | None = None,
 ) -> DefectOutcome:
     """Put the stand-in's E_f of the same defect in the same cell beside the DFT one (its
-    pre-relaxation, or the lowest state of its search there, assessed on ``screen_perfect``),
-    with the rankings that chose it for DFT."""
-    if isinstance(screen_relaxed, CalculationDoc):
-        check_same_calculator([screen_relaxed.calculator, screen_perfect.calculator])
+    relaxation there, or the lowest state of its search there, from :func:`screen_in_dft_cell`,
+    assessed on ``screen_perfect``), with the rankings that chose it for DFT."""
     screen_eV = formation_energy(
         screen_relaxed.energy_eV,
         screen_perfect.energy_eV,
@@ -295,7 +293,7 @@ def compare_with_screen(
         formation_energy_eV=screen_eV,
         screen_formation_energy_eV=screened.ranking_energy_eV,
         error_eV=screen_eV - outcome.formation_energy_eV,
-        search=getattr(screen_relaxed, "search", None),
+        search=screen_relaxed.search,
         chosen_by=chosen_by or [],
     )
     return outcome
