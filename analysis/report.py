@@ -20,6 +20,7 @@ CSV_COLUMNS = [
     "local_formation_energy_eV",
     "screen_formation_energy_eV",
     "screen_error_eV",
+    "refined_for",
     "converged",
     "steps",
     "max_displacement_A",
@@ -63,6 +64,7 @@ def rows(results: dict) -> list[dict]:
                         "formation_energy_eV"
                     ),
                     "screen_error_eV": (d.get("screen") or {}).get("error_eV"),
+                    "refined_for": _refined_for(d.get("screen")),
                     "converged": d["converged"],
                     "steps": d["steps"],
                     "max_displacement_A": d["max_displacement_A"],
@@ -72,6 +74,17 @@ def rows(results: dict) -> list[dict]:
                 }
             )
     return out
+
+
+# what chose a refined defect: the screen's ranking (large cell) or the stand-in's own in the
+# DFT supercell; the two disagree where the cells differ (Li5In4's Li_i1 and Li_i5, 2026-12-04)
+_RANKINGS = {"screen": "screen", "dft_cell": "DFT cell"}
+
+
+def _refined_for(screen: dict | None) -> str:
+    """``screen``, ``DFT cell`` or ``screen, DFT cell``: whose lowest DFT refined this defect
+    as (empty for a document without ``chosen_by``)."""
+    return ", ".join(_RANKINGS[c] for c in (screen or {}).get("chosen_by") or [])
 
 
 def _search(search: dict | None) -> str:
@@ -136,6 +149,8 @@ def markdown_table(results: dict) -> str:
         )
     refined = results.get("refined_from")
     screen_head = " stand-in E_f (eV) | stand-in error (eV) |" if refined else ""
+    chosen = _ranked_in_dft_cell(results)
+    screen_head += " lowest in |" if chosen else ""
     searched = any(r["search"] for r in rows(results))
     screen_head += " search |" if searched else ""
     lines += [
@@ -145,6 +160,7 @@ def markdown_table(results: dict) -> str:
         + " converged | steps | max move (Å) | ended at | flags |",
         "|---|---|---|---|---|---|"
         + ("---|---|" if refined else "")
+        + ("---|" if chosen else "")
         + ("---|" if searched else "")
         + "---|---|---|---|---|",
     ]
@@ -154,6 +170,7 @@ def markdown_table(results: dict) -> str:
             if refined
             else ""
         )
+        screen += f" {r['refined_for'] or '-'} |" if chosen else ""
         screen += f" {r['search'] or '-'} |" if searched else ""
         lines.append(
             f"| {r['phase']} | {r['defect']} | {r['kind']} | {r['multiplicity']} "
@@ -182,8 +199,9 @@ def markdown_table(results: dict) -> str:
             f"of each phase from the {name} screen{in_cell}, in DFT supercells (images ≥ "
             f"{refined['refine']['min_image_distance_A']:g} Å, ≤ "
             f"{refined['refine']['max_atoms']} atoms), each started from the stand-in's relaxation "
-            "in the same cell. Stand-in error = stand-in E_f − DFT E_f, same cell. The stand-in's "
-            "own verdicts:",
+            "in the same cell. Stand-in error = stand-in E_f − DFT E_f, same cell"
+            + ("; 'lowest in' says whose ranking chose each defect" if chosen else "")
+            + ". The stand-in's own verdicts:",
         ]
         lines += [
             f"- {formula}: {v['dominant_carrier']} (margin {_fmt(v['margin_eV'])} eV)"

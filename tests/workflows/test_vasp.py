@@ -313,6 +313,7 @@ def test_refining_with_the_stand_in_vasp_reproduces_the_screen(tmp_path, capsys,
     report = (tmp_path / "out" / "results.md").read_text()
     assert "stand-in error (eV)" in report
     assert "from its relaxations of every candidate in the DFT supercell" in report
+    assert "| lowest in |" in report and "DFT cell |" in report
 
 
 def test_with_starts_dft_refines_the_lowest_state_of_a_search_in_the_dft_cell(
