@@ -180,6 +180,25 @@ def test_bad_input_is_one_clear_line(capsys, paths, args, message):
     assert message in _error(capsys, "run", *args, *paths)
 
 
+def test_submitting_a_learning_loop_is_refused_before_anything_is_submitted(capsys, tmp_path):
+    # its rounds read the store and --workdir of the process that runs them, which cluster jobs
+    # do not share: refused before the project is even looked up (this one does not exist)
+    line = _error(
+        capsys,
+        "submit",
+        "--system",
+        "Cu-Au",
+        "--learn",
+        "gpaw",
+        "--project",
+        "no-such-project",
+        "--workdir",
+        str(tmp_path / "calc"),
+    )
+    assert line.startswith("carrierflow: error: --learn runs with `carrierflow run` only")
+    assert not (tmp_path / "calc").exists()
+
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 # options the README names on other programs' command lines: setup.sh, jobflow-remote's `jf`,
 # SLURM's sbatch, and the benchmark script (read from its parser below)

@@ -875,6 +875,16 @@ def command_submit(args: argparse.Namespace) -> int:
     """carrierflow submit: the flow of ``run``, to a jobflow-remote project's queue."""
     from carrierflow.workflows.cluster import load_project, submit
 
+    if getattr(args, "learn", None):
+        # a learning round reads every DFT frame of the system from the run's store and the
+        # calculation folders under --workdir, and writes its model there; a job on a cluster
+        # node runs with a file store of its own (jobflow-remote moves outputs, not stores), so
+        # the round would fail there after all of round 0's DFT
+        raise UsageError(
+            "--learn runs with `carrierflow run` only: its learning rounds read the DFT frames "
+            "from the run's store and --workdir, which jobs submitted through jobflow-remote do "
+            "not share; run the loop in one allocation (slurm/carrierflow-run.sbatch)"
+        )
     project = load_project(args.project)
     system, species, reference_spec, host_specs, maker = _flow_maker(args, check_runnable=False)
     reference, hosts = _load_phases(species, reference_spec, host_specs, maker.calculator, args)
