@@ -20,6 +20,7 @@ class FlagCode(StrEnum):
     CHANGED_SITE = "changed-site"  # vacancy refilled, or interstitial relaxed into another site
     HOST_RECONSTRUCTION = "host-reconstruction"
     LOCAL_RANKING = "local-ranking"  # ranked by the relaxation with the far field fixed
+    LOCAL_NOT_NEEDED = "local-not-needed"  # a reconstruction already above its kind's lowest
     SHARED_STATE = "shared-state"  # same final state as an earlier candidate
     COLLAPSED = "collapsed"  # atoms ran together: a hole in the model, not a state; never ranked
     # a hop

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
 from carrierflow.analysis.documents import Results
-from carrierflow.analysis.flags import Flag, FlagCode
+from carrierflow.analysis.flags import Flag, FlagCode, has
 from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.analysis.relaxation import (
     collapse,
@@ -546,10 +546,38 @@ def assess_defect(
         "; ".join(evidence),
         radius,
     )
-    held = hold_far_atoms(start, cell.site_cart, radius)
-    local = calculation(calculator, "ion_relax", held, f"{label} {candidate.name} (local)")
-    attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, radius)
-    return Response(replace=Flow([local, attach], output=attach.output))
+    jobs, relaxed_locally = local_relaxation(
+        label, outcome, cell, start, perfect, mu, calculator, radius
+    )
+    return Response(replace=Flow(jobs, output=relaxed_locally))
+
+
+def wants_local_relaxation(outcome: DefectOutcome) -> bool:
+    """A host reconstruction whose atoms did not run together and that has no relaxation with
+    the far field held yet (:func:`local_relaxation`)."""
+    return (
+        has(outcome.flags, FlagCode.HOST_RECONSTRUCTION)
+        and not outcome.collapsed
+        and outcome.local is None
+    )
+
+
+def local_relaxation(
+    label: str,
+    outcome: DefectOutcome,
+    cell: DefectCell,
+    start: Structure,
+    perfect: CalculationDoc,
+    mu: float,
+    calculator: Calculator,
+    radius_A: float,
+) -> tuple[list[Job], object]:
+    """The relaxation of a reconstructed defect from its start with the atoms beyond
+    ``radius_A`` held, attached to its outcome: the jobs, and the outcome's reference."""
+    held = hold_far_atoms(start, cell.site_cart, radius_A)
+    local = calculation(calculator, "ion_relax", held, f"{label} {outcome.name} (local)")
+    attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, radius_A)
+    return [local, attach], attach.output
 
 
 def ranking_key(outcome: DefectOutcome) -> tuple[bool, float]:

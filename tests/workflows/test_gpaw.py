@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from ase.io import read
 from helpers import run_bcc_li
-from jobflow import JobStore, run_locally
+from jobflow import Flow, JobStore, run_locally
 from maggma.stores import MemoryStore
 
 from carrierflow.analysis.documents import as_document
@@ -31,6 +31,8 @@ from carrierflow.workflows.dft import DftSettings, kpoint_mesh
 from carrierflow.workflows.flows import CarrierFlowMaker, Phase
 from carrierflow.workflows.gpaw_makers import GpawMaker, _imports_gpaw, python_with_gpaw
 from carrierflow.workflows.refine import (
+    local_not_needed,
+    local_where_it_counts,
     lowest_defects,
     refinement_choice,
     transfer_candidates,
@@ -281,6 +283,69 @@ def test_dft_refines_the_screens_lowest_and_the_stand_ins_lowest_in_the_dft_cell
         "v1": ["screen", "dft_cell"],
         "i1": ["screen", "dft_cell"],
     }
+
+
+RECONSTRUCTED = Flag(code=FlagCode.HOST_RECONSTRUCTION, text="host reconstruction: far atoms moved")
+
+
+def test_a_reconstruction_already_above_its_kinds_lowest_needs_no_local_relaxation(defect_outcome):
+    def outcome(name, e_f, reconstructed=False):
+        kind = "vacancy" if name[0] == "v" else "interstitial"
+        return defect_outcome(name, kind, e_f, [RECONSTRUCTED] if reconstructed else [])
+
+    # i1 lies 0.44 eV above i3, a final E_f: holding atoms only raises it, so it cannot win
+    # (the 7net-0 loop's Li5In4 Li_i1 and Li_i3); v1 is its kind's only one: relaxed locally
+    defects = [outcome("i1", 1.38, True), outcome("i3", 0.94), outcome("v1", 0.56, True)]
+    skipped = local_not_needed(defects, 0.1)
+    assert list(skipped) == ["i1"]
+    assert "0.44 eV above i3" in skipped["i1"]
+    # within the uncertainty it might still win once relaxed locally: relaxed
+    assert local_not_needed([outcome("i1", 1.00, True), outcome("i3", 0.94)], 0.1) == {}
+    # against another reconstruction nothing is final yet: both relaxed
+    assert local_not_needed([outcome("i1", 1.38, True), outcome("i3", 0.94, True)], 0.1) == {}
+
+
+def test_dft_relaxes_a_reconstruction_locally_only_where_it_can_change_the_verdict(
+    defect_outcome, tmp_path
+):
+    # on EMT copper: three interstitials, two flagged reconstructed; the one above the final
+    # lowest is left as it is, the other is relaxed again with the far field held
+    from carrierflow.workflows.engine import calculation
+    from carrierflow.workflows.jobs import plan_defects
+
+    settings = DefectSettings(species="Cu", defect_kinds=["interstitial"], min_image_distance_A=7)
+    plan = plan_defects("Cu", load_fixture("Cu")[0], settings)
+    cells = [plan.cells[0]] * 3
+    calculator = Calculator(name="emt")
+    perfect = calculation(calculator, "static", plan.perfect, "Cu perfect supercell")
+    outcomes = [
+        defect_outcome("i1", "interstitial", 3.0, [RECONSTRUCTED]),
+        defect_outcome("i2", "interstitial", 2.0),
+        defect_outcome("i3", "interstitial", 1.5, [RECONSTRUCTED]),
+    ]
+    local = local_where_it_counts(
+        "Cu",
+        cells,
+        [c.structure for c in cells],
+        outcomes,
+        perfect.output,
+        0.0,
+        calculator,
+        settings,
+        4.0,
+    )
+    store = JobStore(MemoryStore())
+    responses = run_locally(
+        Flow([perfect, local]), store=store, root_dir=tmp_path, ensure_success=True
+    )
+    ended = store.get_output(local.uuid, load=True)
+    assert [d.name for d in ended] == ["i1", "i2", "i3"]
+    flags = [{f.code for f in d.flags} for d in ended]
+    assert flags[0] == {FlagCode.HOST_RECONSTRUCTION, FlagCode.LOCAL_NOT_NEEDED}
+    assert ended[0].local is None and ended[0].ranking_energy_eV == 3.0
+    assert flags[1] == set() and ended[1].local is None
+    assert FlagCode.LOCAL_RANKING in flags[2] and ended[2].local.steps >= 1
+    assert len(responses) == 1 + 1 + 2  # the perfect cell, this job, one local relaxation
 
 
 def test_screened_defects_move_to_the_dft_relaxed_host(defect_outcome):
