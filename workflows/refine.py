@@ -206,9 +206,11 @@ def refine_defects(
     is_reference: bool = False,
     given: Structure | None = None,
     names: list[str] | None = None,
+    refined: list[DefectOutcome] | None = None,
 ) -> Response:
     """Recompute with DFT what :func:`refinement_choice` takes of one phase (or of it the
-    defects ``names``: a learning round refines only what it has not refined yet), each from
+    defects ``names``: a learning round refines only what it has not refined yet, ``refined``
+    its earlier DFT defects, same cell: their E_f rank a reconstruction too), each from
     the stand-in's lowest state in the DFT cell (``in_dft_cell``: :func:`screen_in_dft_cell`),
     and replace this job by the calculations (choices made on the symmetrized host, as the
     screen's: :func:`carrierflow.workflows.jobs.plan_defects`)."""
@@ -274,6 +276,7 @@ def refine_defects(
         calculator,
         settings,
         far_field_radius(settings.reconstruction_radius_A, plan.choice),
+        refined or [],
     )
     jobs.append(local)
     outcomes = []
@@ -295,7 +298,9 @@ def refine_defects(
     return Response(replace=Flow(jobs, output=host_job.output, name=f"{label} refinement"))
 
 
-def local_not_needed(outcomes: list[DefectOutcome], margin_eV: float) -> dict[str, str]:
+def local_not_needed(
+    outcomes: list[DefectOutcome], margin_eV: float, earlier: list[DefectOutcome] = ()
+) -> dict[str, str]:
     """The host reconstructions among one phase's DFT defects whose relaxation with the far field
     held cannot change the verdict, each with the sentence its flag says: its free relaxation
     already lies more than ``margin_eV`` above the lowest final E_f of its kind (a defect that
@@ -305,8 +310,9 @@ def local_not_needed(outcomes: list[DefectOutcome], margin_eV: float) -> dict[st
     cannot become its kind's lowest; the margin covers a local relaxation that ends lower. A
     DFT local relaxation costs 20-25 min of GPAW on 2 cores (Li-In, fast preset), paid until
     2026-12-05 for reconstructions already outranked (the 7net-0 loop's Li5In4 Li_i1, 0.44 eV
-    above Li_i3)."""
-    final = [o for o in outcomes if not wants_local_relaxation(o) and not o.collapsed]
+    above Li_i3). ``earlier``: final DFT defects of the same cell from before (a learning
+    round's earlier refinements)."""
+    final = [o for o in [*earlier, *outcomes] if not wants_local_relaxation(o) and not o.collapsed]
     skipped = {}
     for outcome in filter(wants_local_relaxation, outcomes):
         rivals = [o for o in final if o.kind == outcome.kind]
@@ -334,11 +340,12 @@ def local_where_it_counts(
     calculator: Calculator,
     settings: DefectSettings,
     radius_A: float,
+    earlier: list[DefectOutcome] = (),
 ) -> list[DefectOutcome] | Response:
     """One phase's DFT defects, each reconstructed one relaxed again with the far field held
     (:func:`carrierflow.workflows.jobs.local_relaxation`) unless :func:`local_not_needed`; in
     the order given."""
-    skipped = local_not_needed(outcomes, calculator.uncertainty_eV)
+    skipped = local_not_needed(outcomes, calculator.uncertainty_eV, earlier)
     jobs, out = [], []
     for outcome, cell, start in zip(outcomes, cells, starts, strict=True):
         if not settings.local_relaxation or not wants_local_relaxation(outcome):

@@ -303,6 +303,8 @@ def test_a_reconstruction_already_above_its_kinds_lowest_needs_no_local_relaxati
     assert local_not_needed([outcome("i1", 1.00, True), outcome("i3", 0.94)], 0.1) == {}
     # against another reconstruction nothing is final yet: both relaxed
     assert local_not_needed([outcome("i1", 1.38, True), outcome("i3", 0.94, True)], 0.1) == {}
+    # a learning round's new refinement against the earlier rounds' DFT defects, same cell
+    assert list(local_not_needed([outcome("i5", 1.38, True)], 0.1, [outcome("i3", 0.94)])) == ["i5"]
 
 
 def test_dft_relaxes_a_reconstruction_locally_only_where_it_can_change_the_verdict(
