@@ -241,11 +241,11 @@ class CarrierFlowMaker(Maker):
         screened: list,
         names: list[list[str]] | None = None,
         prepared: tuple[list, list] | None = None,
-        refined: list | None = None,
+        dft_before: list | None = None,
     ) -> tuple[list, list, list, list]:
         """DFT bulk relaxations of every phase, its candidates relaxed by the stand-in in the DFT
         cell (or those two ``prepared``, from :meth:`_dft_cells`), and the refinement of what the
-        screen and those put lowest (or of ``names[i]`` in phase i, with ``refined[i]`` the DFT
+        screen and those put lowest (or of ``names[i]`` in phase i, with ``dft_before[i]`` the DFT
         outcome of its earlier refinements: its E_f rank a reconstruction too); returns the
         jobs, every phase's DFT outcome (None for a phase with nothing to refine), its DFT bulk
         and its stand-in outcomes in the DFT cell."""
@@ -276,7 +276,7 @@ class CarrierFlowMaker(Maker):
                 is_reference=index == 0,
                 given=phase.structure,
                 names=None if names is None else names[index],
-                refined=[] if refined is None else refined[index].defects,
+                earlier=[] if dft_before is None else dft_before[index].defects,
             )
             jobs.append(refined)
             outputs.append(refined.output)

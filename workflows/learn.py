@@ -432,7 +432,7 @@ def learn_decide(
             screened,
             names=new,
             prepared=(bulks, in_dft_cells),
-            refined=dft,
+            dft_before=dft,
         )
         merged = merge_refined(dft, outcomes)
         following = learn_round(

@@ -206,10 +206,10 @@ def refine_defects(
     is_reference: bool = False,
     given: Structure | None = None,
     names: list[str] | None = None,
-    refined: list[DefectOutcome] | None = None,
+    earlier: list[DefectOutcome] | None = None,
 ) -> Response:
     """Recompute with DFT what :func:`refinement_choice` takes of one phase (or of it the
-    defects ``names``: a learning round refines only what it has not refined yet, ``refined``
+    defects ``names``: a learning round refines only what it has not refined yet, ``earlier``
     its earlier DFT defects, same cell: their E_f rank a reconstruction too), each from
     the stand-in's lowest state in the DFT cell (``in_dft_cell``: :func:`screen_in_dft_cell`),
     and replace this job by the calculations (choices made on the symmetrized host, as the
@@ -276,7 +276,7 @@ def refine_defects(
         calculator,
         settings,
         far_field_radius(settings.reconstruction_radius_A, plan.choice),
-        refined or [],
+        earlier or [],
     )
     jobs.append(local)
     outcomes = []
