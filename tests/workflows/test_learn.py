@@ -24,6 +24,7 @@ from carrierflow.structures.supercells import SupercellChoice
 from carrierflow.workflows.calculators import Calculator, file_sha256
 from carrierflow.workflows.cli import main
 from carrierflow.workflows.finetune import FineTuneError
+from carrierflow.workflows.flows import Phase
 from carrierflow.workflows.gpaw_makers import python_with_gpaw
 from carrierflow.workflows.learn import (
     LearningFlowMaker,
@@ -237,6 +238,35 @@ def test_a_learning_round_refines_what_its_model_puts_lowest_in_the_dft_cell_too
         defect_outcome("i_b", "interstitial", 0.33),
     ]
     assert not_refined([screened], [in_cell], [refined], k=1) == [["i_b"]]
+
+
+def test_a_later_round_refines_each_phase_beside_its_own_earlier_dft_defects(defect_outcome):
+    # the flow a learning round adds (not run): each phase with something new to refine gets
+    # its own earlier DFT defects, against which a new reconstruction is ranked
+    maker = LearningFlowMaker(
+        calculator=Calculator("sevennet", model="7net-0"),
+        settings=DefectSettings(species="Li"),
+        system="Li-In",
+        refine=Calculator("gpaw", dft=TINY),
+        refine_settings=RefineSettings(),
+        learn=LearnSettings(),
+    )
+    phases = [
+        Phase(label=label, structure=load_fixture(label)[0], source=load_fixture(label)[1])
+        for label in ("Li", "Li5In4", "Li3In2")
+    ]
+    before = [_host([defect_outcome(f"v_{label}", "vacancy", 0.5)]) for label in ("Li", "a", "b")]
+    jobs, outputs, _, _ = maker._refinement_jobs(
+        phases,
+        maker.calculator,
+        None,
+        [None] * 3,
+        names=[["Li_i1"], [], ["Li_i2"]],
+        prepared=([None] * 3, [None] * 3),
+        dft_before=before,
+    )
+    assert outputs[1] is None and len(jobs) == 2
+    assert [j.function_kwargs["earlier"] for j in jobs] == [before[0].defects, before[2].defects]
 
 
 @pytest.fixture
