@@ -537,15 +537,8 @@ def assess_defect(
         provenance=relaxed.provenance(),
         structure=relaxed.structure,
     )
-    if not evidence or not settings.local_relaxation or ran_together:
+    if not settings.local_relaxation or not wants_local_relaxation(outcome):
         return outcome
-    logger.warning(
-        "%s %s: host reconstruction (%s); relaxing again with atoms beyond %.3g A fixed",
-        label,
-        candidate.name,
-        "; ".join(evidence),
-        radius,
-    )
     jobs, relaxed_locally = local_relaxation(
         label, outcome, cell, start, perfect, mu, calculator, radius
     )
@@ -574,6 +567,13 @@ def local_relaxation(
 ) -> tuple[list[Job], object]:
     """The relaxation of a reconstructed defect from its start with the atoms beyond
     ``radius_A`` held, attached to its outcome: the jobs, and the outcome's reference."""
+    logger.warning(
+        "%s %s: %s; relaxing again with atoms beyond %.3g A fixed",
+        label,
+        outcome.name,
+        next(f.text for f in outcome.flags if f.code == FlagCode.HOST_RECONSTRUCTION),
+        radius_A,
+    )
     held = hold_far_atoms(start, cell.site_cart, radius_A)
     local = calculation(calculator, "ion_relax", held, f"{label} {outcome.name} (local)")
     attach = attach_local_relaxation(outcome, cell, local.output, perfect, mu, radius_A)

@@ -355,13 +355,6 @@ def local_where_it_counts(
             outcome.flags.append(Flag(code=FlagCode.LOCAL_NOT_NEEDED, text=skipped[outcome.name]))
             out.append(outcome)
         else:
-            logger.warning(
-                "%s %s: %s; relaxing again with atoms beyond %.3g A fixed",
-                label,
-                outcome.name,
-                next(f.text for f in outcome.flags if f.code == FlagCode.HOST_RECONSTRUCTION),
-                radius_A,
-            )
             made, relaxed = local_relaxation(
                 label, outcome, cell, start, perfect, mu, calculator, radius_A
             )
