@@ -139,7 +139,7 @@ def _add_selection(parser: argparse.ArgumentParser, runs: bool = True) -> None:
         "--resume-from",
         metavar="FRAMES.extxyz",
         help="DFT frames of an earlier run (carrierflow dataset's, e.g. fixtures/dft/): each GPAW "
-        "relaxation that starts where a recorded one did goes on from its last frame",
+        "calculation that starts where a recorded one did goes on from its last frame",
     )
     parser.add_argument(
         "--output", help="output directory (default: carrierflow-results/<system>-<calculator>)"

@@ -236,8 +236,9 @@ def recorded_relaxation(
     holds several.
 
     The worker then continues from the last of them, as from its own interrupted run: the DFT
-    of hours on another machine is not paid again, and the result is still DFT's here (the last
-    geometry is computed again and must meet the force criterion).
+    of hours on another machine is not paid again. A finished calculation of the GPAW version
+    installed here is taken as recorded; any other has its last geometry computed again (see
+    ``gpaw_worker.finished_elsewhere``).
     """
     settings = json.dumps(spec["settings"], sort_keys=True)
     kpts = "x".join(str(k) for k in spec["kpts"])
@@ -283,6 +284,13 @@ def recorded_relaxation(
             "elapsed_s": 0.0,
             "recorded_in": f"{frames_file.name} {atoms.info['fingerprint'][:12]}",
         }
+        # which GPAW computed the step (a finished calculation of this machine's version is taken
+        # as recorded, see gpaw_worker) and what it cost where it ran, so that a data set written
+        # again from this run still says it
+        for key in ("code", "scf_iterations", "step_s"):
+            value = atoms.info.get(key)
+            if value is not None:  # extxyz reads numbers back as numpy's
+                line[key] = value.item() if isinstance(value, np.generic) else value
         if "stress" in atoms.calc.results:
             line["stress"] = atoms.get_stress(voigt=True).tolist()
         lines.append(line)

@@ -184,7 +184,7 @@ class GpawMaker(Maker):
             "maxstep_A": self.maxstep_A,
             "run": self.name,
         }
-        if self.resume_from and self.steps > 1 and not Path(GPAW_STEPS).exists():
+        if self.resume_from and not Path(GPAW_STEPS).exists():
             self._continue_recorded(spec)
         if self.hessian_from and self.steps > 1 and not self.relax_cell:
             spec["initial_hessian"] = self._initial_hessian(structure, fixed)

@@ -546,12 +546,14 @@ def assess_defect(
 
 
 def wants_local_relaxation(outcome: DefectOutcome) -> bool:
-    """A host reconstruction whose atoms did not run together and that has no relaxation with
-    the far field held yet (:func:`local_relaxation`)."""
+    """A host reconstruction whose atoms did not run together, that has no relaxation with
+    the far field held yet (:func:`local_relaxation`) and that was not found not to need one
+    (:func:`carrierflow.workflows.refine.local_not_needed`)."""
     return (
         has(outcome.flags, FlagCode.HOST_RECONSTRUCTION)
         and not outcome.collapsed
         and outcome.local is None
+        and not has(outcome.flags, FlagCode.LOCAL_NOT_NEEDED)
     )
 
 

@@ -329,6 +329,27 @@ def local_not_needed(
     return skipped
 
 
+def relax_locally_first(
+    outcomes: list[DefectOutcome], earlier: list[DefectOutcome] = ()
+) -> list[str]:
+    """Of one phase's reconstructions still to be relaxed with the far field held, those to
+    relax now: each whose kind has a final E_f to be judged against (:func:`local_not_needed`
+    kept it, so it may win), and of a kind with none, only its lowest. The others wait for it:
+    once it has its local E_f, :func:`local_not_needed` judges them against that, and one
+    that already lies above it by the margin is spared (the 7net-0 loop's Li3In2, 2026-12-05:
+    Li_i1 and Li_i3 both reconstructed, Li_i3's free relaxation 0.27 eV above Li_i1's, whose
+    local relaxation then rose 0.09 eV; Li_i3's 25 min of GPAW went for nothing)."""
+    final = {
+        o.kind for o in [*earlier, *outcomes] if not wants_local_relaxation(o) and not o.collapsed
+    }
+    waiting = [o for o in outcomes if wants_local_relaxation(o)]
+    now = [o.name for o in waiting if o.kind in final]
+    for kind in dict.fromkeys(o.kind for o in waiting if o.kind not in final):
+        lowest = min((o for o in waiting if o.kind == kind), key=lambda o: o.formation_energy_eV)
+        now.append(lowest.name)
+    return now
+
+
 @job
 def local_where_it_counts(
     label: str,
@@ -344,24 +365,33 @@ def local_where_it_counts(
 ) -> list[DefectOutcome] | Response:
     """One phase's DFT defects, each reconstructed one relaxed again with the far field held
     (:func:`carrierflow.workflows.jobs.local_relaxation`) unless :func:`local_not_needed`; in
-    the order given."""
+    the order given. Those that wait (:func:`relax_locally_first`) are judged by this job
+    again once the first are relaxed."""
+    if not settings.local_relaxation:
+        return outcomes
     skipped = local_not_needed(outcomes, calculator.uncertainty_eV, earlier)
-    jobs, out = [], []
-    for outcome, cell, start in zip(outcomes, cells, starts, strict=True):
-        if not settings.local_relaxation or not wants_local_relaxation(outcome):
-            out.append(outcome)
-        elif outcome.name in skipped:
+    for outcome in outcomes:
+        if outcome.name in skipped:
             logger.info("%s %s: %s", label, outcome.name, skipped[outcome.name])
             outcome.flags.append(Flag(code=FlagCode.LOCAL_NOT_NEEDED, text=skipped[outcome.name]))
-            out.append(outcome)
-        else:
+    now = relax_locally_first(outcomes, earlier)
+    jobs, out = [], []
+    for outcome, cell, start in zip(outcomes, cells, starts, strict=True):
+        if outcome.name in now:
             made, relaxed = local_relaxation(
                 label, outcome, cell, start, perfect, mu, calculator, radius_A
             )
             jobs += made
             out.append(relaxed)
+        else:
+            out.append(outcome)
     if not jobs:
         return out
+    if any(wants_local_relaxation(o) and o.name not in now for o in outcomes):
+        judge = local_where_it_counts(
+            label, cells, starts, out, perfect, mu, calculator, settings, radius_A, earlier
+        )
+        return Response(replace=Flow([*jobs, judge], output=judge.output))
     return Response(replace=Flow(jobs, output=out))
 
 

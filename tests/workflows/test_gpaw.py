@@ -35,6 +35,7 @@ from carrierflow.workflows.refine import (
     local_where_it_counts,
     lowest_defects,
     refinement_choice,
+    relax_locally_first,
     transfer_candidates,
 )
 from carrierflow.workflows.schemas import DefectSettings, RefineSettings
@@ -301,8 +302,13 @@ def test_a_reconstruction_already_above_its_kinds_lowest_needs_no_local_relaxati
     assert "0.44 eV above i3" in skipped["i1"]
     # within the uncertainty it might still win once relaxed locally: relaxed
     assert local_not_needed([outcome("i1", 1.00, True), outcome("i3", 0.94)], 0.1) == {}
-    # against another reconstruction nothing is final yet: both relaxed
-    assert local_not_needed([outcome("i1", 1.38, True), outcome("i3", 0.94, True)], 0.1) == {}
+    # against another reconstruction nothing is final yet: the lowest is relaxed first, the
+    # other waits to be judged against its local E_f (the 7net-0 loop's Li3In2 Li_i1, Li_i3)
+    both = [outcome("i1", 1.38, True), outcome("i3", 0.94, True), outcome("v1", 0.56, True)]
+    assert local_not_needed(both, 0.1) == {}
+    assert relax_locally_first(both) == ["i3", "v1"]
+    # with a final rival of its kind each one the margin kept is relaxed now
+    assert relax_locally_first(both, [outcome("i5", 1.30)]) == ["i1", "i3", "v1"]
     # a learning round's new refinement against the earlier rounds' DFT defects, same cell
     assert list(local_not_needed([outcome("i5", 1.38, True)], 0.1, [outcome("i3", 0.94)])) == ["i5"]
 
@@ -348,6 +354,33 @@ def test_dft_relaxes_a_reconstruction_locally_only_where_it_can_change_the_verdi
     assert flags[1] == set() and ended[1].local is None
     assert FlagCode.LOCAL_RANKING in flags[2] and ended[2].local.steps >= 1
     assert len(responses) == 1 + 1 + 2  # the perfect cell, this job, one local relaxation
+
+    # two reconstructions and nothing final: the lower (i3) is relaxed first, and i1, far above
+    # its local E_f, is then judged not to need it
+    outcomes = [
+        defect_outcome("i1", "interstitial", 99.0, [RECONSTRUCTED]),
+        defect_outcome("i3", "interstitial", 1.5, [RECONSTRUCTED]),
+    ]
+    local = local_where_it_counts(
+        "Cu",
+        cells[:2],
+        [c.structure for c in cells[:2]],
+        outcomes,
+        perfect.output,
+        0.0,
+        calculator,
+        settings,
+        4.0,
+    )
+    responses = run_locally(
+        local, store=store, root_dir=tmp_path, ensure_success=True, allow_external_references=True
+    )
+    ended = store.get_output(local.uuid, load=True)
+    assert [d.name for d in ended] == ["i1", "i3"]
+    assert ended[1].local is not None and ended[0].local is None
+    [skipped] = [f.text for f in ended[0].flags if f.code == FlagCode.LOCAL_NOT_NEEDED]
+    assert "above i3" in skipped
+    assert len(responses) == 1 + 2 + 1  # this job, i3's local relaxation, the judge of i1
 
 
 def test_screened_defects_move_to_the_dft_relaxed_host(defect_outcome):
@@ -582,6 +615,55 @@ def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tm
         resuming.run(moved)
     own = json.loads((runs["elsewhere"] / GPAW_STEPS).read_text().splitlines()[0])
     assert np.allclose(own["positions"], moved.cart_coords)
+
+
+@pytest.mark.gpaw
+@needs_gpaw
+def test_a_calculation_finished_on_another_machine_with_this_gpaw_is_taken_as_recorded(tmp_path):
+    # a new machine resumes a loop from its data set: computing each finished calculation's
+    # last step again cost one SCF each (about an hour for the 7net-0 loop's 29)
+    from contextlib import chdir
+
+    from ase.io import write
+    from pymatgen.core import Lattice, Structure
+
+    from carrierflow.workflows.dataset import gpaw_frames
+
+    pair = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.56, 0.47, 0.5]])
+    settings = DftSettings(**TINY).model_dump()
+    makers = {
+        "static": GpawMaker(name="static", steps=1, settings=settings),
+        "relaxed": GpawMaker(name="ion relax", steps=20, fmax=0.5, settings=settings),
+    }
+    for name, maker in makers.items():
+        for other in (False, True):
+            runs = [tmp_path / f"{name}-{other}-{where}" for where in ("first", "again")]
+            for folder in runs:
+                folder.mkdir()
+            with chdir(runs[0]):
+                first = maker.run(pair)
+            frames = gpaw_frames(runs[0])
+            code = "GPAW 0.0" if other else first.record["code_version"]  # this machine's
+            for atoms in frames:
+                atoms.info.update(label="Li pair", run=maker.name, fingerprint="f" * 64, code=code)
+            write(tmp_path / "frames.extxyz", frames, format="extxyz")
+            resuming = GpawMaker(
+                **{**maker.__dict__, "resume_from": str(tmp_path / "frames.extxyz")}
+            )
+            with chdir(runs[1]):
+                again = resuming.run(pair)
+            scf = [
+                line for line in (runs[1] / "gpaw.txt").read_text().splitlines() if "iter:" in line
+            ]
+            log = (runs[1] / "gpaw-worker.log").read_text()
+            assert again.output.energy == pytest.approx(first.output.energy, abs=1e-3)
+            assert np.allclose(again.output.forces, first.output.forces, atol=1e-3)
+            assert again.is_force_converged and again.output.n_steps == len(frames)
+            if not other:  # no SCF here: the record is the result
+                assert scf == [] and "as recorded in frames.extxyz" in log
+                assert again.record["scf_iterations"] == frames[-1].info["scf_iterations"]
+            else:  # another version's: computed again, as a check
+                assert scf and "computed again" in log
 
 
 def test_only_a_recorded_relaxation_of_the_same_calculation_start_and_settings_is_continued(
