@@ -15,7 +15,13 @@ invocations of the same command, so its cost is a sum:
   ``WORKDIR/fine-tuned``) whose model one of those calculations used. A DFT relaxation that
   an interruption cut short and a later invocation continued counts only its last part here;
 - GPAW's steps of those calculations under ``WORKDIR``: SCF iterations and seconds per
-  iteration, the machine's speed apart from the loop's work.
+  iteration, the machine's speed apart from the loop's work;
+- a loop that moved machines (``--resume-from`` a data set of its frames): the steps the
+  earlier machines computed, from the seconds each frame recorded where it ran. The new
+  machine's documents of those calculations hold only its own part (none at all for a
+  calculation that had finished, see ``gpaw_worker.finished_elsewhere``), so these seconds are
+  a part of their own in the compute time. Steps an interruption threw away there, and the
+  earlier machines' wall time, are not in the frames.
 
 Prints a table and writes JSON.
 """
@@ -114,8 +120,8 @@ def dft_steps(workdir: Path, fingerprints: set[str] | None = None) -> dict:
     only the steps of those calculations (a folder ``<label>-<task>-<fingerprint[:8]>``; one
     still running has no document yet and is left out)."""
     prefixes = None if fingerprints is None else {fp[:8] for fp in fingerprints}
-    steps = iterations = 0
-    seconds = 0.0
+    steps = iterations = elsewhere = 0
+    seconds = elsewhere_s = 0.0
     for log in sorted(workdir.rglob(GPAW_STEPS)):
         folder = log.relative_to(workdir).parts[0]
         if prefixes is not None and folder.rsplit("-", 1)[-1] not in prefixes:
@@ -126,12 +132,17 @@ def dft_steps(workdir: Path, fingerprints: set[str] | None = None) -> dict:
                 steps += 1
                 iterations += step["scf_iterations"]
                 seconds += step["step_s"]
+                if "recorded_in" in step:  # a data set's, computed on an earlier machine
+                    elsewhere += 1
+                    elsewhere_s += step["step_s"]
     per_iteration = round(seconds / iterations, 2) if iterations else None
     return {
         "steps": steps,
         "scf_iterations": iterations,
         "seconds": round(seconds, 1),
         "s_per_scf_iteration": per_iteration,
+        "steps_of_earlier_machines": elsewhere,
+        "seconds_of_earlier_machines": round(elsewhere_s, 1),
     }
 
 
@@ -184,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         who: sum(t["seconds"] for t in tasks.values()) for who, tasks in calculations.items()
     }
     by_part["fine-tuning"] = sum(t["seconds"] for t in tunings)
+    steps = dft_steps(args.workdir, fingerprints)
+    if steps["steps_of_earlier_machines"]:
+        by_part["DFT steps of earlier machines"] = steps["seconds_of_earlier_machines"]
     compute = sum(by_part.values())
     wall = sum(walls.values())
     print("| part | hours |\n|---|---|")
@@ -191,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {who} | {s / 3600:.2f} |")
     print(f"| compute, all parts | {compute / 3600:.2f} |")
     print(f"| wall, {len(walls)} invocation(s) | {wall / 3600:.2f} | target {TARGET_S / 3600:g}")
-    steps = dft_steps(args.workdir, fingerprints)
     if steps["steps"]:
         print(
             f"GPAW: {steps['steps']} timed steps, {steps['scf_iterations']} SCF iterations, "

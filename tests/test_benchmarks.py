@@ -48,7 +48,7 @@ def test_a_loops_wall_time_is_each_invocations_first_to_last_line_across_midnigh
     assert loop.log_wall_s(log) == 20 * 60
 
 
-def test_a_loops_compute_time_counts_each_calculation_it_used_once_and_each_model_apart(
+def test_a_loops_compute_counts_each_calculation_once_each_model_and_earlier_machine_apart(
     loop, tmp_path
 ):
     store = open_store(tmp_path / "store")
@@ -78,6 +78,9 @@ def test_a_loops_compute_time_counts_each_calculation_it_used_once_and_each_mode
     # before steps said what they cost and two after; one of the calculation it no longer makes
     lines = [{"energy": -1.0}, {"scf_iterations": 19, "step_s": 263.0}]
     lines.append({"scf_iterations": 11, "step_s": 157.0})
+    # and one step of the data set a new machine resumed from (--resume-from): an earlier
+    # machine's, which the new machine's documents do not time
+    lines.insert(1, {"scf_iterations": 20, "step_s": 300.0, "recorded_in": "loop.extxyz f1"})
     for folder, steps in (("f1", lines), ("f7", [{"scf_iterations": 40, "step_s": 999.0}])):
         log = tmp_path / "work" / f"Li5In4_v_Li_2d_1-ion_relax-{folder}" / "1-ion_relax"
         log.mkdir(parents=True)
@@ -102,12 +105,15 @@ def test_a_loops_compute_time_counts_each_calculation_it_used_once_and_each_mode
     assert result["compute_s"]["sevennet-7net-0"] == 30.0
     assert result["compute_s"]["fine-tuning"] == 330.0
     assert result["gpaw_steps"] == {
-        "steps": 2,
-        "scf_iterations": 30,
-        "seconds": 420.0,
-        "s_per_scf_iteration": 14.0,
+        "steps": 3,
+        "scf_iterations": 50,
+        "seconds": 720.0,
+        "s_per_scf_iteration": 14.4,
+        "steps_of_earlier_machines": 1,
+        "seconds_of_earlier_machines": 300.0,
     }
-    assert result["compute_s"]["total"] == 1490.0
+    assert result["compute_s"]["DFT steps of earlier machines"] == 300.0
+    assert result["compute_s"]["total"] == 1490.0 + 300.0
 
 
 def test_the_hessian_benchmark_starts_where_each_recorded_free_dft_relaxation_started():
