@@ -306,8 +306,9 @@ def local_not_needed(
     already lies more than ``margin_eV`` above the lowest final E_f of its kind (a defect that
     needs no local relaxation). Why that suffices: the local relaxation starts where the free
     one did with atoms held, and ended higher in every GPAW case of fixtures/dft (Li3In2 Li_i2
-    +0.007, Li5In4 Li_i2 +0.03, Li_i1 +0.08, Li3In2 Li_i3 +0.15 to +0.16 eV), so such a defect
-    cannot become its kind's lowest; the margin covers a local relaxation that ends lower. A
+    +0.007, Li5In4 Li_i2 +0.03, Li_i1 +0.08, Li3In2 Li_i3 +0.15 to +0.16, Li_i1 +0.08 eV), so
+    such a defect cannot become its kind's lowest; the margin covers a local relaxation that
+    ends lower. A
     DFT local relaxation costs 20-25 min of GPAW on 2 cores (Li-In, fast preset), paid until
     2026-12-05 for reconstructions already outranked (the 7net-0 loop's Li5In4 Li_i1, 0.44 eV
     above Li_i3). ``earlier``: final DFT defects of the same cell from before (a learning
@@ -338,7 +339,7 @@ def relax_locally_first(
     once it has its local E_f, :func:`local_not_needed` judges them against that, and one
     that already lies above it by the margin is spared (the 7net-0 loop's Li3In2, 2026-12-05:
     Li_i1 and Li_i3 both reconstructed, Li_i3's free relaxation 0.27 eV above Li_i1's, whose
-    local relaxation then rose 0.09 eV; Li_i3's 25 min of GPAW went for nothing)."""
+    local relaxation then rose 0.08 eV; Li_i3's 25 min of GPAW went for nothing)."""
     final = {
         o.kind for o in [*earlier, *outcomes] if not wants_local_relaxation(o) and not o.collapsed
     }
