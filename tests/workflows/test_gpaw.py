@@ -331,17 +331,15 @@ def test_dft_relaxes_a_reconstruction_locally_only_where_it_can_change_the_verdi
         defect_outcome("i2", "interstitial", 2.0),
         defect_outcome("i3", "interstitial", 1.5, [RECONSTRUCTED]),
     ]
-    local = local_where_it_counts(
-        "Cu",
-        cells,
-        [c.structure for c in cells],
-        outcomes,
-        perfect.output,
-        0.0,
-        calculator,
-        settings,
-        4.0,
-    )
+
+    def judge(outcomes):
+        starts = [c.structure for c in cells[: len(outcomes)]]
+        return local_where_it_counts(
+            "Cu", cells[: len(outcomes)], starts, outcomes, perfect.output, 0.0, calculator,
+            settings, 4.0,
+        )  # fmt: skip
+
+    local = judge(outcomes)
     store = JobStore(MemoryStore())
     responses = run_locally(
         Flow([perfect, local]), store=store, root_dir=tmp_path, ensure_success=True
@@ -361,17 +359,7 @@ def test_dft_relaxes_a_reconstruction_locally_only_where_it_can_change_the_verdi
         defect_outcome("i1", "interstitial", 99.0, [RECONSTRUCTED]),
         defect_outcome("i3", "interstitial", 1.5, [RECONSTRUCTED]),
     ]
-    local = local_where_it_counts(
-        "Cu",
-        cells[:2],
-        [c.structure for c in cells[:2]],
-        outcomes,
-        perfect.output,
-        0.0,
-        calculator,
-        settings,
-        4.0,
-    )
+    local = judge(outcomes)
     responses = run_locally(
         local, store=store, root_dir=tmp_path, ensure_success=True, allow_external_references=True
     )
