@@ -119,8 +119,10 @@ class GpawMaker(Maker):
         Largest optimizer step (BFGS overshoots on nearly converged DFT forces).
     resume_from
         A data set of DFT frames (``carrierflow dataset``'s extended XYZ) whose recorded
-        relaxation of this input a relaxation continues from, when its folder holds no steps of
-        its own (see :func:`~carrierflow.workflows.dataset.recorded_relaxation`).
+        calculation of this input (a relaxation or a single point) this one continues from, when
+        its folder holds no steps of its own (see
+        :func:`~carrierflow.workflows.dataset.recorded_relaxation`); a finished one of this GPAW
+        version is taken as recorded.
     calculation
         The label of the calculation being run (set by the engine): a recorded relaxation is
         continued only under the same label.
@@ -252,14 +254,14 @@ class GpawMaker(Maker):
         return GPAW_HESSIAN
 
     def _continue_recorded(self, spec: dict) -> None:
-        """Start the step log with the recorded steps of this relaxation, if ``resume_from``
-        holds them: the worker goes on from the last one."""
+        """Start the step log with the recorded steps of this calculation (a relaxation or a
+        single point), if ``resume_from`` holds them: the worker goes on from the last one."""
         steps = recorded_relaxation(Path(self.resume_from), spec, self.calculation)
         if steps is None:
             return
         Path(GPAW_STEPS).write_text("".join(json.dumps(step) + "\n" for step in steps))
         logger.info(
-            "  GPAW %s: continuing the relaxation recorded in %s (%d steps, largest force %.3f "
+            "  GPAW %s: continuing the calculation recorded in %s (%d steps, largest force %.3f "
             "eV/A at the last)",
             self.name,
             Path(self.resume_from).name,
