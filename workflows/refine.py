@@ -308,11 +308,10 @@ def local_not_needed(
     one did with atoms held, and ended higher in every GPAW case of fixtures/dft (Li3In2 Li_i2
     +0.007, Li5In4 Li_i2 +0.03, Li_i1 +0.08, Li3In2 Li_i3 +0.15 to +0.16, Li_i1 +0.08 eV), so
     such a defect cannot become its kind's lowest; the margin covers a local relaxation that
-    ends lower. A
-    DFT local relaxation costs 20-25 min of GPAW on 2 cores (Li-In, fast preset), paid until
-    2026-12-05 for reconstructions already outranked (the 7net-0 loop's Li5In4 Li_i1, 0.44 eV
-    above Li_i3). ``earlier``: final DFT defects of the same cell from before (a learning
-    round's earlier refinements)."""
+    ends lower. A DFT local relaxation costs 20-25 min of GPAW on 2 cores (Li-In, fast
+    preset), paid until 2026-12-05 for reconstructions already outranked (the 7net-0 loop's
+    Li5In4 Li_i1, 0.44 eV above Li_i3). ``earlier``: final DFT defects of the same cell from
+    before (a learning round's earlier refinements)."""
     final = [o for o in [*earlier, *outcomes] if not wants_local_relaxation(o) and not o.collapsed]
     skipped = {}
     for outcome in filter(wants_local_relaxation, outcomes):
