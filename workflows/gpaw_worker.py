@@ -220,7 +220,7 @@ def main(path):
     atoms = build_atoms(spec, steps)
     if finished_elsewhere(spec, steps):
         say(f"step {len(steps)} as recorded in {resumed['recorded_in']}: it had finished")
-        calc, nvalence = build_calculator(spec, atoms)  # no SCF: the setups' valence only
+        _, nvalence = build_calculator(spec, atoms)  # no SCF: the setups' valence only
         write_result(atoms, nvalence, spec, steps[-1], started)
         return
     relax_cell = spec["steps"] > 1 and spec["relax_cell"]

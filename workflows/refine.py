@@ -298,6 +298,14 @@ def refine_defects(
     return Response(replace=Flow(jobs, output=host_job.output, name=f"{label} refinement"))
 
 
+def final_states(
+    outcomes: list[DefectOutcome], earlier: list[DefectOutcome] = ()
+) -> list[DefectOutcome]:
+    """The defects, of this phase's DFT and of ``earlier`` ones, whose E_f is final: no local
+    relaxation still to come, and atoms that did not run together."""
+    return [o for o in [*earlier, *outcomes] if not wants_local_relaxation(o) and not o.collapsed]
+
+
 def local_not_needed(
     outcomes: list[DefectOutcome], margin_eV: float, earlier: list[DefectOutcome] = ()
 ) -> dict[str, str]:
@@ -312,7 +320,7 @@ def local_not_needed(
     preset), paid until 2026-12-05 for reconstructions already outranked (the 7net-0 loop's
     Li5In4 Li_i1, 0.44 eV above Li_i3). ``earlier``: final DFT defects of the same cell from
     before (a learning round's earlier refinements)."""
-    final = [o for o in [*earlier, *outcomes] if not wants_local_relaxation(o) and not o.collapsed]
+    final = final_states(outcomes, earlier)
     skipped = {}
     for outcome in filter(wants_local_relaxation, outcomes):
         rivals = [o for o in final if o.kind == outcome.kind]
@@ -339,9 +347,7 @@ def relax_locally_first(
     that already lies above it by the margin is spared (the 7net-0 loop's Li3In2, 2026-12-05:
     Li_i1 and Li_i3 both reconstructed, Li_i3's free relaxation 0.27 eV above Li_i1's, whose
     local relaxation then rose 0.08 eV; Li_i3's 25 min of GPAW went for nothing)."""
-    final = {
-        o.kind for o in [*earlier, *outcomes] if not wants_local_relaxation(o) and not o.collapsed
-    }
+    final = {o.kind for o in final_states(outcomes, earlier)}
     waiting = [o for o in outcomes if wants_local_relaxation(o)]
     now = [o.name for o in waiting if o.kind in final]
     for kind in dict.fromkeys(o.kind for o in waiting if o.kind not in final):

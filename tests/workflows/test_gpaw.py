@@ -609,7 +609,7 @@ def test_a_relaxation_recorded_on_another_machine_goes_on_from_its_last_frame(tm
 @needs_gpaw
 def test_a_calculation_finished_on_another_machine_with_this_gpaw_is_taken_as_recorded(tmp_path):
     # a new machine resumes a loop from its data set: computing each finished calculation's
-    # last step again cost one SCF each (about an hour for the 7net-0 loop's 29)
+    # last step again cost one SCF each (an hour or more, estimated, for the 7net-0 loop's 29)
     from contextlib import chdir
 
     from ase.io import write
