@@ -217,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         "calculations": calculations,
         "fine_tunings": tunings,
         "gpaw_steps": steps,
-        "compute_s": {**by_part, "total": round(compute, 1)},
+        "compute_s": {
+            **{who: round(s, 1) for who, s in by_part.items()},
+            "total": round(compute, 1),
+        },
         "invocations_wall_s": walls,
         "wall_s": wall,
         "target_s": TARGET_S,

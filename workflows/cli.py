@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Literal, get_args, get_origin
@@ -806,7 +807,6 @@ def command_run(args: argparse.Namespace) -> int:
         maker.label,
         store_location(args.store),
     )
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         responses = run_locally(
             flow, store=store, create_folders=False, log=args.verbose, raise_immediately=True
@@ -1229,6 +1229,13 @@ def main(argv: list[str] | None = None) -> int:
         "finetune": command_finetune,
         "validate": command_validate,
     }
+    # a kill or a scheduler's time limit interrupts as Ctrl-C does: finished work is kept and
+    # child processes (GPAW, SevenNet's trainer) are ended, not left running
+    sigterm = (
+        signal.signal(signal.SIGTERM, _interrupt)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
     try:
         return commands[args.command](args)
     except (*EXPECTED_ERRORS, UsageError) as exc:
@@ -1237,8 +1244,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"carrierflow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # Ctrl-C before a run's calculations start (loading structures or models): nothing to
-        # keep, no traceback
+        # Ctrl-C or a kill outside a run's calculations (loading structures or models, a
+        # fine-tuning, a validation): no traceback; a fine-tuning's finished trainings are kept
         if args.debug:
             raise
         print("carrierflow: interrupted", file=sys.stderr)
@@ -1252,6 +1259,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pymatgen.core import Structure
 
 from carrierflow.workflows.dataset import GPAW_INPUT, GPAW_STEPS, recorded_relaxation
 from carrierflow.workflows.dft import DftSettings, kpoint_mesh
+from carrierflow.workflows.processes import ended_with_caller
 
 logger = logging.getLogger("carrierflow")
 
@@ -290,7 +291,7 @@ def _run_with_progress(command: list[str], name: str, every_s: float = 30.0) -> 
         reader = threading.Thread(target=follow, daemon=True)
         reader.start()
         last = time.monotonic()
-        try:
+        with ended_with_caller(process):
             while process.poll() is None:
                 time.sleep(1)
                 if time.monotonic() - last >= every_s:
@@ -300,10 +301,6 @@ def _run_with_progress(command: list[str], name: str, every_s: float = 30.0) -> 
                     ]
                     if scf:
                         logger.info("  GPAW %s: SCF %s", name, " ".join(scf[-1].split()[:4]))
-        except BaseException:
-            process.terminate()
-            process.wait(timeout=30)
-            raise
         reader.join(timeout=10)
     if process.returncode != 0:
         raise GpawError(f"GPAW exited with code {process.returncode}: {_tail('gpaw-worker.log')}")
