@@ -1231,11 +1231,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     # a kill or a scheduler's time limit interrupts as Ctrl-C does: finished work is kept and
     # child processes (GPAW, SevenNet's trainer) are ended, not left running
-    sigterm = (
-        signal.signal(signal.SIGTERM, _interrupt)
-        if threading.current_thread() is threading.main_thread()
-        else None
-    )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return commands[args.command](args)
     except (*EXPECTED_ERRORS, UsageError) as exc:
@@ -1260,8 +1257,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        if sigterm is not None:
-            signal.signal(signal.SIGTERM, sigterm)
+        if in_main_thread:  # None: a handler set outside Python, the default as far as we know
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if sigterm is None else sigterm)
 
 
 if __name__ == "__main__":
