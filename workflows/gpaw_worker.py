@@ -201,9 +201,9 @@ def finished_elsewhere(spec, steps):
     with no SCF here: computing the last step again gave the recorded energy to 0.03 meV or
     better in the resumed loops of 2026-12-02 and 2026-12-05, and it cost one SCF per
     calculation (2-3 min for a 30-atom Li-In cell on 2 cores; an hour or more, estimated, for
-    the 29 of the 7net-0 loop). A
-    cell relaxation's criterion includes the stress, so it is checked (its cells are small);
-    a step this machine recorded carries no code and is always checked."""
+    the 29 of the 7net-0 loop). A cell relaxation's criterion includes the stress, so it is
+    checked (its cells are small); a step this machine recorded carries no code and is always
+    checked."""
     if not steps or steps[-1].get("code") != f"GPAW {gpaw.__version__}":
         return False
     if spec["steps"] <= 1:

@@ -70,9 +70,7 @@ def test_a_fine_tuning_killed_with_sigterm_leaves_no_trainer_running(tmp_path):
     write(tmp_path / "frames.extxyz", frames, format="extxyz")
     output = (tmp_path / "tuning").resolve()
     command = [
-        sys.executable,
-        "-c",
-        "import sys; from carrierflow.workflows.cli import main; sys.exit(main())",
+        sys.executable, "-m", "carrierflow.workflows.cli",
         "finetune", str(tmp_path / "frames.extxyz"), "--base-model", "7net-0",
         "--hold-out", "Li3In2", "--epochs", "500", "--output", str(output),
     ]  # fmt: skip
