@@ -27,6 +27,7 @@ from carrierflow.analysis.relaxation import STOP_FRACTION, displacements
 from carrierflow.workflows.calculators import Calculator, by_content
 from carrierflow.workflows.claims import claimed
 from carrierflow.workflows.dataset import CALCULATION_FILE
+from carrierflow.workflows.processes import children_ended
 from carrierflow.workflows.schemas import (
     CalculationDoc,
     CalculationFailure,
@@ -432,7 +433,10 @@ def _compute(
         )
     started = time.perf_counter()
     try:
-        task_docs = _run_steps(makers, structure, label, directory)
+        # the code's own processes (GPAW's worker, VASP under custodian) end with the
+        # calculation when it fails or is interrupted, rather than run on without a caller
+        with children_ended():
+            task_docs = _run_steps(makers, structure, label, directory)
     except Exception as exc:
         if isinstance(exc, AtomsRanTogetherError) and exc.finite and task != "neb":
             return _stopped_document(exc, fp, task, label, described, started)

@@ -37,7 +37,7 @@ from pymatgen.core import Structure
 
 from carrierflow.workflows.calculators import file_sha256
 from carrierflow.workflows.codes.sevennet import fine_tune_preset, sevennet_checkpoint
-from carrierflow.workflows.processes import ended_with_caller
+from carrierflow.workflows.processes import children_ended
 from carrierflow.workflows.schemas import BASE_MODELS, FineTuneSettings
 
 logger = logging.getLogger("carrierflow")
@@ -446,10 +446,9 @@ def fine_tune(
         settings.epochs,
         workdir,
     )
-    with open(workdir / "sevenn-train.log", "w") as log:
+    with open(workdir / "sevenn-train.log", "w") as log, children_ended():
         process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-        with ended_with_caller(process):
-            _show_progress(process, workdir / "lc.csv", settings.epochs, held_out=bool(valid))
+        _show_progress(process, workdir / "lc.csv", settings.epochs, held_out=bool(valid))
     best = workdir / f"checkpoint_{settings.epochs}.pth"
     if process.returncode != 0 or not best.is_file():
         tail = (workdir / "sevenn-train.log").read_text(errors="replace").strip().splitlines()

@@ -22,7 +22,6 @@ from pymatgen.core import Structure
 
 from carrierflow.workflows.dataset import GPAW_INPUT, GPAW_STEPS, recorded_relaxation
 from carrierflow.workflows.dft import DftSettings, kpoint_mesh
-from carrierflow.workflows.processes import ended_with_caller
 
 logger = logging.getLogger("carrierflow")
 
@@ -291,16 +290,13 @@ def _run_with_progress(command: list[str], name: str, every_s: float = 30.0) -> 
         reader = threading.Thread(target=follow, daemon=True)
         reader.start()
         last = time.monotonic()
-        with ended_with_caller(process):
-            while process.poll() is None:
-                time.sleep(1)
-                if time.monotonic() - last >= every_s:
-                    last = time.monotonic()
-                    scf = [
-                        line for line in _read("gpaw.txt").splitlines() if line.startswith("iter:")
-                    ]
-                    if scf:
-                        logger.info("  GPAW %s: SCF %s", name, " ".join(scf[-1].split()[:4]))
+        while process.poll() is None:
+            time.sleep(1)
+            if time.monotonic() - last >= every_s:
+                last = time.monotonic()
+                scf = [line for line in _read("gpaw.txt").splitlines() if line.startswith("iter:")]
+                if scf:
+                    logger.info("  GPAW %s: SCF %s", name, " ".join(scf[-1].split()[:4]))
         reader.join(timeout=10)
     if process.returncode != 0:
         raise GpawError(f"GPAW exited with code {process.returncode}: {_tail('gpaw-worker.log')}")
