@@ -21,6 +21,7 @@ from pathlib import Path
 import mongomock_ng
 import pytest
 import yaml
+from standin import STANDIN, write_fake_potcars
 
 from carrierflow.workflows.cli import main
 
@@ -51,6 +52,7 @@ ACTIVE = {  # jobs the runner still moves on
 # in SLURM before Python starts, the way a missing module would
 PRE_RUN = """\
 export PATH={bin}:$PATH
+export PMG_VASP_PSP_DIR={potcars}
 if [ -e {flags}/hold ] && [ "$SLURM_JOB_NAME" = Cu_Cu_i1 ]; then sleep 600; fi
 case "$SLURM_JOB_NAME" in *_v_*)
   if [ -e {flags}/broken ]; then echo "carrierflow-test: module vasp not found" >&2; exit 3; fi
@@ -84,7 +86,9 @@ def project(slurm, tmp_path, monkeypatch):
     worker = config["workers"]["cluster"]
     worker["work_dir"] = str(tmp_path / "jobs")
     worker["resources"] = {"nodes": 1, "ntasks": 1, "cpus_per_task": 1, "time": "00:20:00"}
-    worker["pre_run"] = PRE_RUN.format(bin=Path(sys.executable).parent, flags=flags)
+    potcars = write_fake_potcars(tmp_path / "potcars")  # for the stand-in VASP's jobs
+    bin_dir = Path(sys.executable).parent
+    worker["pre_run"] = PRE_RUN.format(bin=bin_dir, flags=flags, potcars=potcars)
     config["runner"] = {
         "delay_checkout": 1,
         "delay_check_run_status": 1,
@@ -237,6 +241,31 @@ def test_submit_fail_cancel_rerun_and_read_results(
         for collection in project["server"][name].list_collection_names():
             for doc in project["server"][name][collection].find():
                 assert SECRET not in json.dumps(doc, default=str), (name, collection)
+
+
+def test_submit_with_refine_runs_the_stand_in_vasp_as_slurm_jobs(project, slurm, tmp_path, capsys):
+    # the screen's jobs, then the VASP jobs the refinement adds as the flow runs, each a SLURM
+    # job; "VASP" is the stand-in, EMT inside, so each refined E_f equals the screen's in the
+    # same cell, as a local `run --refine vasp` finds (tests/workflows/test_vasp.py)
+    refine = ["--refine", "vasp", "--vasp-cmd", f"{sys.executable} {STANDIN}"]
+    refine += ["--workdir", str(tmp_path / "calc"), "--dft-min-image-distance", "7"]
+    assert main(["submit", *SYSTEM, *refine, "--project", PROJECT]) == 0
+    flow_id = re.search(r"flow (\S+),", capsys.readouterr().out).group(1)
+    controller = project["controller"]
+    jobs = _run_until(
+        Runner(project_name=PROJECT),
+        controller,
+        lambda js: controller.get_flows_info(flow_ids=[flow_id])[0].state == FlowState.COMPLETED,
+    )
+    assert all(j.remote.process_id for j in jobs if j.state == JobState.COMPLETED)
+    results = _results(tmp_path, "refined", *refine)
+    assert results["calculator"]["name"] == "vasp"
+    assert results["refined_from"]["calculator"]["name"] == "emt"
+    for phase in [results["reference"], *results["hosts"]]:
+        assert {d["kind"] for d in phase["defects"]} == {"interstitial", "vacancy"}
+        for defect in phase["defects"]:
+            assert defect["screen"]["error_eV"] == pytest.approx(0, abs=2e-3)
+    assert list((tmp_path / "calc").glob("*/*/vasprun.xml*"))  # VASP ran under --workdir
 
 
 def test_results_of_an_unknown_project_is_one_line(tmp_path, monkeypatch, capsys):
