@@ -70,7 +70,7 @@ class FineTuneResult(BaseModel):
     )
     train_sha256: str = Field(
         description="SHA-256 of the training set as written for SevenNet: its frames, then the "
-        "weighted perfect supercells"
+        "weighted perfect supercells, then the weighted defect ends (with --defect-weight)"
     )
     valid_sha256: str
     element_offsets_eV: dict[str, float] = Field(
@@ -200,9 +200,11 @@ def sevenn_input(
     train: str,
     valid: str,
     references: str | None = None,
+    ends: str | None = None,
 ) -> dict:
     """SevenNet's fine-tuning preset on the base checkpoint's architecture; the frames of
-    ``references`` (the perfect supercells) carry ``settings.reference_weight`` on their energy
+    ``references`` (the perfect supercells) carry ``settings.reference_weight`` on their energy,
+    those of ``ends`` (each defect relaxation's last frame) ``settings.defect_weight``
     (SevenNet's ``use_weight`` and per-data-set ``data_weight``)."""
     from sevenn.checkpoint import SevenNetCheckpoint
 
@@ -226,13 +228,14 @@ def sevenn_input(
     # the preset's arguments
     read_as = preset["data"]["data_format_args"]
     trainset = [{"file_list": [{"file": train, **read_as}]}]
-    if references is not None:
-        trainset.append(
-            {
-                "file_list": [{"file": references, **read_as}],
-                "data_weight": {"energy": settings.reference_weight},
-            }
-        )
+    for weighted, weight in (
+        (references, settings.reference_weight),
+        (ends, settings.defect_weight),
+    ):
+        if weighted is not None:
+            trainset.append(
+                {"file_list": [{"file": weighted, **read_as}], "data_weight": {"energy": weight}}
+            )
     data = {
         "batch_size": settings.batch_size,
         "load_trainset_path": trainset,
@@ -411,12 +414,16 @@ def fine_tune(
     paths = {
         "train": workdir / "train.extxyz",
         "references": workdir / "references.extxyz",
+        "ends": workdir / "ends.extxyz",
         "valid": workdir / "valid.extxyz",
     }
     # One perfect supercell per host against some 40 defect frames: at weight 1 the model
     # fitted the defect cells to 1 meV/atom and left Li3In2's supercell 7 meV/atom (0.21 eV)
     # high, and every Li3In2 E_f is a difference against it.
     references = [a for a in train if is_perfect_supercell(a)]
+    # At weight 1 (the default) the ends train among the other frames, as before the option.
+    ends = relaxation_ends(train) if settings.defect_weight != 1 else []
+    weighted = {id(a) for a in ends}
     # SevenNet's trainer wants a validation set: without held-out frames it sees the training
     # set again (the errors it reports are then in-sample, and recorded as such)
     # SevenNet makes every info entry a graph attribute and collates them: a key that some
@@ -424,17 +431,22 @@ def fine_tune(
     # newer steps record, in the timed loop's first fine-tuning). Only the keys every frame has.
     common = set.intersection(*(set(a.info) for a in (*train, *valid)))
     for split, frames in (
-        ("train", [a for a in train if not is_perfect_supercell(a)]),
+        ("train", [a for a in train if not is_perfect_supercell(a) and id(a) not in weighted]),
         ("references", references),
+        ("ends", ends),
         ("valid", valid or train),
     ):
-        write(paths[split], shifted(frames, offsets, common), format="extxyz")
+        if frames or split != "ends":
+            write(paths[split], shifted(frames, offsets, common), format="extxyz")
+        else:  # none to weigh: no file that a validation would count as trained on
+            paths[split].unlink(missing_ok=True)
     config = sevenn_input(
         settings,
         checkpoint,
         str(paths["train"]),
         str(paths["valid"]),
         str(paths["references"]) if references else None,
+        str(paths["ends"]) if ends else None,
     )
     (workdir / "input.yaml").write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "sevenn.main.sevenn", "train", "input.yaml", "-w", "."]
@@ -469,7 +481,9 @@ def fine_tune(
         dft_settings=setting,
         left_out_frames=left_out,
         train_sha256=hashlib.sha256(
-            paths["train"].read_bytes() + paths["references"].read_bytes()
+            paths["train"].read_bytes()
+            + paths["references"].read_bytes()
+            + (paths["ends"].read_bytes() if ends else b"")
         ).hexdigest(),
         valid_sha256=file_sha256(paths["valid"]),
         element_offsets_eV=offsets,
@@ -584,6 +598,13 @@ def _final_frames(frames: list[Atoms]) -> dict[tuple[str, str], Atoms]:
         if known is None or atoms.get_potential_energy() < known.get_potential_energy():
             lowest[(label, task)] = atoms
     return lowest
+
+
+def relaxation_ends(frames: list[Atoms]) -> list[Atoms]:
+    """The last ionic step of each defect relaxation among ``frames`` (task ``ion_relax``, the
+    lower one where a calculation is there twice): the states the E_f are read from."""
+    ends = {id(a) for (_, task), a in _final_frames(frames).items() if task == "ion_relax"}
+    return [a for a in frames if id(a) in ends]
 
 
 def defect_energies(held_out: list[Atoms], every: list[Atoms], species: str = "Li") -> list[dict]:

@@ -360,6 +360,17 @@ class FineTuneSettings(BaseModel):
             "frame: it is the reference of every E_f of its host",
         ),
     )
+    defect_weight: float = Field(
+        1.0,
+        ge=1,
+        le=1000,
+        allow_inf_nan=False,
+        **option(
+            "--defect-weight",
+            "weight of the energy of each defect relaxation's last frame in the loss, against 1 "
+            "for every other frame: the state that defect's E_f is read from",
+        ),
+    )
     seed: int = Field(1, ge=0, **option("--seed", "random seed of SevenNet's trainer"))
     device: str = Field(
         "cpu",

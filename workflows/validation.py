@@ -37,7 +37,8 @@ def training_frames(model: str) -> list[Atoms] | None:
     ``train.extxyz`` beside a checkpoint that ``carrierflow finetune`` or a ``--learn`` loop
     wrote; ``[]`` for sevenn's own models (trained on public data sets, none of carrierflow's
     frames); None when unknown (a checkpoint file from elsewhere). A fine-tuning writes the
-    perfect supercells it trained on (weighted) to ``references.extxyz`` beside it: seen too."""
+    perfect supercells it trained on (weighted) to ``references.extxyz`` beside it, and with
+    ``--defect-weight`` each defect relaxation's last frame to ``ends.extxyz``: seen too."""
     if model in FINE_TUNED_MODELS:
         checkpoint = Path(sevennet_checkpoint(model))
         card = json.loads(checkpoint.with_name(f"{model}.card.json").read_text())
@@ -48,10 +49,9 @@ def training_frames(model: str) -> list[Atoms] | None:
     beside = Path(model).with_name("train.extxyz")
     if not beside.is_file():
         return None
-    references = beside.with_name("references.extxyz")
     return [
         atoms
-        for path in (beside, references)
+        for path in (beside, *(beside.with_name(f) for f in ("references.extxyz", "ends.extxyz")))
         if path.is_file() and path.stat().st_size
         for atoms in read(path, index=":", format="extxyz")
     ]

@@ -347,10 +347,13 @@ def test_a_host_whose_perfect_supercell_is_there_trains_without_its_bulk_cell():
     assert {phase_of(f) for f in kept if f.info["task"] == "bulk_relax"} == {"Li3In2"}
 
 
-def test_the_perfect_supercells_train_as_their_own_weighted_data_set(tmp_path):
+def test_the_perfect_supercells_and_relaxation_ends_train_as_their_own_weighted_data_sets(
+    tmp_path,
+):
     """bcc Li's perfect supercell, its bulk cell and defect cells: the supercell trains in a data
-    set of its own whose energy carries the reference weight in SevenNet's loss; the bulk cell
-    trains no more, yet still gives a held-out vacancy its mu."""
+    set of its own whose energy carries the reference weight in SevenNet's loss, the defect
+    relaxation's last frame in one with the defect weight; the bulk cell trains no more, yet
+    still gives a held-out vacancy its mu."""
     from carrierflow.workflows.finetune import is_perfect_supercell, phase_of
     from carrierflow.workflows.validation import frame_key
 
@@ -359,25 +362,53 @@ def test_the_perfect_supercells_train_as_their_own_weighted_data_set(tmp_path):
     bulk = [f for f in frames if f.info["task"] == "bulk_relax"]
     interstitial = [f for f in frames if f.info["label"] == "Li Li_i1 [DFT]"][:4]
     vacancy = [f for f in frames if f.info["label"] == "Li v_Li_1a [DFT]"][-1:]
-    settings = FineTuneSettings(base_model="7net-0", epochs=1, batch_size=2, reference_weight=10)
+    settings = FineTuneSettings(
+        base_model="7net-0", epochs=1, batch_size=2, reference_weight=10, defect_weight=5
+    )
     result = fine_tune(perfect + bulk + interstitial, vacancy, settings, tmp_path)
     assert bulk and result.left_out_frames == len(bulk)
     assert result.train_frames == len(perfect) + len(interstitial)
     written = {
         name: [frame_key(a) for a in read(str(tmp_path / f"{name}.extxyz"), ":")]
-        for name in ("train", "references")
+        for name in ("train", "references", "ends")
     }
     # positions, cell and settings identify a frame (the written energies are shifted)
     assert written["references"] == [frame_key(a) for a in perfect]
-    assert written["train"] == [frame_key(a) for a in interstitial]
+    assert written["ends"] == [frame_key(interstitial[-1])]
+    assert written["train"] == [frame_key(a) for a in interstitial[:-1]]
     config = yaml.safe_load((tmp_path / "input.yaml").read_text())
     assert config["train"]["use_weight"] is True
     weighted = [d for d in config["data"]["load_trainset_path"] if "data_weight" in d]
-    assert [d["data_weight"] for d in weighted] == [{"energy": 10.0}]
+    assert [d["data_weight"] for d in weighted] == [{"energy": 10.0}, {"energy": 5.0}]
     assert weighted[0]["file_list"][0]["file"].endswith("references.extxyz")
+    assert weighted[1]["file_list"][0]["file"].endswith("ends.extxyz")
     # E(defect) - E(perfect) + mu of the bulk cell: the GPAW refinement's 0.51 eV
     [held] = result.held_out_defects
     assert held["name"] == "v_Li_1a" and held["dft_eV"] == pytest.approx(0.51, abs=0.03)
+
+
+def test_the_relaxation_ends_are_the_last_steps_of_defect_relaxations_and_weigh_only_when_asked():
+    """The frames an E_f is read from: each ion relaxation's last step, never a single point or a
+    bulk cell. At the default weight (1) SevenNet gets no data set of them, so that the models
+    trained before the option are the ones the same settings train today."""
+    from carrierflow.workflows.finetune import base_checkpoint, relaxation_ends, sevenn_input
+
+    frames = _supercell_frames()
+    ends = relaxation_ends(frames)
+    assert ends and {a.info["task"] for a in ends} == {"ion_relax"}
+    for end in ends:
+        steps = [a for a in frames if a.info["label"] == end.info["label"]]
+        assert end.info["step"] == max(
+            a.info["step"] for a in steps if a.info["run"] == end.info["run"]
+        )
+    assert relaxation_ends([a for a in frames if a.info["task"] != "ion_relax"]) == []
+    config = sevenn_input(
+        FineTuneSettings(base_model="7net-0"), base_checkpoint("7net-0"), "t", "v", "r"
+    )
+    assert [d.get("data_weight") for d in config["data"]["load_trainset_path"]] == [
+        None,
+        {"energy": 10.0},
+    ]
 
 
 def test_a_model_is_read_back_only_if_todays_settings_and_sevenn_would_train_it(

@@ -113,14 +113,18 @@ def test_validating_frames_without_dft_energies_is_one_line_before_any_model_loa
     assert not out.exists()
 
 
-def test_a_fine_tunings_weighted_perfect_supercells_count_as_frames_it_trained_on(tmp_path):
+def test_a_fine_tunings_weighted_frames_count_as_frames_it_trained_on(tmp_path):
+    """The perfect supercells and the defect relaxations' ends train in data sets of their own
+    (weighted), beside train.extxyz: a validation counts them as seen, its E_f as in-sample."""
     from carrierflow.workflows.validation import frame_key, training_frames
 
-    frames = read(FIXTURES / "dft" / "li-in-gpaw-fast.extxyz", ":3")
+    frames = read(FIXTURES / "dft" / "li-in-gpaw-fast.extxyz", ":4")
     model = tmp_path / "checkpoint_20.pth"
     model.write_bytes(b"a checkpoint")
     write(tmp_path / "train.extxyz", frames[:2], format="extxyz")
-    write(tmp_path / "references.extxyz", frames[2:], format="extxyz")
+    write(tmp_path / "references.extxyz", frames[2:3], format="extxyz")
+    write(tmp_path / "ends.extxyz", frames[3:], format="extxyz")
     assert [frame_key(a) for a in training_frames(str(model))] == [frame_key(a) for a in frames]
     (tmp_path / "references.extxyz").write_text("")  # no perfect supercell among the frames
+    (tmp_path / "ends.extxyz").unlink()  # trained at the default --defect-weight
     assert len(training_frames(str(model))) == 2
