@@ -44,6 +44,10 @@ logger = logging.getLogger("carrierflow")
 
 # the frames chosen and weighted for the same data and settings (fine_tuned_model's identity)
 TRAINING_RULES = 2
+# What a fine-tuning trains on, written beside its checkpoint: the frames, then the data sets
+# whose energy is weighted (perfect supercells; defect relaxations' ends with --defect-weight).
+# validation.training_frames reads them back as the frames the model saw.
+TRAINED_ON = {"train": "train.extxyz", "references": "references.extxyz", "ends": "ends.extxyz"}
 
 
 class FineTuneError(ValueError):
@@ -411,12 +415,8 @@ def fine_tune(
         old.unlink(missing_ok=True)
     base = np.array([e for e, _ in predictions(train, checkpoint)])
     offsets = element_offsets(train, base)
-    paths = {
-        "train": workdir / "train.extxyz",
-        "references": workdir / "references.extxyz",
-        "ends": workdir / "ends.extxyz",
-        "valid": workdir / "valid.extxyz",
-    }
+    paths = {split: workdir / name for split, name in TRAINED_ON.items()}
+    paths["valid"] = workdir / "valid.extxyz"
     # One perfect supercell per host against some 40 defect frames: at weight 1 the model
     # fitted the defect cells to 1 meV/atom and left Li3In2's supercell 7 meV/atom (0.21 eV)
     # high, and every Li3In2 E_f is a difference against it.

@@ -21,6 +21,7 @@ from ase.io import read
 
 from carrierflow.workflows.codes.sevennet import FINE_TUNED_MODELS, sevennet_checkpoint
 from carrierflow.workflows.finetune import (
+    TRAINED_ON,
     FineTuneError,
     comparable_frames,
     formation_energy_errors,
@@ -46,12 +47,12 @@ def training_frames(model: str) -> list[Atoms] | None:
         return comparable_frames(data)[1][0]
     if not Path(model).is_file():
         return []
-    beside = Path(model).with_name("train.extxyz")
-    if not beside.is_file():
+    files = [Path(model).with_name(name) for name in TRAINED_ON.values()]
+    if not files[0].is_file():  # no train.extxyz: not a checkpoint carrierflow trained
         return None
     return [
         atoms
-        for path in (beside, *(beside.with_name(f) for f in ("references.extxyz", "ends.extxyz")))
+        for path in files
         if path.is_file() and path.stat().st_size
         for atoms in read(path, index=":", format="extxyz")
     ]
