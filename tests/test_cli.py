@@ -144,6 +144,15 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
             ["--system", "Cu-Au", "--calculator", "emt", "--migration", "--max-hop", "nan"],
             "--max-hop: input should be a finite number",
         ),
+        # a bad value is an error even where its switch is off, not only "ignored" with a warning
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--defect-weight", "inf"],
+            "--defect-weight: input should be a finite number",
+        ),
+        (
+            ["--system", "Cu-Au", "--calculator", "emt", "--max-hop", "nan"],
+            "--max-hop: input should be a finite number",
+        ),
         (
             ["--system", "Cu-Au", "--calculator", "emt", "--starts", "0"],
             "--starts: input should be greater than or equal to 1",

@@ -740,10 +740,14 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     from carrierflow.workflows.schemas import MigrationSettings, RefineSettings
 
     system, species, reference_spec, host_specs = _selection(args)
+    # every group of options is checked, used or not: a bad value is an error even where the
+    # switch it belongs to is off (--defect-weight inf without --learn), never only "ignored"
+    refine_settings = _settings(RefineSettings, args)
+    migration_settings = _settings(MigrationSettings, args)
+    learn_settings = _settings(LearnSettings, args, fine_tune=_settings(FineTuneSettings, args))
     _warn_unused(args)
     calculator, refine = _calculators(args)
-    refine_settings = _settings(RefineSettings, args)
-    migration = _settings(MigrationSettings, args) if args.migration else None
+    migration = migration_settings if args.migration else None
     if migration is not None and refine is not None:
         used = "--learn" if getattr(args, "learn", None) else "--refine"
         raise UsageError(f"--migration with {used} is not available yet")
@@ -762,11 +766,10 @@ def _flow_maker(args: argparse.Namespace, check_runnable: bool = True):
     if getattr(args, "learn", None) is None:
         return system, species, reference_spec, host_specs, CarrierFlowMaker(**common)
     # the base model is the screen's: the maker sets it, and refuses one it cannot fine-tune
-    learn = _settings(LearnSettings, args, fine_tune=_settings(FineTuneSettings, args))
     try:
-        maker = LearningFlowMaker(**common, learn=learn)
+        maker = LearningFlowMaker(**common, learn=learn_settings)
         if check_runnable:
-            check_device(learn.fine_tune.device)
+            check_device(learn_settings.fine_tune.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return system, species, reference_spec, host_specs, maker
