@@ -480,10 +480,9 @@ def fine_tune(
         valid_frames=len(valid),
         dft_settings=setting,
         left_out_frames=left_out,
+        # the files written above, in TRAINED_ON's order (ends.extxyz only where weighted)
         train_sha256=hashlib.sha256(
-            paths["train"].read_bytes()
-            + paths["references"].read_bytes()
-            + (paths["ends"].read_bytes() if ends else b"")
+            b"".join(paths[split].read_bytes() for split in TRAINED_ON if paths[split].is_file())
         ).hexdigest(),
         valid_sha256=file_sha256(paths["valid"]),
         element_offsets_eV=offsets,
