@@ -1204,7 +1204,10 @@ def _cross_validate(args: argparse.Namespace, frames: list, settings: FineTuneSe
         _print_held_out(held, f"without the defects of {phase} (its crystal trained), on them")
     for row in result.orderings:
         energies = ", ".join(
-            f"{k.removesuffix('_meV_atom')} {v:+.1f}" for k, v in row.items() if k.endswith("_atom")
+            f"{k.removesuffix('_meV_atom')} "
+            + (f"{v:+.1f}" if v is not None else "relaxed into one structure")
+            for k, v in row.items()
+            if k.endswith("_atom")
         )
         print(f"  {row['other']} above {row['ground']} (meV/atom): {energies}")
     return 0

@@ -129,7 +129,8 @@ class CrossValidatedModel(BaseModel):
         default_factory=list,
         description="energy of one ordering of a composition above another (meV/atom), cell "
         "and ions relaxed with the base model and each fine-tuned one ('model': every frame; "
-        "'without <phase>': that phase held out)",
+        "'without <phase>': that phase held out); null where a model relaxed the two into one "
+        "structure (no barrier between them: no ordering energy)",
     )
 
 
@@ -755,22 +756,34 @@ def check_orderings(ground: Structure, other: Structure) -> None:
         )
 
 
-def ordering_energy(checkpoint: str, ground: Structure, other: Structure, fmax=0.005) -> float:
+def ordering_energy(
+    checkpoint: str, ground: Structure, other: Structure, fmax=0.005
+) -> float | None:
     """E(other) - E(ground) in meV/atom, each relaxed (cell and ions, its symmetry kept) with
     the checkpoint: two orderings of one composition, whose order a model must get right
     before its defect energies mean anything (7net-0 puts the PBE ground state of Li5In4
-    9 meV/atom above another ordering, 7net-l3i5 6 meV/atom below it; PBE: 11 below)."""
+    9 meV/atom above another ordering, 7net-l3i5 6 meV/atom below it; PBE: 11 below).
+    None where the two relax into one structure: then the model has no barrier between them
+    and there is no ordering energy to give. Found the hard way: a model fine-tuned without
+    Li3In2 slid two columns of the other Li5In4 ordering 0.8 A along its 3-fold axes into
+    the ground state and reported +0.001 meV/atom (2026-12-06)."""
     from atomate2.ase.utils import AseRelaxer
+    from pymatgen.analysis.structure_matcher import StructureMatcher
     from sevenn.calculator import SevenNetCalculator
 
     check_orderings(ground, other)
     relaxer = AseRelaxer(
         SevenNetCalculator(checkpoint, device="cpu"), optimizer="BFGS", fix_symmetry=True
     )
-    energies = []
+    energies, relaxed = [], []
     for structure in (ground, other):
         result = relaxer.relax(structure, fmax=fmax, steps=500, final_atoms_object_file=None)
         if not result.is_force_converged:
             raise FineTuneError(f"{structure.composition.reduced_formula}: relaxation unconverged")
         energies.append(result.trajectory.frame_properties[-1]["energy"] / len(structure))
+        relaxed.append(result.final_mol_or_struct)
+    # tight: pymatgen's default tolerances match the two Li5In4 orderings as given
+    same = StructureMatcher(ltol=0.02, stol=0.05, angle_tol=0.5, primitive_cell=False, scale=False)
+    if same.fit(*relaxed):
+        return None
     return 1000.0 * (energies[1] - energies[0])

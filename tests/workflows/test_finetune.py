@@ -293,6 +293,17 @@ def test_the_orderings_of_li5in4_come_out_as_the_base_models_rank_them():
         ordering_energy(base_checkpoint("7net-0"), ground, other.copy().remove_species(["In"]))
 
 
+def test_two_orderings_that_relax_into_one_structure_give_no_ordering_energy():
+    """A model without a barrier between two orderings relaxes one into the other: its energy
+    difference (a fine-tuned model's +0.001 meV/atom) is no ordering energy, and says so."""
+    from carrierflow.workflows.finetune import base_checkpoint, ordering_energy
+
+    ground = Structure.from_file(str(files("carrierflow.fixtures").joinpath("Li5In4.json")))
+    moved = ground.copy()
+    moved.translate_sites(range(len(moved)), [0.1, 0.2, 0.3])  # the same crystal, other numbers
+    assert ordering_energy(base_checkpoint("7net-0"), ground, moved) is None
+
+
 def test_only_frames_of_one_dft_setting_are_trained_on_together():
     """The GPAW cell relaxations run at 1.3x the cut-off: their energies do not compare with the
     400 eV frames (56-64 meV/atom apart in Li-In after the per-element offsets)."""
