@@ -71,6 +71,25 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def lowest_states(results: dict) -> dict:
+    """Per phase (the reference first): its supercell, each kind's lowest defect and E_f, and
+    the margin: the verdict table, kept with the timing that made it."""
+    phases = [p for p in (results.get("reference"), *results["hosts"]) if p]
+    return {
+        phase["formula"]: {
+            "supercell_atoms": phase["supercell"]["natoms"],
+            "image_distance_A": phase["supercell"]["min_image_distance_A"],
+            "lowest": {
+                kind: [phase["lowest_defect"][kind], energy]
+                for kind, energy in phase["lowest_eV"].items()
+            },
+            "dominant_carrier": phase["dominant_carrier"],
+            "margin_eV": phase["margin_eV"],
+        }
+        for phase in phases
+    }
+
+
 def time_to_answer(args: argparse.Namespace, work: Path) -> dict:
     """``carrierflow run`` from command start to results.json, in a fresh store."""
     command = [
@@ -377,6 +396,8 @@ def main() -> None:
             "startup_s": startup_s,
             "overhead_fraction": overhead_s / answer["compute_s"],
             "verdicts": {h["formula"]: h["dominant_carrier"] for h in answer["results"]["hosts"]},
+            # the README's verdict table comes from the same run as its timing
+            "lowest": lowest_states(answer["results"]),
             "vasp_jobs": vasp_job_counts(answer["results"], args.k),
         }
         if not args.skip_naive:

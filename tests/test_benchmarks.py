@@ -126,3 +126,35 @@ def test_the_hessian_benchmark_starts_where_each_recorded_free_dft_relaxation_st
     assert not any("(local)" in label for label in relaxations)
     for frames in relaxations.values():
         assert [atoms.info["step"] for atoms in frames] == list(range(1, len(frames) + 1))
+
+
+def test_the_run_benchmark_keeps_each_phases_lowest_states_and_margin_beside_its_timing():
+    spec = importlib.util.spec_from_file_location("run_benchmark", BENCHMARKS / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def phase(formula, vacancy, interstitial):
+        return {
+            "formula": formula,
+            "supercell": {"natoms": 27, "min_image_distance_A": 8.19},
+            "lowest_eV": {"vacancy": vacancy[1], "interstitial": interstitial[1]},
+            "lowest_defect": {"vacancy": vacancy[0], "interstitial": interstitial[0]},
+            "dominant_carrier": "vacancy",
+            "margin_eV": interstitial[1] - vacancy[1],
+        }
+
+    results = {
+        "reference": phase("Li", ("v_Li_1a", 0.40), ("Li_i1", 0.80)),
+        "hosts": [phase("Li5In4", ("v_Li_2d_1", 0.515), ("Li_i3", 1.032))],
+    }
+    table = module.lowest_states(results)
+    assert list(table) == ["Li", "Li5In4"]
+    assert table["Li5In4"]["lowest"] == {
+        "vacancy": ["v_Li_2d_1", 0.515],
+        "interstitial": ["Li_i3", 1.032],
+    }
+    assert table["Li5In4"]["margin_eV"] == pytest.approx(0.517)
+    assert table["Li5In4"]["supercell_atoms"] == 27
+    # a run without a reference phase (a host's own bulk as reference) keeps its hosts
+    assert list(module.lowest_states({"reference": None, "hosts": results["hosts"]})) == ["Li5In4"]
+    json.dumps(table, allow_nan=False)
