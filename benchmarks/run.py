@@ -74,7 +74,6 @@ def timed(command: list[str]) -> float:
 def lowest_states(results: dict) -> dict:
     """Per phase (the reference first): its supercell, each kind's lowest defect and E_f, and
     the margin: the verdict table, kept with the timing that made it."""
-    phases = [p for p in (results.get("reference"), *results["hosts"]) if p]
     return {
         phase["formula"]: {
             "supercell_atoms": phase["supercell"]["natoms"],
@@ -86,7 +85,7 @@ def lowest_states(results: dict) -> dict:
             "dominant_carrier": phase["dominant_carrier"],
             "margin_eV": phase["margin_eV"],
         }
-        for phase in phases
+        for phase in [results["reference"], *results["hosts"]]
     }
 
 

@@ -155,6 +155,4 @@ def test_the_run_benchmark_keeps_each_phases_lowest_states_and_margin_beside_its
     }
     assert table["Li5In4"]["margin_eV"] == pytest.approx(0.517)
     assert table["Li5In4"]["supercell_atoms"] == 27
-    # a run without a reference phase (a host's own bulk as reference) keeps its hosts
-    assert list(module.lowest_states({"reference": None, "hosts": results["hosts"]})) == ["Li5In4"]
     json.dumps(table, allow_nan=False)
