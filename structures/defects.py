@@ -8,8 +8,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
-from pymatgen.analysis.defects.generators import VacancyGenerator
-from pymatgen.analysis.defects.utils import cluster_nodes, remove_collisions
 from pymatgen.core import DummySpecies, Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial import Voronoi
@@ -96,6 +94,11 @@ def find_vacancies(
     that choice (30 hosts strained by 1e-5: Li5In4's 1a named 1b in 10); the input is the same
     bytes in every run.
     """
+    # imported here, not above: pymatgen-analysis-defects takes 1.3 s to import (pymatgen's
+    # local_env), which every process importing this module paid, each SLURM job included;
+    # only the candidate search needs it
+    from pymatgen.analysis.defects.generators import VacancyGenerator
+
     check_species(host, species)
     symmetrized = SpacegroupAnalyzer(host, symprec=SYMPREC).get_symmetrized_structure()
     named = SpacegroupAnalyzer(given or host, symprec=SYMPREC).get_symmetrized_structure()
@@ -159,6 +162,9 @@ def find_interstitials(
     canonical position (:func:`equivalent_positions`), and the candidates are named in a fixed
     order: roomiest first (distances within 1e-3 A tie), then by multiplicity, then position.
     """
+    # imported here: find_vacancies says why
+    from pymatgen.analysis.defects.utils import cluster_nodes, remove_collisions
+
     check_species(host, species)
     nodes = remove_collisions(voronoi_nodes(host), structure=host, min_dist=min_distance_A)
     if len(nodes) > 1:
