@@ -534,7 +534,8 @@ def learned_results(
         # Why the lattices are named: measured on Li-In with 7net-li-in, whose hosts are 1.3
         # and 1.9 % smaller in volume than GPAW's fast preset's, the lowest interstitials in
         # DFT's supercells were 0.08 and 0.13 eV higher on the model's lattice than on GPAW's
-        # (the vacancies within 0.02): the whole 0.1 eV that looked like the model's error.
+        # (the vacancies within 0.02): most of the 0.1 eV by which they stood above DFT, each
+        # on its own host (on a common lattice, model and DFT were within 0.03 eV).
         note="difference = the fine-tuned screen in its supercell, on the host it relaxed, "
         "minus DFT in the DFT supercell, on DFT's host: the model's error, the finite-size "
         "effect and the two lattices' difference together (an interstitial's E_f can move by "
