@@ -30,20 +30,21 @@ from maggma.stores import MemoryStore
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from carrierflow.analysis.formation import added_atoms, chemical_potential, formation_energy
 from carrierflow.structures.sources import load_fixture
 from carrierflow.structures.symmetry import symmetrize
 from carrierflow.workflows.calculators import Calculator
 from carrierflow.workflows.engine import calculation, shared_calculator
 from carrierflow.workflows.jobs import plan_defects, starts_of
-from carrierflow.workflows.schemas import DefectSettings
+from carrierflow.workflows.schemas import CalculationDoc, DefectSettings
 
 HERE = Path(__file__).resolve().parent
 DFT_FRAMES = HERE.parent / "fixtures" / "dft" / "li-in-gpaw-fast.extxyz"
 DEFECTS = {"Li5In4": ["v_Li_2d_1", "Li_i5"], "Li3In2": ["v_Li_2c", "Li_i3"]}
 
 
-def relaxed_hosts(calculator: Calculator) -> dict[str, Structure]:
-    """bcc Li and each host relaxed by the model as ``carrierflow run`` relaxes them, and mu."""
+def relaxed_hosts(calculator: Calculator) -> dict[str, CalculationDoc]:
+    """bcc Li and each host relaxed by the model as ``carrierflow run`` relaxes them."""
     jobs = {
         name: calculation(
             calculator, "bulk_relax", load_fixture(name)[0].get_primitive_structure(), name
@@ -70,7 +71,7 @@ def main() -> None:
     calculator = Calculator("sevennet", model=args.model, fmax=args.fmax)
     model = shared_calculator(calculator)
     bulks = relaxed_hosts(calculator)
-    mu = bulks["Li"].energy_eV / bulks["Li"].natoms
+    mu = chemical_potential(bulks["Li"].energy_eV, bulks["Li"].natoms)
     frames = read(DFT_FRAMES, ":")
     settings = DefectSettings(species="Li", min_image_distance_A=8.0)
     rows = []
@@ -99,8 +100,12 @@ def main() -> None:
                 index = [c.name for c in plan.selected].index(name)
                 [(_, start)] = starts_of(host, plan.selected[index], plan.cells[index], settings, 1)
                 defect = Structure(lattice, start.species, start.frac_coords)
-                added = len(defect) - len(perfect)
-                row[name] = energy(defect, model, args.fmax) - e_perfect - added * mu
+                row[name] = formation_energy(
+                    energy(defect, model, args.fmax),
+                    e_perfect,
+                    added_atoms(plan.selected[index].kind),
+                    mu,
+                )
             rows.append(row)
             print(
                 f"{host} on the {lattice_name} lattice ({row['volume_per_atom_A3']:.2f} A^3/atom): "
