@@ -55,10 +55,12 @@ def relaxed_hosts(calculator: Calculator) -> dict[str, CalculationDoc]:
     return {name: responses[job.uuid][1].output for name, job in jobs.items()}
 
 
-def energy(structure: Structure, model, fmax: float) -> float:
+def energy(structure: Structure, model, calculator: Calculator) -> float:
+    """Relaxed energy, ions only, to the run's force criterion within the run's step limit."""
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms.calc = model
-    BFGS(atoms, logfile=None).run(fmax=fmax, steps=2000)
+    if not BFGS(atoms, logfile=None).run(fmax=calculator.fmax, steps=calculator.max_steps):
+        raise SystemExit(f"not relaxed to {calculator.fmax} eV/A in {calculator.max_steps} steps")
     return float(atoms.get_potential_energy())
 
 
@@ -90,7 +92,7 @@ def main() -> None:
             if np.abs(strain - np.eye(3)).max() > 0.05:
                 raise SystemExit(f"{host}: the {lattice_name} supercell is not the run's")
             perfect = Structure(lattice, plan.perfect.species, plan.perfect.frac_coords)
-            e_perfect = energy(perfect, model, args.fmax)
+            e_perfect = energy(perfect, model, calculator)
             row = {
                 "host": host,
                 "lattice": lattice_name,
@@ -101,7 +103,7 @@ def main() -> None:
                 [(_, start)] = starts_of(host, plan.selected[index], plan.cells[index], settings, 1)
                 defect = Structure(lattice, start.species, start.frac_coords)
                 row[name] = formation_energy(
-                    energy(defect, model, args.fmax),
+                    energy(defect, model, calculator),
                     e_perfect,
                     added_atoms(plan.selected[index].kind),
                     mu,
